@@ -1,0 +1,206 @@
+"""Storage backends: where the repository's bytes live.
+
+A backend stores named objects ("keys", '/'-separated) and knows nothing about backups.
+The repository (repository.py) builds atomic publication on top of one rule every backend
+keeps: an object written through `writer()` is either fully durable under its key when the
+context exits cleanly, or absent. That rule holds for a local directory (temp file, fsync,
+rename, fsync of the folder) and for an S3-compatible store (a multipart upload that is
+completed only at the end), so callers never depend on which backend they have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class StorageError(Exception):
+    """A backend could not do what was asked; the message names the object and the cause."""
+
+
+class LockedError(StorageError):
+    """Another writer holds the lock on the same backup partition."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class Backend(ABC):
+    """The operations the repository needs from a store of named objects."""
+
+    @abstractmethod
+    def writer(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Write `key`; visible and durable only when the context exits without an exception."""
+
+    @abstractmethod
+    def reader(self, key: str) -> BinaryIO:
+        """Open `key` for streaming reads; raises FileNotFoundError when absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every published object whose key starts with `prefix` (temp objects are never listed)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing an absent key is not an error (deletes are idempotent)."""
+
+    @abstractmethod
+    def remove_temporaries(self, prefix: str = "") -> list[str]:
+        """Remove unfinished writes left by a crashed process; returns what was removed."""
+
+    @abstractmethod
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """An exclusive, non-blocking lock; raises LockedError when someone else holds it."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A human-readable location for messages (never contains credentials)."""
+
+
+class LocalBackend(Backend):
+    """A directory on a local or mounted file system.
+
+    Folders are created 0700 and files 0600: backups hold the whole database. A root that
+    other users may write to is refused, since anyone could then plant a manifest.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).absolute()
+        self._ensure_dir(self.root)
+        mode = self.root.stat().st_mode
+        if mode & stat.S_IWOTH:
+            raise StorageError(
+                f"backup repository {self.root} is world-writable (mode {stat.S_IMODE(mode):o}); "
+                f"refusing to use it: run `chmod o-w {self.root}`"
+            )
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root.joinpath(*parts)
+
+    @staticmethod
+    def _ensure_dir(path: Path) -> None:
+        # Each missing level is created 0700 (mkdir(parents=True) would give the parents the
+        # umask's mode); an operator's existing folder keeps its permissions.
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue
+            folder.chmod(DIR_MODE)
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        final = self._path(key)
+        self._ensure_dir(final.parent)
+        # A dot-prefixed temp name is never listed, so a crash leaves nothing that looks published.
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        f = os.fdopen(fd, "wb", buffering=1 << 20)
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, final)
+            self._fsync_dir(final.parent)
+        except BaseException:
+            f.close()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def reader(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb", buffering=1 << 20)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root
+        # Walk only below the deepest folder the prefix names fully.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(folder) if folder else base
+        if not start.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath, name)
+                key = full.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        size = full.stat().st_size
+                    except FileNotFoundError:  # deleted while we walked
+                        continue
+                    yield ObjectInfo(key, size)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        # Prune folders left empty, up to the root, so deleted partitions leave no husk.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    break
+                raise
+            parent = parent.parent
+
+    def remove_temporaries(self, prefix: str = "") -> list[str]:
+        start = self._path(prefix) if prefix.strip("/") else self.root
+        removed = []
+        for tmp in list(start.rglob(".*.tmp-*")) if start.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp.relative_to(self.root).as_posix())
+                self.delete(tmp.relative_to(self.root).as_posix())  # prunes empty folders
+        return removed
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        lock_dir = self.root / ".locks"
+        self._ensure_dir(lock_dir)
+        path = lock_dir / (name.replace("/", "__") + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another backup of {name} is running (lock {path} is held)") from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
