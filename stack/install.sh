@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the stack and the tests need, idempotently and quickly when already present:
+# Debian packages (PostgreSQL 15, Redis 7, zstd), Kafka's jars
+# from Maven Central, and the project's Python environment in .venv.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+APT_PACKAGES=(postgresql-15 postgresql-client-15 redis-server redis-tools zstd)
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  # Debian's postinst would create and start a 'main' cluster on 5432; the stack runs its
+  # own cluster under .stack/, so ask postgresql-common not to create one.
+  mkdir -p /etc/postgresql-common
+  if ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_venv() {
+  local stamp="$ROOT/.venv/.installed" want
+  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  if [ -x "$VENV_PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  log "creating the Python environment in .venv"
+  [ -x "$VENV_PY" ] || python3 -m venv "$ROOT/.venv"
+  "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VENV_PY" -m pip install -q --disable-pip-version-check -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+}
+
+install_apt
+install_venv
+bash "$ROOT/stack/kafka.sh" install
