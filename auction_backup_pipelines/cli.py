@@ -1,0 +1,145 @@
+"""`auction-backup`: list, take, verify and restore backups without Dagster.
+
+Everything here calls the core modules directly, so an operator can restore at 3 a.m. even
+when the Dagster webserver, daemon or its storage are down. Settings come from the same
+environment variables as the code location (POSTGRES_*, REDIS_*, KAFKA_*, BACKUP_ROOT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any, Callable
+
+from .core import capture
+from .core import postgres as pg
+from .core.repository import Repository, RepositoryError, parse_day
+from .core.storage import StorageError
+from .settings import PostgresSettings, RepositorySettings
+
+EXIT_FAILURE = 1
+
+
+class CliError(Exception):
+    """A failure to report as one clear line, without a traceback."""
+
+
+def _repo(args: argparse.Namespace) -> Repository:
+    settings = RepositorySettings.from_env()
+    return Repository.local(args.repo or settings.root, compression=settings.compression)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    backups = repo.list(args.system, args.artifact)
+    if args.json:
+        _print([{"key": b.prefix, "partition": b.partition, "size": b.size, "stored_size": b.stored_size,
+                 "captured_at": b.metadata.get("captured_at")} for b in backups])
+        return 0
+    if not backups:
+        print(f"no backups in {repo.describe()}")
+        return 0
+    print(f"{'system/artifact':<28} {'day':<10}  {'stored':>12}  {'captured_at':<26} backup_id")
+    for b in backups:
+        print(f"{b.system + '/' + b.artifact:<28} {b.partition:<10}  {b.stored_size:>12}  "
+              f"{str(b.metadata.get('captured_at', '')):<26} {b.backup_id}")
+    return 0
+
+
+def cmd_backup_postgres(args: argparse.Namespace) -> int:
+    day = parse_day(args.date) if args.date else capture.default_partition()
+    timing = capture.classify(day)
+    if not timing.on_time and not args.allow_late_capture:
+        raise CliError(
+            f"{day} is in the past: a logical dump taken now would store today's data under that date. "
+            "Nothing was written. Pass --allow-late-capture to do it anyway (the real capture time is recorded)."
+        )
+    backup = pg.backup_logical(PostgresSettings.from_env(), _repo(args), day, extra={"late_capture": not timing.on_time})
+    _print({"backup": backup.prefix, "stored_size": backup.stored_size, "rows_total": backup.metadata["rows_total"],
+            "captured_at": backup.metadata["captured_at"]})
+    return 0
+
+
+def cmd_restore_postgres(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, args.date)
+    _print(pg.restore_logical(PostgresSettings.from_env(), repo, backup, args.target_db, force=args.force))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    if args.date and not (args.system and args.artifact):
+        raise CliError("--date needs a system and an artifact, e.g. `verify postgres logical_dump --date 2026-11-26`")
+    backups = [repo.get(args.system, args.artifact, args.date)] if args.date else repo.list(args.system, args.artifact)
+    if not backups:
+        raise CliError(f"no backups to verify in {repo.describe()}")
+    failed = 0
+    for b in backups:
+        try:
+            repo.verify(b, deep=args.deep)
+            if b.system == pg.SYSTEM and b.artifact == pg.LOGICAL_DUMP:
+                pg.dump_toc(repo, b)
+            print(f"ok      {b.prefix}")
+        except (RepositoryError, pg.PostgresError) as exc:
+            failed += 1
+            print(f"FAILED  {b.prefix}: {exc}")
+    return EXIT_FAILURE if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auction-backup", description="Back up, verify and restore Auction Flow's data.")
+    parser.add_argument("--repo", help="backup repository folder (default: $BACKUP_ROOT or ./backups)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list complete backups")
+    p.add_argument("system", nargs="?", choices=["postgres", "redis", "kafka"])
+    p.add_argument("artifact", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("backup", help="take a backup now")
+    bsub = p.add_subparsers(dest="system", required=True)
+    b = bsub.add_parser("postgres", help="logical dump of the Auction Flow database")
+    b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
+    b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
+    b.set_defaults(func=cmd_backup_postgres)
+
+    p = sub.add_parser("restore", help="restore a backup into a target you name")
+    rsub = p.add_subparsers(dest="system", required=True)
+    r = rsub.add_parser("postgres", help="restore a logical dump into a database")
+    r.add_argument("--date", required=True, help="partition day of the dump (YYYY-MM-DD)")
+    r.add_argument("--target-db", required=True, help="database to restore into (created if missing)")
+    r.add_argument("--force", action="store_true", help="replace the target database if it is not empty")
+    r.set_defaults(func=cmd_restore_postgres)
+
+    p = sub.add_parser("verify", help="check backups against their manifests (nothing is written)")
+    p.add_argument("system", nargs="?", choices=["postgres", "redis", "kafka"])
+    p.add_argument("artifact", nargs="?")
+    p.add_argument("--date")
+    p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except (CliError, RepositoryError, StorageError, pg.PostgresError, capture.CaptureWindowError, ValueError) as exc:
+        print(f"auction-backup: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("auction-backup: interrupted; nothing incomplete was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

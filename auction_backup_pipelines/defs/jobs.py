@@ -1,0 +1,53 @@
+"""Jobs: the daily backup job per system and the restore jobs."""
+
+
+from dagster import AssetSelection, Config, Failure, OpExecutionContext, define_asset_job, job, op
+
+from ..core import postgres as pg
+from ..core.repository import RepositoryError
+from .assets.postgres import LOGICAL_DUMP_KEY
+from .checks import postgres_dump_integrity
+from .partitions import daily_partitions
+from .resources import BackupRepositoryResource, PostgresResource
+
+# Runs carrying the same value of this tag never run at once (dagster.yaml's run queue).
+SYSTEM_TAG = "auction_backup/system"
+
+postgres_backup_job = define_asset_job(
+    name="postgres_backup_job",
+    # without_checks(): a daily job must not run the weekly restore checks; the cheap
+    # integrity check is added back so every dump is read back right after it is written.
+    selection=AssetSelection.assets(LOGICAL_DUMP_KEY).without_checks() | AssetSelection.checks(postgres_dump_integrity),
+    partitions_def=daily_partitions,
+    tags={SYSTEM_TAG: "postgres"},
+    description="Daily PostgreSQL backups (logical dump), then an integrity check of the dump.",
+)
+
+
+class PostgresRestoreConfig(Config):
+    date: str
+    """Partition day of the dump to restore (YYYY-MM-DD)."""
+    target_db: str
+    """Database to restore into (created if missing)."""
+    force: bool = False
+    """Replace the target database if it is not empty."""
+
+
+@op(pool="postgres")
+def restore_postgres_dump(
+    context: OpExecutionContext, config: PostgresRestoreConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource
+) -> dict:
+    repo = backup_repo.repository()
+    try:
+        backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, config.date)
+        result = pg.restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
+    except (pg.PostgresError, RepositoryError) as exc:
+        raise Failure(description=str(exc)) from None
+    context.log.info(f"restored {result['backup']} into {result['target_db']}: {result['rows_total']} rows verified")
+    context.add_output_metadata(result)
+    return result
+
+
+@job(tags={SYSTEM_TAG: "postgres"}, description="Restore a logical dump into a database you name, verified against its manifest.")
+def postgres_restore_job() -> None:
+    restore_postgres_dump()
