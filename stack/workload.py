@@ -32,9 +32,11 @@ SCHEMA = Path(__file__).with_name("schema.sql")
 
 
 def pg_connect(settings: PostgresSettings | None = None, dbname: str | None = None) -> psycopg.Connection:
+    """Autocommit, so each `conn.transaction()` block commits on its own (one bid, one commit)."""
     s = settings or PostgresSettings.from_env()
     return psycopg.connect(
-        host=s.host, port=s.port, dbname=dbname or s.dbname, user=s.user, password=s.password, connect_timeout=10
+        host=s.host, port=s.port, dbname=dbname or s.dbname, user=s.user, password=s.password, connect_timeout=10,
+        autocommit=True,
     )
 
 
@@ -65,7 +67,7 @@ class Workload:
     def seed_postgres(self, scale: int) -> dict[str, int]:
         """Generated server-side (INSERT … SELECT generate_series) so large scales stay fast."""
         users, auctions, bids = 200 * scale, 50 * scale, 2000 * scale
-        with pg_connect(self.pg) as conn:
+        with pg_connect(self.pg) as conn, conn.transaction():
             conn.execute(SCHEMA.read_text())
             conn.execute(
                 """INSERT INTO users (username, email, avatar, balance)
@@ -148,8 +150,12 @@ class Workload:
     # -- continuous traffic --------------------------------------------------------------------
 
     def run(self, seconds: float | None = None, rate: float = 20.0, stop: threading.Event | None = None,
-            systems: tuple[str, ...] = ("postgres", "redis", "kafka")) -> int:
-        """Place bids until `seconds` pass or `stop` is set; returns how many were placed."""
+            systems: tuple[str, ...] = ("postgres", "redis", "kafka"), started: threading.Event | None = None) -> int:
+        """Place bids until `seconds` pass or `stop` is set; returns how many were placed.
+
+        `started` is set once the first bid is committed everywhere, so a caller can start a
+        backup knowing the traffic is really flowing.
+        """
         stop = stop or threading.Event()
         deadline = time.monotonic() + seconds if seconds is not None else None
         conn = pg_connect(self.pg) if "postgres" in systems else None
@@ -178,6 +184,8 @@ class Workload:
                                      headers=[("source", b"workload")])
                     producer.poll(0)
                 placed += 1
+                if started is not None:
+                    started.set()
                 # Pace the traffic; waiting on the event lets a caller stop us at once.
                 stop.wait(1.0 / rate)
         finally:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Start the whole local Auction Flow stack (installing what is missing) and seed it once.
+# Idempotent: a running stack is left running; a seeded database is not seeded again.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+bash "$ROOT/stack/install.sh"
+bash "$ROOT/stack/postgres.sh" up
+bash "$ROOT/stack/redis.sh" up
+bash "$ROOT/stack/kafka.sh" up
+env_set KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:${KAFKA_PORT:-9092}"
+env_set BACKUP_ROOT "${BACKUP_ROOT:-$ROOT/backups}"
+env_set DAGSTER_HOME "${DAGSTER_HOME:-$ROOT/.dagster_home}"
+
+# The seed reads its connection settings from the env file the services just wrote.
+set -a; source "$ENV_FILE"; set +a
+(cd "$ROOT" && "$VENV_PY" -m stack.workload seed --if-empty --scale "${SEED_SCALE:-1}")
+log "stack ready; settings in .stack/stack.env"
