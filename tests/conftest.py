@@ -42,8 +42,6 @@ def pg_settings():
 @pytest.fixture
 def scratch_db(pg_settings):
     """A database name that does not exist yet; dropped (with any staging copies) afterwards."""
-    from psycopg import sql
-
     from auction_backup_pipelines.core import postgres as pg
 
     name = f"scratch_{secrets.token_hex(4)}"
@@ -51,4 +49,4 @@ def scratch_db(pg_settings):
     with pg.connect(pg_settings, dbname="postgres") as admin:
         rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
         for (db,) in rows:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            pg.drop_database(admin, db)

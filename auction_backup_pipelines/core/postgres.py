@@ -306,6 +306,19 @@ def database_objects(s: PostgresSettings, dbname: str) -> int | None:
     return int(row[0]) if row else 0
 
 
+def drop_database(admin: psycopg.Connection, name: str) -> None:
+    """Drop `name` if it exists, ending the sessions connected to it.
+
+    A plain DROP first: it waits out autovacuum workers by itself, whereas WITH (FORCE) would
+    try to terminate them and fail for a non-superuser. FORCE only when users are connected.
+    """
+    ident = sql.Identifier(name)
+    try:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+    except psycopg.errors.ObjectInUse:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+
+
 @contextlib.contextmanager
 def _staging_database(s: PostgresSettings, target: str) -> Iterator[str]:
     """A fresh database to restore into; dropped unless the caller renamed it into place."""
@@ -316,7 +329,7 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[str]:
         yield name
     finally:
         with connect(s, dbname="postgres") as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            drop_database(admin, name)
 
 
 def restore_logical(s: PostgresSettings, repo: Repository, backup: Backup, target_db: str, force: bool = False) -> dict[str, Any]:
@@ -358,7 +371,7 @@ def restore_logical(s: PostgresSettings, repo: Repository, backup: Backup, targe
             raise VerificationError(f"restored data does not match backup {backup.prefix}: " + "; ".join(problems[:10]))
         with connect(s, dbname="postgres") as admin:
             if existing is not None:
-                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target_db)))
+                drop_database(admin, target_db)
             admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(target_db)))
     return {
         "target_db": target_db,

@@ -202,7 +202,7 @@ def _today(now: _dt.datetime, tz: str | _dt.tzinfo) -> _dt.date:
         raise TypeError(f"now must be a datetime.datetime, got {now!r}")
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be timezone-aware, got naive datetime {now.isoformat()}")
-    _resolve_tz(tz); return now.date()
+    return now.astimezone(_resolve_tz(tz)).date()
 
 
 def _newest(backups: Iterable[Backup]) -> Backup:

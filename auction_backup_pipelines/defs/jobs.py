@@ -7,7 +7,6 @@ from ..core import postgres as pg
 from ..core.repository import RepositoryError
 from .assets.postgres import LOGICAL_DUMP_KEY
 from .checks import postgres_dump_integrity
-from .partitions import daily_partitions
 from .resources import BackupRepositoryResource, PostgresResource
 
 # Runs carrying the same value of this tag never run at once (dagster.yaml's run queue).
@@ -18,7 +17,6 @@ postgres_backup_job = define_asset_job(
     # without_checks(): a daily job must not run the weekly restore checks; the cheap
     # integrity check is added back so every dump is read back right after it is written.
     selection=AssetSelection.assets(LOGICAL_DUMP_KEY).without_checks() | AssetSelection.checks(postgres_dump_integrity),
-    partitions_def=daily_partitions,
     tags={SYSTEM_TAG: "postgres"},
     description="Daily PostgreSQL backups (logical dump), then an integrity check of the dump.",
 )
