@@ -13,11 +13,11 @@ import json
 import sys
 from typing import Any, Callable
 
-from .core import capture
+from .core import capture, preflight
 from .core import postgres as pg
 from .core.repository import Repository, RepositoryError, parse_day
 from .core.storage import StorageError
-from .settings import PostgresSettings, RepositorySettings
+from .settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
 
 EXIT_FAILURE = 1
 
@@ -93,10 +93,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    results = preflight.check_all(PostgresSettings.from_env(), RedisSettings.from_env(), KafkaSettings.from_env())
+    for r in results:
+        print(f"{'ok    ' if r.ok else 'FAILED'}  {r.system:<9} {r.detail}")
+    return 0 if all(r.ok for r in results) else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auction-backup", description="Back up, verify and restore Auction Flow's data.")
     parser.add_argument("--repo", help="backup repository folder (default: $BACKUP_ROOT or ./backups)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="check that PostgreSQL, Redis and Kafka are reachable with the current settings")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("list", help="list complete backups")
     p.add_argument("system", nargs="?", choices=["postgres", "redis", "kafka"])

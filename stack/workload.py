@@ -147,6 +147,26 @@ class Workload:
             raise RuntimeError(f"{left} Kafka messages were not delivered to {self.kafka.bootstrap_servers}")
         return n
 
+    def empty_systems(self) -> tuple[str, ...]:
+        """The systems that hold none of the seed data yet (so `seed --if-empty` fills only those)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        empty = []
+        with pg_connect(self.pg) as conn:
+            has_table = conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone()
+            if not (has_table and has_table[0] and conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0]):
+                empty.append("postgres")
+        if redis_client(self.redis).dbsize() == 0:
+            empty.append("redis")
+        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap_servers, "group.id": "workload-probe"})
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition("bid-events", 0), timeout=10)
+            if high == 0:
+                empty.append("kafka")
+        finally:
+            consumer.close()
+        return tuple(empty)
+
     # -- continuous traffic --------------------------------------------------------------------
 
     def run(self, seconds: float | None = None, rate: float = 20.0, stop: threading.Event | None = None,
@@ -208,14 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     w = Workload()
     if args.command == "seed":
-        if args.if_empty:
-            with pg_connect(w.pg) as conn:
-                exists = conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone()
-                seeded = exists and exists[0] and conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
-            if seeded and seeded[0]:
-                print("already seeded")
-                return 0
-        print(json.dumps(w.seed(args.scale)))
+        systems = w.empty_systems() if args.if_empty else ("postgres", "redis", "kafka")
+        print(json.dumps(w.seed(args.scale, systems=systems)) if systems else "already seeded")
     else:
         print(f"placed {w.run(seconds=args.seconds, rate=args.rate)} bids")
     return 0
