@@ -1,0 +1,13 @@
+"""`python -m bench` (what `make bench` runs): every benchmark, one after the other."""
+
+import importlib
+import sys
+
+BENCHES = ["bench_postgres", "bench_redis", "bench_kafka", "bench_retention"]
+
+if __name__ == "__main__":
+    for name in BENCHES:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"\n######## {name}", flush=True)
+        sys.argv = [name]
+        module.main()
