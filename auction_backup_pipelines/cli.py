@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from .core import capture, preflight
+from .core import capture, preflight, pruning
 from .core import postgres as pg
 from .core.repository import Repository, RepositoryError, parse_day
 from .core.storage import StorageError
@@ -100,6 +100,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else EXIT_FAILURE
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    return pruning.prune_command(_repo(args), dry_run=args.dry_run)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    key = pruning.pin(_repo(args), args.system, args.artifact, args.date, note=args.note)
+    print(f"pinned {args.system}/{args.artifact} {args.date}: retention keeps every backup of that day ({key})")
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    existed = pruning.unpin(_repo(args), args.system, args.artifact, args.date)
+    print(f"{'unpinned' if existed else 'was not pinned:'} {args.system}/{args.artifact} {args.date}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auction-backup", description="Back up, verify and restore Auction Flow's data.")
     parser.add_argument("--repo", help="backup repository folder (default: $BACKUP_ROOT or ./backups)")
@@ -135,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date")
     p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("prune", help="apply the retention policy: keep/expire table with reasons, then delete")
+    p.add_argument("--dry-run", action="store_true", help="print the table and what would be deleted; delete nothing")
+    p.set_defaults(func=cmd_prune)
+
+    for name, helptext, func in (
+        ("pin", "keep every backup of one day, whatever the retention policy says", cmd_pin),
+        ("unpin", "remove a pin (the day's backups follow the policy again)", cmd_unpin),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("system", choices=["postgres", "redis", "kafka"])
+        p.add_argument("artifact")
+        p.add_argument("--date", required=True, help="partition day (YYYY-MM-DD)")
+        if name == "pin":
+            p.add_argument("--note", default="", help="why (stored with the pin)")
+        p.set_defaults(func=func)
     return parser
 
 

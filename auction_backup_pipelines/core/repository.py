@@ -497,7 +497,9 @@ class Repository:
         prefix = f"{system}/" if system else ""
         objects = list(self.backend.list(prefix))
         complete = {o.key.rsplit("/", 1)[0] for o in objects if o.key.endswith("/" + MANIFEST)}
-        orphans = [o.key for o in objects if o.key.rsplit("/", 1)[0] not in complete]
+        # A day's pin marker (<system>/<artifact>/<day>/PINNED, see pruning.py) belongs to no
+        # backup on purpose; removing it would silently unpin the day.
+        orphans = [o.key for o in objects if o.key.rsplit("/", 1)[0] not in complete and not o.key.endswith("/PINNED")]
         for key in orphans:
             self.backend.delete(key)
         return orphans + self.backend.remove_temporaries(prefix)

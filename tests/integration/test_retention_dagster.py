@@ -1,0 +1,180 @@
+"""The retention sensor and cleanup job through a real (ephemeral) Dagster instance.
+
+Needs no external service: the repository is a temporary folder and the clock is fixed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
+
+from auction_backup_pipelines.core import pruning
+from auction_backup_pipelines.core.storage import LocalBackend
+from auction_backup_pipelines.defs import retention as ret
+from auction_backup_pipelines.defs.resources import BackupRepositoryResource
+
+NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)
+DAYS = [dt.date(2026, 12, 9) - dt.timedelta(days=i) for i in range(40)]  # 2026-10-31 .. 2026-12-09
+LAST_WEEK = {f"2026-12-0{d}" for d in range(3, 10)}
+# postgres 7/4/12: the 7 newest days; newest of ISO weeks 50 (12-09), 49 (12-06), 48 (11-29),
+# 47 (11-22); newest of months Dec (12-09), Nov (11-30), Oct (10-31).
+KEEP_POSTGRES = LAST_WEEK | {"2026-11-29", "2026-11-22", "2026-11-30", "2026-10-31"}
+KEEP_REDIS = LAST_WEEK  # daily 7
+ALL = {d.isoformat() for d in DAYS}
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    monkeypatch.delenv("RETENTION_DRY_RUN", raising=False)
+    now = {"t": NOW}
+    monkeypatch.setattr(pruning, "utcnow", lambda: now["t"])
+    return now
+
+
+@pytest.fixture
+def resource(tmp_path):
+    return BackupRepositoryResource(root=str(tmp_path / "backups"))
+
+
+def put(repo, system, artifact, day):
+    with repo.begin(system, artifact, day) as w:
+        with w.open_file("data.bin") as f:
+            f.write(day.isoformat().encode())
+
+
+@pytest.fixture
+def filled(resource, clock):
+    repo = resource.repository()
+    for day in DAYS:
+        put(repo, "postgres", "logical_dump", day)
+        put(repo, "redis", "snapshot", day)
+    return repo
+
+
+def tick(instance, resource):
+    ctx = build_sensor_context(instance=instance, resources={"backup_repo": resource})
+    return ret.retention_sensor.evaluate_tick(ctx)
+
+
+def cleanup(instance, resource, request, **kwargs):
+    return ret.cleanup_job.execute_in_process(
+        run_config=request.run_config, instance=instance, resources={"backup_repo": resource}, **kwargs
+    )
+
+
+def days_in(repo, system, artifact):
+    return {b.partition for b in repo.list(system, artifact)}
+
+
+def observed(instance, asset_key):
+    records = instance.fetch_observations(asset_key, limit=1000).records
+    return [r.event_log_entry.asset_observation for r in records]
+
+
+def test_sensor_requests_one_cleanup_run_that_deletes_exactly_the_expired(filled, resource):
+    instance = DagsterInstance.ephemeral()
+    first = tick(instance, resource)
+    assert len(first.run_requests) == 1
+    request = first.run_requests[0]
+    keys = request.run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"]
+    assert len(keys) == (40 - len(KEEP_POSTGRES)) + (40 - len(KEEP_REDIS)) == 62
+    assert keys == sorted(keys) and request.run_config["ops"][ret.CLEANUP_OP]["config"]["dry_run"] is False
+    assert request.run_key == ret.run_key_for(keys, dry_run=False)
+    assert tick(instance, resource).run_requests[0].run_key == request.run_key  # same set, same key
+
+    result = cleanup(instance, resource, request)
+    assert result.success
+    assert days_in(filled, "postgres", "logical_dump") == KEEP_POSTGRES
+    assert days_in(filled, "redis", "snapshot") == KEEP_REDIS
+    # The run page shows exactly what was asked.
+    stored = instance.get_run_by_id(result.run_id).run_config
+    assert stored["ops"][ret.CLEANUP_OP]["config"]["backup_keys"] == keys
+
+    for system, artifact, kept in (("postgres", "logical_dump", KEEP_POSTGRES), ("redis", "snapshot", KEEP_REDIS)):
+        obs = observed(instance, AssetKey([system, artifact]))
+        assert sorted(o.partition for o in obs) == sorted(ALL - kept)
+        assert {o.metadata["status"].value for o in obs} == {"deleted"}
+        assert {o.metadata["reason"].value for o in obs} == {"expired"}
+        assert all(o.metadata["backup_id"].value for o in obs)
+    assert set(result.output_for_node(ret.CLEANUP_OP)) == {pruning.DELETED}
+    [out] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = out.event_specific_data.metadata
+    assert meta["deleted_count"].value == 62 and len(meta["deleted_partitions"].value) == 62
+
+    second = tick(instance, resource)
+    assert second.run_requests == [] and "nothing expired; keeping all 18 backup(s)" in second.skip_message
+
+    # A rerun of the same request deletes nothing more and records nothing more.
+    again = cleanup(instance, resource, request)
+    assert again.success and set(again.output_for_node(ret.CLEANUP_OP)) == {pruning.ALREADY_GONE}
+    assert len(observed(instance, AssetKey(["redis", "snapshot"]))) == 40 - len(KEEP_REDIS)
+
+
+def test_next_day_expires_a_new_set_under_a_new_run_key(filled, resource, clock):
+    instance = DagsterInstance.ephemeral()
+    request = tick(instance, resource).run_requests[0]
+    cleanup(instance, resource, request)
+    clock["t"] = NOW + dt.timedelta(days=1)
+    put(filled, "redis", "snapshot", dt.date(2026, 12, 10))
+    [nxt] = tick(instance, resource).run_requests
+    assert nxt.run_key != request.run_key
+    keys = nxt.run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"]
+    assert [k.split("/")[:3] for k in keys] == [["redis", "snapshot", "2026-12-03"]]
+
+
+def test_dry_run_env_requests_a_report_only_run_under_its_own_key(filled, resource, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    real = tick(instance, resource).run_requests[0]
+    monkeypatch.setenv("RETENTION_DRY_RUN", "1")
+    [dry] = tick(instance, resource).run_requests
+    assert dry.run_config["ops"][ret.CLEANUP_OP]["config"]["dry_run"] is True
+    assert dry.run_key != real.run_key  # a dry run must not use up the real run's key
+    result = cleanup(instance, resource, dry)
+    assert result.success and set(result.output_for_node(ret.CLEANUP_OP)) == {pruning.WOULD_DELETE}
+    assert days_in(filled, "redis", "snapshot") == ALL
+    assert observed(instance, AssetKey(["redis", "snapshot"])) == []
+
+
+def test_a_failed_deletion_fails_the_run_after_recording_the_others(filled, resource, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    request = tick(instance, resource).run_requests[0]
+    keys = request.run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"]
+    stuck = next(k for k in keys if k.startswith("redis/"))
+    original = LocalBackend.delete
+
+    def delete(backend, key):
+        if key.startswith(stuck + "/"):
+            raise PermissionError(13, "Permission denied", key)
+        return original(backend, key)
+
+    monkeypatch.setattr(LocalBackend, "delete", delete)
+    result = cleanup(instance, resource, request, raise_on_error=False)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert "1 backup(s) could not be deleted" in failure.step_failure_data.error.message
+    assert days_in(filled, "redis", "snapshot") == KEEP_REDIS | {stuck.split("/")[2]}
+    obs = observed(instance, AssetKey(["redis", "snapshot"]))
+    assert len(obs) == 40 - len(KEEP_REDIS) - 1 and stuck.split("/")[2] not in {o.partition for o in obs}
+
+
+def test_empty_repository_skips(resource, clock):
+    result = tick(DagsterInstance.ephemeral(), resource)
+    assert result.run_requests == [] and result.skip_message.startswith("no backups in ")
+
+
+def test_sensor_and_job_load_in_one_definitions_with_the_shared_resource(resource):
+    defs = Definitions(jobs=[ret.cleanup_job], sensors=[ret.retention_sensor], resources={"backup_repo": resource})
+    Definitions.validate_loadable(defs)
+    sensor = defs.resolve_sensor_def("retention_sensor")
+    assert sensor.default_status.value == "RUNNING"
+    assert sensor.job_name == "retention_cleanup_job"
+
+
+def test_sensor_interval_and_dry_run_come_from_the_environment():
+    assert ret.sensor_interval_s({}) == 3600
+    assert ret.sensor_interval_s({"RETENTION_SENSOR_INTERVAL_S": "900"}) == 900
+    with pytest.raises(ValueError, match="RETENTION_SENSOR_INTERVAL_S"):
+        ret.sensor_interval_s({"RETENTION_SENSOR_INTERVAL_S": "hourly"})
+    assert ret.dry_run_from_env({}) is False and ret.dry_run_from_env({"RETENTION_DRY_RUN": "1"}) is True
