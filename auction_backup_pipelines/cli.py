@@ -13,8 +13,15 @@ import json
 import sys
 from typing import Any, Callable
 
-from .core import capture, preflight, pruning
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from .core import basebackup, capture, pitr, preflight, pruning
 from .core import postgres as pg
+from .core.wal_archive import WalArchive, health
+from .core.wal_receiver import WalReceiver, default_spool
 from .core.repository import Repository, RepositoryError, parse_day
 from .core.storage import StorageError
 from .settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
@@ -64,6 +71,63 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
     _print({"backup": backup.prefix, "stored_size": backup.stored_size, "rows_total": backup.metadata["rows_total"],
             "captured_at": backup.metadata["captured_at"]})
     return 0
+
+
+def cmd_backup_postgres_base(args: argparse.Namespace) -> int:
+    day = parse_day(args.date) if args.date else capture.default_partition()
+    timing = capture.classify(day)
+    if not timing.on_time and not args.allow_late_capture:
+        raise CliError(
+            f"{day} is in the past: a base backup taken now holds today's data. Nothing was written. "
+            "Pass --allow-late-capture to store it under that day anyway (the real capture time is recorded)."
+        )
+    backup = basebackup.take_base_backup(PostgresSettings.from_env(), _repo(args), day, extra={"late_capture": not timing.on_time})
+    m = backup.metadata
+    _print({"backup": backup.prefix, "size": backup.size, "stored_size": backup.stored_size, "start_lsn": m["start_lsn"],
+            "stop_lsn": m["stop_lsn"], "timeline": m["timeline"], "stop_time": m["stop_time"]})
+    return 0
+
+
+def cmd_pitr(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    archive = WalArchive(repo.backend)
+    if args.show_window:
+        window = pitr.recovery_window(repo, archive)
+        print(window.describe())
+        for r in sorted(window.reaches, key=lambda r: r.start):
+            gap = " (ends at a gap in the WAL archive)" if r.ends_at_gap else ""
+            print(f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr._fmt(r.start)} .. {pitr._fmt(r.end)}{gap}")
+        return 0
+    if not args.target_time or not args.target_dir:
+        raise CliError("give a target time and --target-dir (or --show-window), e.g. "
+                       "`auction-backup pitr \"2024-01-15 14:30:00\" --target-dir /srv/pitr`")
+    target = pitr.parse_target(args.target_time, args.timezone)
+    result = pitr.restore_to_time(PostgresSettings.from_env(), repo, archive, target, Path(args.target_dir), port=args.port,
+                                  stop_after=args.stop_after)
+    _print(result)
+    return 0
+
+
+def cmd_wal_receive(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    repo = _repo(args)
+    receiver = WalReceiver(PostgresSettings.from_env(), WalArchive(repo.backend), Path(args.spool), slot=args.slot)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"receiving WAL with slot {args.slot!r} into {repo.describe()}/postgres/wal (spool {args.spool})", flush=True)
+    receiver.run(stop)
+    return 0
+
+
+def cmd_wal_status(args: argparse.Namespace) -> int:
+    archive = WalArchive(_repo(args).backend)
+    h = health(list(archive.records()), archive.heartbeat())
+    lag = h.lag_seconds()
+    _print({"newest": h.newest.name if h.newest else None, "completed_segments": h.completed,
+            "covered_until": h.covered_until, "lag_seconds": None if lag is None else round(lag, 1),
+            "gaps": [f"{a} .. {b}" for a, b in h.gaps]})
+    return 0 if h.newest and not h.gaps else EXIT_FAILURE
 
 
 def cmd_restore_postgres(args: argparse.Namespace) -> int:
@@ -136,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
     b.set_defaults(func=cmd_backup_postgres)
+    b = bsub.add_parser("postgres-base", help="base backup (pg_basebackup) for point-in-time recovery")
+    b.add_argument("--date", help="partition day (default: yesterday UTC)")
+    b.add_argument("--allow-late-capture", action="store_true")
+    b.set_defaults(func=cmd_backup_postgres_base)
 
     p = sub.add_parser("restore", help="restore a backup into a target you name")
     rsub = p.add_subparsers(dest="system", required=True)
@@ -144,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-db", required=True, help="database to restore into (created if missing)")
     r.add_argument("--force", action="store_true", help="replace the target database if it is not empty")
     r.set_defaults(func=cmd_restore_postgres)
+
+    p = sub.add_parser("pitr", help="point-in-time recovery into a new data directory (never the primary)")
+    p.add_argument("target_time", nargs="?", help='e.g. "2024-01-15 14:30:00"')
+    p.add_argument("--target-dir", help="new or empty folder for the recovered instance")
+    p.add_argument("--port", type=int, help="port for the recovered instance (default: a free one)")
+    p.add_argument("--timezone", default="UTC", help="timezone of a target time without offset (default UTC)")
+    p.add_argument("--stop-after", action="store_true", help="stop the recovered instance once recovery is proven")
+    p.add_argument("--show-window", action="store_true", help="print the recoverable window and exit")
+    p.set_defaults(func=cmd_pitr)
+
+    p = sub.add_parser("wal-receive", help="stream WAL from the primary into the archive (runs until stopped)")
+    p.add_argument("--spool", default=str(default_spool()), help="local folder for pg_receivewal ($WAL_SPOOL_DIR)")
+    p.add_argument("--slot", default="auction_backup_wal", help="replication slot name")
+    p.set_defaults(func=cmd_wal_receive)
+
+    p = sub.add_parser("wal-status", help="newest archived WAL, lag and gaps (exit 1 on a gap or an empty archive)")
+    p.set_defaults(func=cmd_wal_status)
 
     p = sub.add_parser("verify", help="check backups against their manifests (nothing is written)")
     p.add_argument("system", nargs="?", choices=["postgres", "redis", "kafka"])
@@ -175,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except (CliError, RepositoryError, StorageError, pg.PostgresError, capture.CaptureWindowError, ValueError) as exc:
+    except (CliError, RepositoryError, StorageError, pg.PostgresError, capture.CaptureWindowError, pitr.PitrError,
+            ValueError) as exc:
         print(f"auction-backup: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

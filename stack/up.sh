@@ -11,6 +11,10 @@ bash "$ROOT/stack/kafka.sh" up
 env_set KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:${KAFKA_PORT:-9092}"
 env_set BACKUP_ROOT "${BACKUP_ROOT:-$ROOT/backups}"
 env_set DAGSTER_HOME "${DAGSTER_HOME:-$ROOT/.dagster_home}"
+env_set WAL_SPOOL_DIR "$STATE/wal_spool"
+
+# Continuous WAL archiving into the repository (needs the env file for its settings).
+bash "$ROOT/stack/wal_receiver.sh" up
 
 # The seed reads its connection settings from the env file the services just wrote.
 set -a; source "$ENV_FILE"; set +a

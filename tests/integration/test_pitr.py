@@ -1,0 +1,164 @@
+"""Point-in-time recovery on the real primary, with a real pg_receivewal archive."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from auction_backup_pipelines.core import basebackup, pitr
+from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.core.wal_archive import WalArchive
+from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from stack.workload import Workload
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+DAY = dt.date(2026, 11, 20)
+
+
+@pytest.fixture
+def archive_setup(pg_settings, tmp_path):
+    """A repository, its WAL archive and a running receiver with a slot of its own."""
+    repo = Repository.local(tmp_path / "backups")
+    archive = WalArchive(repo.backend)
+    receiver = WalReceiver(pg_settings, archive, tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.run, args=(stop,))
+    thread.start()
+    yield repo, archive, receiver
+    stop.set()
+    thread.join(60)
+    receiver.drop_slot()  # a forgotten slot would make the primary keep WAL forever
+
+
+@pytest.fixture
+def pitr_dir():
+    """A folder the postgres user can reach (pytest's tmp folders are private to root)."""
+    parent = Path(tempfile.mkdtemp(prefix="pitr-test-"))
+    parent.chmod(0o711)
+    yield parent / "restore"
+    data = parent / "restore" / "data"
+    if (data / "postmaster.pid").exists():
+        pitr.RestoredInstance(data, 0, data / "log").stop()
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def probe_table(pg_settings):
+    name = f"pitr_probe_{secrets.token_hex(3)}"
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
+    yield name
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _now(conn) -> dt.datetime:
+    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir):
+    result = pitr.restore_to_time(pg_settings, repo, archive, target, pitr_dir)
+    inst = pitr.RestoredInstance(Path(result["data_dir"]), result["port"], pitr_dir / "postgres.log")
+    try:
+        with pg.connect(inst.settings(pg_settings)) as conn:
+            return result, pg.table_fingerprints(conn)
+    finally:
+        inst.stop()
+
+
+def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_settings, archive_setup, pitr_dir, probe_table):
+    repo, archive, _ = archive_setup
+    stop, started = threading.Event(), threading.Event()
+    traffic = threading.Thread(target=Workload(seed=5).run, kwargs=dict(rate=100, stop=stop, started=started, systems=("postgres",)))
+    traffic.start()
+    assert started.wait(30)
+    basebackup.take_base_backup(pg_settings, repo, DAY)
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"INSERT INTO {probe_table} SELECT g, 'bid ' || g FROM generate_series(1, 500) g")
+    stop.set()
+    traffic.join(30)  # quiet at T, so the reference below is exactly the state at T
+    with pg.connect(pg_settings) as conn:
+        reference = pg.table_fingerprints(conn)
+        target = _now(conn)
+        conn.execute(f"DELETE FROM {probe_table} WHERE id <= 250")
+        conn.execute(f"UPDATE {probe_table} SET v = 'changed'")
+        conn.execute("DELETE FROM bids WHERE id IN (SELECT id FROM bids ORDER BY id DESC LIMIT 10)")
+        after = _now(conn)
+    assert wait_for_archived_time(archive, after), "the WAL of the changes never reached the archive"
+
+    result, restored = _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir)
+    assert restored == reference
+    assert dt.datetime.fromisoformat(result["reached_transaction_time"]) <= target
+    # The primary ran on, untouched: it still has the changes made after T.
+    with pg.connect(pg_settings) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 250
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+
+
+def test_pitr_across_a_segment_switch_and_a_primary_restart(pg_settings, archive_setup, pitr_dir, probe_table):
+    repo, archive, receiver = archive_setup
+    basebackup.take_base_backup(pg_settings, repo, DAY)
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"INSERT INTO {probe_table} VALUES (1, 'before switch')")
+    # pg_switch_wal needs a superuser: the stack's own psql runs as postgres
+    subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-c", "SELECT pg_switch_wal()"], check=True,
+                   capture_output=True)
+    restarts_before = receiver.restarts
+    subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "down"], check=True)
+    subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "up"], check=True)
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"INSERT INTO {probe_table} VALUES (2, 'after restart')")
+        reference = pg.table_fingerprints(conn)
+        target = _now(conn)
+        conn.execute(f"DELETE FROM {probe_table}")
+        after = _now(conn)
+    assert wait_for_archived_time(archive, after, timeout=60)
+    assert receiver.restarts > restarts_before  # the receiver noticed the restart and came back
+
+    result, restored = _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir)
+    assert restored[f"public.{probe_table}"] == reference[f"public.{probe_table}"]
+    assert restored == reference
+    assert result["wal_files_staged"] >= 2
+
+
+def test_bad_targets_are_refused_naming_the_window_and_create_nothing(pg_settings, archive_setup, pitr_dir):
+    repo, archive, _ = archive_setup
+    base = basebackup.take_base_backup(pg_settings, repo, DAY)
+    with pg.connect(pg_settings) as conn:
+        after = _now(conn)
+    assert wait_for_archived_time(archive, after)
+    stop_time = dt.datetime.fromisoformat(base.metadata["stop_time"])
+    cases = {
+        "in the future": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
+        "before the earliest base backup": stop_time - dt.timedelta(minutes=5),
+    }
+    for phrase, target in cases.items():
+        with pytest.raises(pitr.PitrError, match=f"{phrase}.*recoverable window: "):
+            pitr.restore_to_time(pg_settings, repo, archive, target, pitr_dir)
+        assert not pitr_dir.exists()
+    with pytest.raises(pitr.PitrError, match="cannot read target time"):
+        pitr.parse_target("15/01/2024 2pm")
+
+
+def test_cli_show_window_and_future_target(pg_settings, archive_setup, pitr_dir):
+    repo, archive, _ = archive_setup
+    basebackup.take_base_backup(pg_settings, repo, DAY)
+    with pg.connect(pg_settings) as conn:
+        after = _now(conn)
+    assert wait_for_archived_time(archive, after)
+    cli = [str(ROOT / ".venv" / "bin" / "auction-backup"), "--repo", str(repo.backend.root)]
+    shown = subprocess.run(cli + ["pitr", "--show-window"], capture_output=True, text=True, check=True).stdout
+    assert shown.startswith("recoverable window: ") and "base backup 2026-11-20" in shown
+    refused = subprocess.run(cli + ["pitr", "2999-01-01 00:00:00", "--target-dir", str(pitr_dir)], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "is in the future" in refused.stderr and "recoverable window" in refused.stderr
+    assert not pitr_dir.exists()
