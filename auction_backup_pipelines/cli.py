@@ -18,7 +18,7 @@ import signal
 import threading
 from pathlib import Path
 
-from .core import basebackup, capture, pitr, preflight, pruning
+from .core import basebackup, capture, logical_day, pitr, preflight, pruning
 from .core import postgres as pg
 from .core.wal_archive import WalArchive, health
 from .core.wal_receiver import WalReceiver, default_spool
@@ -61,15 +61,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_backup_postgres(args: argparse.Namespace) -> int:
     day = parse_day(args.date) if args.date else capture.default_partition()
-    timing = capture.classify(day)
-    if not timing.on_time and not args.allow_late_capture:
-        raise CliError(
-            f"{day} is in the past: a logical dump taken now would store today's data under that date. "
-            "Nothing was written. Pass --allow-late-capture to do it anyway (the real capture time is recorded)."
-        )
-    backup = pg.backup_logical(PostgresSettings.from_env(), _repo(args), day, extra={"late_capture": not timing.on_time})
-    _print({"backup": backup.prefix, "stored_size": backup.stored_size, "rows_total": backup.metadata["rows_total"],
-            "captured_at": backup.metadata["captured_at"]})
+    backup = logical_day.backup_logical_day(PostgresSettings.from_env(), _repo(args), day, allow_late_capture=args.allow_late_capture)
+    m = backup.metadata
+    _print({"backup": backup.prefix, "source": m["source"], "stored_size": backup.stored_size, "rows_total": m["rows_total"],
+            "captured_at": m["captured_at"]})
     return 0
 
 

@@ -250,7 +250,8 @@ def backup_logical(s: PostgresSettings, repo: Repository, partition: dt.date, ex
     with repo.begin(SYSTEM, LOGICAL_DUMP, partition) as writer:
         writer.metadata.update(logical_dump(s, writer, checksums=checksums))
         writer.metadata.update(extra or {})
-        writer.metadata["captured_at"] = writer.metadata["snapshot_time"]
+        # the moment the data describes; a reconstruction passes the time it recovered to
+        writer.metadata.setdefault("captured_at", writer.metadata["snapshot_time"])
     assert writer.committed is not None
     return writer.committed
 

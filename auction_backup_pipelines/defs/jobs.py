@@ -3,9 +3,13 @@
 
 from dagster import AssetSelection, Config, Failure, OpExecutionContext, define_asset_job, job, op
 
+from pathlib import Path
+
+from ..core import pitr
 from ..core import postgres as pg
+from ..core.wal_archive import WalArchive
 from ..core.repository import RepositoryError
-from .assets.postgres import LOGICAL_DUMP_KEY
+from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .checks import postgres_dump_integrity
 from .resources import BackupRepositoryResource, PostgresResource
 
@@ -16,9 +20,10 @@ postgres_backup_job = define_asset_job(
     name="postgres_backup_job",
     # without_checks(): a daily job must not run the weekly restore checks; the cheap
     # integrity check is added back so every dump is read back right after it is written.
-    selection=AssetSelection.assets(LOGICAL_DUMP_KEY).without_checks() | AssetSelection.checks(postgres_dump_integrity),
+    selection=AssetSelection.assets(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY).without_checks()
+    | AssetSelection.checks(postgres_dump_integrity),
     tags={SYSTEM_TAG: "postgres"},
-    description="Daily PostgreSQL backups (logical dump), then an integrity check of the dump.",
+    description="Daily PostgreSQL backups (logical dump and base backup), then an integrity check of the dump.",
 )
 
 
@@ -49,3 +54,35 @@ def restore_postgres_dump(
 @job(tags={SYSTEM_TAG: "postgres"}, description="Restore a logical dump into a database you name, verified against its manifest.")
 def postgres_restore_job() -> None:
     restore_postgres_dump()
+
+
+class PitrConfig(Config):
+    target_time: str
+    """Moment to recover to, e.g. "2024-01-15 14:30:00"."""
+    target_dir: str
+    """New or empty folder for the recovered instance (never the primary's)."""
+    timezone: str = "UTC"
+    """Timezone of target_time when it has no offset."""
+    port: int = 0
+    """Port of the recovered instance (0: a free one)."""
+    stop_after: bool = False
+    """Stop the recovered instance once recovery is proven."""
+
+
+@op(pool="postgres")
+def pitr_restore(context: OpExecutionContext, config: PitrConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource) -> dict:
+    repo = backup_repo.repository()
+    try:
+        target = pitr.parse_target(config.target_time, config.timezone)
+        result = pitr.restore_to_time(postgres.settings(), repo, WalArchive(repo.backend), target, Path(config.target_dir),
+                                      port=config.port or None, stop_after=config.stop_after)
+    except (pitr.PitrError, pg.PostgresError, RepositoryError) as exc:
+        raise Failure(description=str(exc)) from None
+    context.log.info(f"recovered to {result['reached_transaction_time']} in {result['data_dir']} (port {result['port']})")
+    context.add_output_metadata({k: str(v) for k, v in result.items()})
+    return result
+
+
+@job(tags={SYSTEM_TAG: "postgres"}, description="Point-in-time recovery into a new instance; never touches the primary.")
+def postgres_pitr_job() -> None:
+    pitr_restore()

@@ -162,3 +162,26 @@ def test_cli_show_window_and_future_target(pg_settings, archive_setup, pitr_dir)
     assert refused.returncode == 1
     assert "is in the future" in refused.stderr and "recoverable window" in refused.stderr
     assert not pitr_dir.exists()
+
+
+def test_reconstructed_dump_holds_the_database_as_of_the_target(pg_settings, archive_setup, probe_table, scratch_db):
+    """The mechanism a backfill of a missed logical-dump day uses (as_of = the end of that day)."""
+    from auction_backup_pipelines.core import logical_day
+
+    repo, archive, _ = archive_setup
+    basebackup.take_base_backup(pg_settings, repo, DAY)
+    with pg.connect(pg_settings) as conn:
+        conn.execute(f"INSERT INTO {probe_table} SELECT g, 'x' FROM generate_series(1, 40) g")
+        reference = pg.table_fingerprints(conn)
+        as_of = _now(conn)
+        conn.execute(f"DELETE FROM {probe_table} WHERE id > 10")
+        after = _now(conn)
+    assert wait_for_archived_time(archive, after)
+
+    backup = logical_day.reconstruct_dump(pg_settings, repo, DAY, as_of)
+    assert backup.metadata["reconstructed_via_pitr"] is True
+    assert backup.metadata["captured_at"] == as_of.isoformat()
+    assert backup.metadata["tables"] == reference
+    pg.restore_logical(pg_settings, repo, backup, scratch_db)
+    with pg.connect(pg_settings, dbname=scratch_db) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 40

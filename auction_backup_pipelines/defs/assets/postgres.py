@@ -5,14 +5,17 @@ import datetime as dt
 
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
-from ...core import capture
+from ...core import basebackup, capture, logical_day, pitr
 from ...core import postgres as pg
+from ...core.wal_archive import WalArchive
 from ...core.repository import RepositoryError
 from ..metadata import backup_metadata, table_markdown
 from ..partitions import daily_partitions
 from ..resources import BackupRepositoryResource, PostgresResource
 
 LOGICAL_DUMP_KEY = AssetKey(["postgres", "logical_dump"])
+BASE_BACKUP_KEY = AssetKey(["postgres", "base_backup"])
+WAL_ARCHIVE_KEY = AssetKey(["postgres", "wal_archive"])
 
 
 class LogicalDumpConfig(Config):
@@ -30,7 +33,8 @@ class LogicalDumpConfig(Config):
     kinds={"postgres"},
     description=(
         "pg_dump (custom format, zstd) of the Auction Flow database at the end of the partition day, "
-        "with row counts and content checksums of every table taken in the dump's snapshot."
+        "with row counts and content checksums of every table taken in the dump's snapshot. A past day "
+        "is reconstructed by point-in-time recovery when base backups and WAL cover its end."
     ),
 )
 def postgres_logical_dump(
@@ -40,29 +44,27 @@ def postgres_logical_dump(
     backup_repo: BackupRepositoryResource,
 ) -> MaterializeResult:
     day = dt.date.fromisoformat(context.partition_key)
+    repo = backup_repo.repository()
     try:
-        timing = capture.classify(day)
-        if not timing.on_time and not config.allow_late_capture:
-            raise Failure(
-                description=(
-                    f"partition {day} is a backfill: its on-time window was {timing.window_start:%Y-%m-%d} UTC, and a "
-                    "logical dump taken now would store today's data under that date. Nothing was written. "
-                    "Set allow_late_capture in the run config to capture now and record the real capture time."
-                )
-            )
-        repo = backup_repo.repository()
-        extra = {"late_capture": not timing.on_time}
-        backup = pg.backup_logical(postgres.settings(), repo, day, extra=extra, checksums=config.content_checksums)
-    except (pg.PostgresError, RepositoryError, capture.CaptureWindowError) as exc:
+        backup = logical_day.backup_logical_day(
+            postgres.settings(), repo, day, allow_late_capture=config.allow_late_capture, checksums=config.content_checksums
+        )
+    except (pg.PostgresError, pitr.PitrError, RepositoryError, capture.CaptureWindowError) as exc:
         raise Failure(description=str(exc)) from None
     m = backup.metadata
-    context.log.info(f"published {backup.prefix}: {backup.stored_size} bytes, {m['rows_total']} rows")
+    context.log.info(f"published {backup.prefix} ({m['source']}): {backup.stored_size} bytes, {m['rows_total']} rows")
+    capture_note = "on time"
+    if m.get("reconstructed_via_pitr"):
+        capture_note = f"RECONSTRUCTED via PITR to {m['recovery_target_time']}"
+    elif m["late_capture"]:
+        capture_note = "LATE CAPTURE: data as of captured_at, not the end of the day"
     return MaterializeResult(
         metadata=backup_metadata(
             repo,
             backup,
             **{
-                "capture": "LATE CAPTURE: data as of captured_at, not the end of the day" if m["late_capture"] else "on time",
+                "capture": capture_note,
+                "source": m["source"],
                 "dagster/row_count": MetadataValue.int(m["rows_total"]),
                 "tables": table_markdown(m["tables"]),
                 "server_version": m["server_version"],
@@ -70,5 +72,61 @@ def postgres_logical_dump(
                 "snapshot_time": m["snapshot_time"],
                 "duration_s": MetadataValue.float(m["duration_s"]),
             },
+        )
+    )
+
+
+class BaseBackupConfig(Config):
+    allow_late_capture: bool = False
+    """Store a base backup taken now under a past day (a base backup cannot be taken in the past)."""
+
+
+@asset(
+    key=BASE_BACKUP_KEY,
+    partitions_def=daily_partitions,
+    group_name="postgres",
+    pool="postgres",
+    kinds={"postgres"},
+    description=(
+        "pg_basebackup (tar, zstd) of the primary: with the continuous WAL archive, the starting point "
+        "of point-in-time recovery. Its metadata shows the recoverable window after it."
+    ),
+)
+def postgres_base_backup(
+    context: AssetExecutionContext,
+    config: BaseBackupConfig,
+    postgres: PostgresResource,
+    backup_repo: BackupRepositoryResource,
+) -> MaterializeResult:
+    day = dt.date.fromisoformat(context.partition_key)
+    repo = backup_repo.repository()
+    try:
+        timing = capture.classify(day)
+        if not timing.on_time and not config.allow_late_capture:
+            raise Failure(
+                description=(
+                    f"partition {day} is a backfill: a base backup is a copy of the primary as it is now, so it cannot "
+                    "stand for a past day. Nothing was written. Set allow_late_capture to store one anyway, marked as such."
+                )
+            )
+        backup = basebackup.take_base_backup(postgres.settings(), repo, day, extra={"late_capture": not timing.on_time})
+        window = pitr.recovery_window(repo, WalArchive(repo.backend))
+    except (pg.PostgresError, RepositoryError, capture.CaptureWindowError) as exc:
+        raise Failure(description=str(exc)) from None
+    m = backup.metadata
+    return MaterializeResult(
+        metadata=backup_metadata(
+            repo,
+            backup,
+            start_lsn=m["start_lsn"],
+            stop_lsn=m["stop_lsn"],
+            timeline=MetadataValue.int(m["timeline"]),
+            start_time=m["start_time"],
+            stop_time=m["stop_time"],
+            backup_manifest_checksum=m["backup_manifest_checksum"] or "-",
+            recoverable_window=window.describe(),
+            recoverable_earliest=str(window.earliest) if window.earliest else "-",
+            recoverable_latest=str(window.latest) if window.latest else "-",
+            duration_s=MetadataValue.float(m["duration_s"]),
         )
     )

@@ -1,0 +1,98 @@
+"""The logical dump of one partition day, on time or reconstructed.
+
+On time (the run happens during D+1) the dump is taken from the live primary. Later, the live
+data is no longer D's: if a base backup and the WAL archive cover the end of D, the database is
+recovered as of D+1 00:00 UTC into a scratch instance and dumped there; otherwise the run is
+refused, or, only when explicitly allowed, today's data is stored and marked a late capture.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..settings import PostgresSettings
+from . import capture, pitr
+from . import postgres as pg
+from .repository import Backup, Repository
+from .wal_archive import WalArchive
+
+
+class BackfillRefused(capture.CaptureWindowError):
+    """A past day can neither be reconstructed nor captured late."""
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new folder the postgres user can reach (its parent is traversable, not listable)."""
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    parent.chmod(0o711)
+    return parent
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    how: str  # "live" | "reconstruct" | "late capture"
+    reason: str
+
+
+def plan_day(repo: Repository, day: dt.date, allow_late_capture: bool = False, now: dt.datetime | None = None) -> DayPlan:
+    """How partition `day` can be backed up now; raises BackfillRefused when it cannot."""
+    timing = capture.classify(day, now)
+    if timing.on_time:
+        return DayPlan("live", "on time: the live primary is the state at the end of the day")
+    window = pitr.recovery_window(repo, WalArchive(repo.backend))
+    if window.reach_for(capture.day_end(day)) is not None:
+        return DayPlan("reconstruct", f"base backups and WAL cover the end of {day}; {window.describe()}")
+    if allow_late_capture:
+        return DayPlan("late capture", "the end of the day cannot be reconstructed; storing today's data, marked as such")
+    raise BackfillRefused(
+        f"partition {day} is a backfill (its on-time window ended {timing.window_end:%Y-%m-%d %H:%M} UTC) and the end "
+        f"of that day cannot be reconstructed: {window.describe()}. Nothing was written. Allow a late capture "
+        "to store today's data under that day, marked as such."
+    )
+
+
+def backup_logical_day(
+    s: PostgresSettings,
+    repo: Repository,
+    day: dt.date,
+    allow_late_capture: bool = False,
+    checksums: bool = True,
+    now: dt.datetime | None = None,
+) -> Backup:
+    plan = plan_day(repo, day, allow_late_capture, now)
+    if plan.how == "reconstruct":
+        return reconstruct_dump(s, repo, day, capture.day_end(day), checksums)
+    late = plan.how == "late capture"
+    source = "live primary (late capture)" if late else "live primary"
+    return pg.backup_logical(s, repo, day, extra={"late_capture": late, "source": source}, checksums=checksums)
+
+
+def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of: dt.datetime, checksums: bool = True) -> Backup:
+    """Recover the database as of `as_of` into a scratch instance and store its dump as `day`."""
+    archive = WalArchive(repo.backend)
+    workdir = scratch_dir("pitr-backfill-")
+    try:
+        result = pitr.restore_to_time(s, repo, archive, as_of, workdir / "instance")
+        instance = pitr.RestoredInstance(Path(result["data_dir"]), result["port"], workdir / "instance" / "postgres.log")
+        try:
+            backup = pg.backup_logical(
+                instance.settings(s), repo, day, checksums=checksums,
+                extra={
+                    "late_capture": False,
+                    "captured_at": as_of.isoformat(),
+                    "source": "reconstructed via PITR",
+                    "reconstructed_via_pitr": True,
+                    "recovery_target_time": as_of.isoformat(),
+                    "reached_transaction_time": result["reached_transaction_time"],
+                    "base_backup": result["base_backup"],
+                },
+            )
+        finally:
+            instance.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return backup

@@ -1,0 +1,90 @@
+"""The continuous WAL archive in the UI: an external asset whose health a sensor observes.
+
+The archive is written by `auction-backup wal-receive`, not by Dagster, so it is an external
+asset. A sensor reads its health every few minutes and records an observation (newest
+segment, how far the archive reaches, the lag behind now, gaps) and the result of the
+`archive_fresh_and_complete` check; the same check can be run on demand from the UI.
+"""
+
+import datetime as dt
+import os
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetObservation,
+    AssetSpec,
+    DefaultSensorStatus,
+    MetadataValue,
+    SensorEvaluationContext,
+    SensorResult,
+    asset_check,
+    sensor,
+)
+
+from ..core import pitr
+from ..core.repository import Repository
+from ..core.wal_archive import WalArchive, health
+from .assets.postgres import WAL_ARCHIVE_KEY
+from .resources import BackupRepositoryResource
+
+CHECK_NAME = "archive_fresh_and_complete"
+MAX_LAG_S = float(os.environ.get("WAL_ARCHIVE_MAX_LAG_S", "300"))
+
+wal_archive = AssetSpec(
+    WAL_ARCHIVE_KEY,
+    group_name="postgres",
+    kinds={"postgres"},
+    description="Every WAL segment of the primary, streamed by pg_receivewal (auction-backup wal-receive).",
+)
+
+
+def archive_status(repo: Repository, max_lag_s: float = MAX_LAG_S) -> tuple[bool, str, dict]:
+    archive = WalArchive(repo.backend)
+    records = list(archive.records())
+    h = health(records, archive.heartbeat())
+    window = pitr.recovery_window(repo, archive, records)
+    lag = h.lag_seconds()
+    metadata = {
+        "newest_segment": h.newest.name if h.newest else "-",
+        "completed_segments": MetadataValue.int(h.completed),
+        "covered_until": str(h.covered_until) if h.covered_until else "-",
+        "lag_seconds": MetadataValue.float(round(lag, 1)) if lag is not None else MetadataValue.float(-1.0),
+        "gaps": ", ".join(f"{a}..{b}" for a, b in h.gaps) or "none",
+        "recoverable_window": window.describe(),
+        "max_lag_seconds": MetadataValue.float(max_lag_s),
+    }
+    if h.newest is None:
+        return False, f"the WAL archive in {repo.describe()} is empty: is `auction-backup wal-receive` running?", metadata
+    if h.gaps:
+        return False, f"the WAL archive has {len(h.gaps)} gap(s): {metadata['gaps']}", metadata
+    if lag is not None and lag > max_lag_s:
+        return False, f"the WAL archive lags {lag:.0f} s behind now (limit {max_lag_s:.0f} s): is the receiver down?", metadata
+    return True, f"archive reaches {h.covered_until:%Y-%m-%d %H:%M:%S} UTC, {lag:.0f} s ago, no gaps", metadata
+
+
+@asset_check(asset=WAL_ARCHIVE_KEY, name=CHECK_NAME, description="The archive has no gap and lags less than WAL_ARCHIVE_MAX_LAG_S.")
+def wal_archive_check(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
+    passed, description, metadata = archive_status(backup_repo.repository())
+    return AssetCheckResult(passed=passed, description=description, metadata=metadata, severity=AssetCheckSeverity.ERROR)
+
+
+@sensor(
+    minimum_interval_seconds=int(os.environ.get("WAL_ARCHIVE_SENSOR_INTERVAL_S", "300")),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Observes the WAL archive's health and records its check.",
+)
+def wal_archive_sensor(context: SensorEvaluationContext, backup_repo: BackupRepositoryResource) -> SensorResult:
+    passed, description, metadata = archive_status(backup_repo.repository())
+    context.log.info(description)
+    return SensorResult(
+        asset_events=[
+            AssetObservation(WAL_ARCHIVE_KEY, metadata={**metadata, "status": "healthy" if passed else description}),
+            AssetCheckEvaluation(
+                asset_key=WAL_ARCHIVE_KEY, check_name=CHECK_NAME, passed=passed, metadata={**metadata, "summary": description},
+                severity=AssetCheckSeverity.ERROR,
+            ),
+        ]
+    )

@@ -1,0 +1,95 @@
+"""Base backups, the WAL archive's health and PITR through Dagster."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context, materialize
+
+from auction_backup_pipelines.core import capture
+from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.wal_archive import WalArchive
+from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.definitions import defs
+from auction_backup_pipelines.defs.assets.postgres import WAL_ARCHIVE_KEY, postgres_base_backup
+from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
+from auction_backup_pipelines.defs.wal import CHECK_NAME, wal_archive_sensor
+
+from .test_pitr import pitr_dir  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def resources(pg_settings, tmp_path):
+    return {
+        "postgres": PostgresResource(host=pg_settings.host, port=pg_settings.port, dbname=pg_settings.dbname,
+                                     user=pg_settings.user, password=pg_settings.password),
+        "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
+    }
+
+
+@pytest.fixture
+def receiver(pg_settings, resources, tmp_path):
+    repo = resources["backup_repo"].repository()
+    rx = WalReceiver(pg_settings, WalArchive(repo.backend), tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=rx.run, args=(stop,))
+    thread.start()
+    yield rx
+    stop.set()
+    thread.join(60)
+    rx.drop_slot()
+
+
+def _sensor_events(resources):
+    with DagsterInstance.ephemeral() as instance:
+        result = wal_archive_sensor(build_sensor_context(instance=instance, resources={"backup_repo": resources["backup_repo"]}))
+    return result.asset_events
+
+
+def test_empty_archive_fails_the_check(resources):
+    observation, evaluation = _sensor_events(resources)
+    assert observation.asset_key == WAL_ARCHIVE_KEY
+    assert (evaluation.check_name, evaluation.passed) == (CHECK_NAME, False)
+    assert "is empty" in evaluation.metadata["summary"].value
+
+
+def test_base_backup_asset_and_healthy_archive_then_pitr_job(resources, receiver, pg_settings, pitr_dir):  # noqa: F811
+    day = capture.default_partition().isoformat()
+    result = materialize([postgres_base_backup], partition_key=day, resources=resources, instance=DagsterInstance.ephemeral())
+    [mat] = result.asset_materializations_for_node("postgres__base_backup")
+    assert mat.metadata["timeline"].value >= 1
+    assert mat.metadata["start_lsn"].value <= mat.metadata["stop_lsn"].value or "/" in mat.metadata["stop_lsn"].value
+    assert mat.metadata["compressed_bytes"].value * 5 < mat.metadata["size_bytes"].value
+
+    with pg.connect(pg_settings) as conn:
+        conn.execute("SELECT txid_current()")  # a commit after the backup, for recovery to replay
+        target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    repo = resources["backup_repo"].repository()
+    assert wait_for_archived_time(WalArchive(repo.backend), target + dt.timedelta(seconds=1))
+
+    observation, evaluation = _sensor_events(resources)
+    assert evaluation.passed, evaluation.metadata["summary"].value
+    assert observation.metadata["gaps"].value == "none"
+    assert observation.metadata["lag_seconds"].value < 60
+
+    config = {"ops": {"pitr_restore": {"config": {"target_time": target.isoformat(), "target_dir": str(pitr_dir), "stop_after": True}}}}
+    run = defs.resolve_job_def("postgres_pitr_job").execute_in_process(run_config=config, resources=resources,
+                                                                        instance=DagsterInstance.ephemeral())
+    assert run.success
+    out = run.output_for_node("pitr_restore")
+    assert out["base_backup"].startswith(f"postgres/base_backup/{day}/") and out["running"] is False
+    assert dt.datetime.fromisoformat(out["reached_transaction_time"]) <= target
+
+
+def test_base_backup_for_a_past_day_is_refused(resources):
+    old = (capture.default_partition() - dt.timedelta(days=2)).isoformat()
+    result = materialize([postgres_base_backup], partition_key=old, resources=resources,
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    assert "cannot stand for a past day" in result.get_step_failure_events()[0].step_failure_data.error.message
+    assert resources["backup_repo"].repository().list() == []
