@@ -1,0 +1,149 @@
+"""Base backups, WAL archive latency and PITR restore time, against the raw tools in the same run.
+
+    python -m bench.bench_pitr [--scale 30] [--pgbench-seconds 15]
+
+1. base backup: raw `pg_basebackup -Ft --checkpoint=fast` into a folder vs ours (tar streamed
+   through zstd into the repository): wall-time ratio (target <= 1.25x) and how much smaller
+   our output is than the raw tar (target >= 5x);
+2. WAL archive latency (RPO): seconds from a commit on the primary to the moment the archive
+   provably holds it (the receiver's heartbeat), over 20 commits (target <= 5 s);
+3. PITR: our `restore_to_time` vs a manual recovery from the raw tar and a folder of plain WAL
+   segments (the stack's archive_command folder), to the same target time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from auction_backup_pipelines.core import basebackup, pitr
+from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.logical_day import scratch_dir
+from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.core.wal_archive import WalArchive
+from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.settings import PostgresSettings
+
+from .bench_postgres import ensure_pgbench_db
+from .common import report
+
+
+def _receiver(s: PostgresSettings, repo: Repository, spool: Path) -> tuple[WalReceiver, threading.Event, threading.Thread]:
+    rx = WalReceiver(s, WalArchive(repo.backend), spool, slot="bench_pitr", ship_interval=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=rx.run, args=(stop,))
+    thread.start()
+    return rx, stop, thread
+
+
+def bench_base_backup(s: PostgresSettings, repo: Repository, work: Path) -> tuple[dict, Path]:
+    raw_dir = work / "raw"
+    t = time.perf_counter()
+    subprocess.run([pg.pg_bin("pg_basebackup"), "-D", str(raw_dir), "-Ft", "--checkpoint=fast", "--no-password"],
+                   env=pg.child_env(s), check=True)
+    raw_wall = time.perf_counter() - t
+    raw_size = sum(p.stat().st_size for p in raw_dir.iterdir())
+    t = time.perf_counter()
+    backup = basebackup.take_base_backup(s, repo, dt.date(2026, 1, 1))
+    ours_wall = time.perf_counter() - t
+    report("base backup", [
+        ("raw pg_basebackup -Ft wall (s)", f"{raw_wall:.2f}"),
+        ("ours (tar | zstd into repository) wall (s)", f"{ours_wall:.2f}"),
+        ("ratio ours/raw wall (target <= 1.25)", f"{ours_wall / raw_wall:.2f}x"),
+        ("raw tar size (MB)", f"{raw_size / 2**20:.0f}"),
+        ("ours stored (MB)", f"{backup.stored_size / 2**20:.1f}"),
+        ("raw / ours size (target >= 5)", f"{raw_size / backup.stored_size:.1f}x smaller"),
+    ])
+    return {"raw_wall": raw_wall, "ours_wall": ours_wall}, raw_dir
+
+
+def bench_rpo(s: PostgresSettings, archive: WalArchive, samples: int = 20) -> None:
+    delays = []
+    with pg.connect(s) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_rpo (id serial PRIMARY KEY, at timestamptz)")
+        for _ in range(samples):
+            committed = conn.execute("INSERT INTO bench_rpo (at) VALUES (clock_timestamp()) RETURNING at").fetchone()[0]
+            assert wait_for_archived_time(archive, committed, timeout=60), "archive never caught up"
+            delays.append((dt.datetime.now(dt.timezone.utc) - committed).total_seconds())
+        conn.execute("DROP TABLE bench_rpo")
+    report("WAL archive latency (commit -> provably in the archive)", [
+        ("samples", samples),
+        ("median (s)", f"{statistics.median(delays):.2f}"),
+        ("max (s) (target <= 5)", f"{max(delays):.2f}"),
+    ])
+
+
+def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Path, port: int) -> float:
+    """What an operator does by hand: untar base + pg_wal, point restore_command at plain WAL."""
+    data = work / "manual" / "data"
+    data.mkdir(parents=True)
+    t = time.perf_counter()
+    with tarfile.open(raw_dir / "base.tar") as tar:
+        tar.extractall(data, filter="fully_trusted")
+    with tarfile.open(raw_dir / "pg_wal.tar") as tar:
+        tar.extractall(data / "pg_wal", filter="fully_trusted")
+    with open(data / "postgresql.auto.conf", "a") as f:
+        f.write(f"\narchive_mode = off\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                f"restore_command = 'cp \"{wal_dir}/%f\" \"%p\"'\nrecovery_target_time = '{target.isoformat()}'\n"
+                "recovery_target_action = 'promote'\n")
+    (data / "recovery.signal").touch()
+    pitr._chown_postgres(work / "manual")
+    os.chmod(data, 0o700)
+    subprocess.run(pitr._as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    inst = pitr.RestoredInstance(data, port, work / "manual" / "log")
+    try:
+        assert pitr._wait_promoted(inst, PostgresSettings.from_env()) is not None
+        return time.perf_counter() - t
+    finally:
+        inst.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=30)
+    parser.add_argument("--pgbench-seconds", type=int, default=15)
+    args = parser.parse_args()
+    s = PostgresSettings.from_env()
+    bench_db = ensure_pgbench_db(s, args.scale)
+    work = scratch_dir("bench-pitr-")
+    repo = Repository.local(work / "repo")
+    archive = WalArchive(repo.backend)
+    rx, stop, thread = _receiver(s, repo, work / "spool")
+    try:
+        _, raw_dir = bench_base_backup(s, repo, work)
+        bench_rpo(s, archive)
+        subprocess.run([pg.pg_bin("pgbench"), "-n", "-c", "2", "-T", str(args.pgbench_seconds), bench_db],
+                       env=pg.child_env(s, bench_db), check=True, capture_output=True)
+        with pg.connect(s) as conn:
+            target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        assert wait_for_archived_time(archive, target + dt.timedelta(seconds=1), timeout=120)
+        # the stack's archive_command folder holds the same WAL as plain segments, once switched out
+        subprocess.run(["bash", "stack/postgres.sh", "psql", "-c", "SELECT pg_switch_wal()"], check=True, capture_output=True)
+        wal_dir = Path(os.environ.get("POSTGRES_WAL_ARCHIVE", ".stack/postgres/wal_archive"))
+        ours = pitr.restore_to_time(s, repo, archive, target, work / "ours", stop_after=True)
+        manual = _manual_recovery(raw_dir, wal_dir, target, work, pitr.free_port())
+        report("PITR to the same target after pgbench", [
+            ("pgbench traffic replayed (s of pgbench)", args.pgbench_seconds),
+            ("ours: verify + extract + stage WAL + recover (s)", f"{ours['duration_s']:.2f}"),
+            ("manual: untar + recover from plain WAL (s)", f"{manual:.2f}"),
+            ("ratio ours/manual", f"{ours['duration_s'] / manual:.2f}x"),
+            ("WAL files staged by ours", ours["wal_files_staged"]),
+        ])
+    finally:
+        stop.set()
+        thread.join(60)
+        rx.drop_slot()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
