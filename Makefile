@@ -16,7 +16,7 @@ stack-down:
 # schedules and sensors running (http://127.0.0.1:$${DAGSTER_PORT:-3000}).
 demo: stack-up
 	$(WITH_ENV) .venv/bin/dagster asset materialize -m auction_backup_pipelines.definitions \
-	  --select 'postgres/logical_dump' --partition "$$(date -u -d yesterday +%F)"
+	  --select 'postgres/logical_dump,postgres/base_backup' --partition "$$(date -u -d yesterday +%F)"
 	$(WITH_ENV) exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$${DAGSTER_PORT:-3000}"
 
 test: stack-up

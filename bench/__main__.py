@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["bench_postgres", "bench_redis", "bench_kafka", "bench_retention"]
+BENCHES = ["bench_postgres", "bench_pitr", "bench_redis", "bench_kafka", "bench_retention", "bench_encryption"]
 
 if __name__ == "__main__":
     for name in BENCHES:
