@@ -69,6 +69,9 @@ def bench_rpo(s: PostgresSettings, archive: WalArchive, samples: int = 20) -> No
     delays = []
     with pg.connect(s) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_rpo (id serial PRIMARY KEY, at timestamptz)")
+        # warm-up: the receiver has connected and shipped once before we measure
+        warm = conn.execute("INSERT INTO bench_rpo (at) VALUES (clock_timestamp()) RETURNING at").fetchone()[0]
+        assert wait_for_archived_time(archive, warm, timeout=60), "archive never caught up"
         for _ in range(samples):
             committed = conn.execute("INSERT INTO bench_rpo (at) VALUES (clock_timestamp()) RETURNING at").fetchone()[0]
             assert wait_for_archived_time(archive, committed, timeout=60), "archive never caught up"
