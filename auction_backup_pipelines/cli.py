@@ -18,8 +18,10 @@ import signal
 import threading
 from pathlib import Path
 
-from .core import basebackup, capture, logical_day, pitr, preflight, pruning
+from .core import basebackup, capture, kafka_export, kafka_restore, logical_day, pitr, preflight, pruning
 from .core import postgres as pg
+from .core import redis as rb
+from .core.kafka import KafkaBackupError
 from .core.wal_archive import WalArchive, health
 from .core.wal_receiver import WalReceiver, default_spool
 from .core.repository import Repository, RepositoryError, parse_day
@@ -125,6 +127,52 @@ def cmd_wal_status(args: argparse.Namespace) -> int:
     return 0 if h.newest and not h.gaps else EXIT_FAILURE
 
 
+def cmd_backup_redis(args: argparse.Namespace) -> int:
+    day = parse_day(args.date) if args.date else capture.default_partition()
+    backup = rb.backup_snapshot(RedisSettings.from_env(), _repo(args), day, allow_late_capture=args.allow_late_capture,
+                                data_dir=args.data_dir or None, mode=args.mode)
+    m = backup.metadata
+    _print({"backup": backup.prefix, "mode": m["mode"], "transfer": m["transfer"], "stored_size": backup.stored_size,
+            "keys_total": m["keys_total"], "digest": m["digest"], "captured_at": m["captured_at"],
+            "late_capture": m["late_capture"], "fallbacks": m["fallbacks"]})
+    return 0
+
+
+def cmd_restore_redis(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    backup = repo.get(rb.SYSTEM, rb.SNAPSHOT, args.date)
+    target = rb.parse_target(args.target, RedisSettings.from_env())  # the REDIS_USERNAME/REDIS_PASSWORD credentials
+    _print(rb.restore_snapshot(target, repo, backup, force=args.force))
+    return 0
+
+
+def cmd_backup_kafka(args: argparse.Namespace) -> int:
+    settings = KafkaSettings.from_env()
+    day = parse_day(args.date) if args.date else capture.default_partition()
+    repo = _repo(args)
+    done, failed = [], []
+    for topic in args.topics or settings.topics:
+        try:
+            b = kafka_export.backup_topic_day(settings.bootstrap_servers, repo, topic, day)
+        except KafkaBackupError as exc:  # one topic's failure does not stop the others
+            failed.append(f"{topic}: {exc}")
+            continue
+        done.append({"backup": b.prefix, "messages": b.metadata["messages_total"], "stored_size": b.stored_size,
+                     "messages_sha256": b.metadata["messages_sha256"], "capture": b.metadata["capture"]})
+    _print(done)
+    for line in failed:
+        print(f"auction-backup: error: {line}", file=sys.stderr)
+    return EXIT_FAILURE if failed else 0
+
+
+def cmd_restore_kafka(args: argparse.Namespace) -> int:
+    _print(kafka_restore.restore_topics(
+        _repo(args), (args.from_day, args.to_day), args.topics,
+        args.target_bootstrap or KafkaSettings.from_env().bootstrap_servers,
+        topic_prefix=args.topic_prefix, force=args.force, apply_offsets=args.apply_offsets))
+    return 0
+
+
 def cmd_restore_postgres(args: argparse.Namespace) -> int:
     repo = _repo(args)
     backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, args.date)
@@ -145,8 +193,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             repo.verify(b, deep=args.deep)
             if b.system == pg.SYSTEM and b.artifact == pg.LOGICAL_DUMP:
                 pg.dump_toc(repo, b)
+            if b.system == rb.SYSTEM and b.artifact == rb.SNAPSHOT and args.deep:
+                rb.verify_snapshot(repo, b)
             print(f"ok      {b.prefix}")
-        except (RepositoryError, pg.PostgresError) as exc:
+        except (RepositoryError, pg.PostgresError, rb.RedisBackupError) as exc:
             failed += 1
             print(f"FAILED  {b.prefix}: {exc}")
     return EXIT_FAILURE if failed else 0
@@ -199,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--date", help="partition day (default: yesterday UTC)")
     b.add_argument("--allow-late-capture", action="store_true")
     b.set_defaults(func=cmd_backup_postgres_base)
+    b = bsub.add_parser("redis", help="snapshot of the Redis server, or of every master of a cluster")
+    b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
+    b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
+    b.add_argument("--mode", choices=list(rb.MODES), default="auto", help="auto (default), bgsave, network or aof")
+    b.add_argument("--data-dir", help="the server's data dir on this machine (default: $REDIS_DATA_DIR)")
+    b.set_defaults(func=cmd_backup_redis)
+    b = bsub.add_parser("kafka", help="export one day of Kafka topics (messages, configs, consumer-group offsets)")
+    b.add_argument("--date", help="partition day (default: yesterday UTC); past days are rebuilt from the log by timestamp")
+    b.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics to export (default: $KAFKA_TOPICS)")
+    b.set_defaults(func=cmd_backup_kafka)
 
     p = sub.add_parser("restore", help="restore a backup into a target you name")
     rsub = p.add_subparsers(dest="system", required=True)
@@ -207,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-db", required=True, help="database to restore into (created if missing)")
     r.add_argument("--force", action="store_true", help="replace the target database if it is not empty")
     r.set_defaults(func=cmd_restore_postgres)
+    r = rsub.add_parser("redis", help="restore a snapshot into a Redis server or cluster (DUMP/RESTORE, verified)")
+    r.add_argument("--date", required=True, help="partition day of the snapshot (YYYY-MM-DD)")
+    r.add_argument("--target", required=True, help="host:port of the server or of one cluster node")
+    r.add_argument("--force", action="store_true", help="restore into a non-empty target (same-named keys are overwritten)")
+    r.set_defaults(func=cmd_restore_redis)
+    r = rsub.add_parser("kafka", help="replay backed-up days into topics, verified, with translated group offsets")
+    r.add_argument("--from", dest="from_day", required=True, metavar="D1", help="first day to replay (YYYY-MM-DD)")
+    r.add_argument("--to", dest="to_day", required=True, metavar="D2", help="last day to replay, inclusive")
+    r.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics (default: every topic backed up in D1..D2)")
+    r.add_argument("--target-bootstrap", help="cluster to restore into (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    r.add_argument("--topic-prefix", default="", help="write <prefix><topic>, e.g. restored-; groups get the same prefix")
+    r.add_argument("--force", action="store_true", help="append to non-empty topics and replace the groups' offsets")
+    r.add_argument("--apply-offsets", action="store_true", help="commit the translated consumer-group offsets (default: report only)")
+    r.set_defaults(func=cmd_restore_kafka)
 
     p = sub.add_parser("pitr", help="point-in-time recovery into a new data directory (never the primary)")
     p.add_argument("target_time", nargs="?", help='e.g. "2024-01-15 14:30:00"')
@@ -256,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except (CliError, RepositoryError, StorageError, pg.PostgresError, capture.CaptureWindowError, pitr.PitrError,
-            ValueError) as exc:
+            rb.RedisBackupError, KafkaBackupError, ValueError) as exc:
         print(f"auction-backup: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -51,6 +51,8 @@ class RedisSettings:
     port: int = 7001
     password: str = field(default="", repr=False)
     username: str = ""
+    data_dir: str = ""
+    """The server's data dir when it is on this machine (REDIS_DATA_DIR): BGSAVE-and-copy and the AOF fallback."""
 
     @classmethod
     def from_env(cls) -> "RedisSettings":
@@ -59,6 +61,7 @@ class RedisSettings:
             port=_env_int("REDIS_PORT", cls.port),
             password=os.environ.get("REDIS_PASSWORD", ""),
             username=os.environ.get("REDIS_USERNAME", ""),
+            data_dir=os.environ.get("REDIS_DATA_DIR", ""),
         )
 
 

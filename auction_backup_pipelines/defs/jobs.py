@@ -1,88 +1,35 @@
-"""Jobs: the daily backup job per system and the restore jobs."""
+"""Jobs that back up: one daily partitioned job per system."""
 
+from dagster import AssetSelection, define_asset_job
 
-from dagster import AssetSelection, Config, Failure, OpExecutionContext, define_asset_job, job, op
-
-from pathlib import Path
-
-from ..core import pitr
-from ..core import postgres as pg
-from ..core.wal_archive import WalArchive
-from ..core.repository import RepositoryError
+from .assets.kafka import KAFKA_EXPORT_KEYS
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
-from .checks import postgres_dump_integrity
-from .resources import BackupRepositoryResource, PostgresResource
+from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
+from .checks import postgres_dump_integrity, redis_snapshot_integrity
 
 # Runs carrying the same value of this tag never run at once (dagster.yaml's run queue).
 SYSTEM_TAG = "auction_backup/system"
 
+# without_checks(): a daily job must not run the weekly restore checks; the cheap integrity
+# checks are added back so every backup is read back right after it is written.
 postgres_backup_job = define_asset_job(
     name="postgres_backup_job",
-    # without_checks(): a daily job must not run the weekly restore checks; the cheap
-    # integrity check is added back so every dump is read back right after it is written.
     selection=AssetSelection.assets(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY).without_checks()
     | AssetSelection.checks(postgres_dump_integrity),
     tags={SYSTEM_TAG: "postgres"},
     description="Daily PostgreSQL backups (logical dump and base backup), then an integrity check of the dump.",
 )
 
+redis_backup_job = define_asset_job(
+    name="redis_backup_job",
+    selection=AssetSelection.assets(REDIS_SNAPSHOT_KEY).without_checks() | AssetSelection.checks(redis_snapshot_integrity),
+    tags={SYSTEM_TAG: "redis"},
+    description="Daily Redis snapshot (the server, or every master of a cluster), then a read-back of its checksums.",
+)
 
-class PostgresRestoreConfig(Config):
-    date: str
-    """Partition day of the dump to restore (YYYY-MM-DD)."""
-    target_db: str
-    """Database to restore into (created if missing)."""
-    force: bool = False
-    """Replace the target database if it is not empty."""
-
-
-@op(pool="postgres")
-def restore_postgres_dump(
-    context: OpExecutionContext, config: PostgresRestoreConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource
-) -> dict:
-    repo = backup_repo.repository()
-    try:
-        backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, config.date)
-        result = pg.restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
-    except (pg.PostgresError, RepositoryError) as exc:
-        raise Failure(description=str(exc)) from None
-    context.log.info(f"restored {result['backup']} into {result['target_db']}: {result['rows_total']} rows verified")
-    context.add_output_metadata(result)
-    return result
-
-
-@job(tags={SYSTEM_TAG: "postgres"}, description="Restore a logical dump into a database you name, verified against its manifest.")
-def postgres_restore_job() -> None:
-    restore_postgres_dump()
-
-
-class PitrConfig(Config):
-    target_time: str
-    """Moment to recover to, e.g. "2024-01-15 14:30:00"."""
-    target_dir: str
-    """New or empty folder for the recovered instance (never the primary's)."""
-    timezone: str = "UTC"
-    """Timezone of target_time when it has no offset."""
-    port: int = 0
-    """Port of the recovered instance (0: a free one)."""
-    stop_after: bool = False
-    """Stop the recovered instance once recovery is proven."""
-
-
-@op(pool="postgres")
-def pitr_restore(context: OpExecutionContext, config: PitrConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource) -> dict:
-    repo = backup_repo.repository()
-    try:
-        target = pitr.parse_target(config.target_time, config.timezone)
-        result = pitr.restore_to_time(postgres.settings(), repo, WalArchive(repo.backend), target, Path(config.target_dir),
-                                      port=config.port or None, stop_after=config.stop_after)
-    except (pitr.PitrError, pg.PostgresError, RepositoryError) as exc:
-        raise Failure(description=str(exc)) from None
-    context.log.info(f"recovered to {result['reached_transaction_time']} in {result['data_dir']} (port {result['port']})")
-    context.add_output_metadata({k: str(v) for k, v in result.items()})
-    return result
-
-
-@job(tags={SYSTEM_TAG: "postgres"}, description="Point-in-time recovery into a new instance; never touches the primary.")
-def postgres_pitr_job() -> None:
-    pitr_restore()
+kafka_backup_job = define_asset_job(
+    name="kafka_backup_job",
+    selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks(),
+    tags={SYSTEM_TAG: "kafka"},
+    description="Daily Kafka exports: each topic's messages of the partition day, its configs and consumer-group offsets.",
+)

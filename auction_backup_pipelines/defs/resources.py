@@ -32,9 +32,12 @@ class RedisResource(ConfigurableResource):
     port: int = RedisSettings.port
     username: str = ""
     password: str = ""
+    data_dir: str = ""
+    """The server's data dir, if on this machine (REDIS_DATA_DIR): BGSAVE-and-copy and the AOF fallback."""
 
     def settings(self) -> RedisSettings:
-        return RedisSettings(host=self.host, port=self.port, username=self.username, password=self.password)
+        return RedisSettings(host=self.host, port=self.port, username=self.username, password=self.password,
+                             data_dir=self.data_dir)
 
 
 class KafkaResource(ConfigurableResource):
@@ -64,7 +67,8 @@ def default_resources() -> dict[str, ConfigurableResource]:
         "postgres": PostgresResource(
             host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD")
         ),
-        "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, password=EnvVar("REDIS_PASSWORD") if rd.password else ""),
+        "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, data_dir=rd.data_dir,
+                               password=EnvVar("REDIS_PASSWORD") if rd.password else ""),
         "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
         "backup_repo": BackupRepositoryResource(root=repo.root, compression=repo.compression),
     }

@@ -1,0 +1,132 @@
+"""Redis snapshot: raw `redis-cli --rdb` against our full path, on the same server in one run.
+
+    python -m bench.bench_redis [--gb 1] [--value-size 512] [--bgsave] [--restore]
+
+A scratch redis-server on a free loopback port is filled with DEBUG POPULATE to at least --gb
+GiB of used memory. Then, in this order: `redis-cli --rdb <file>` (the raw tool), and
+`backup_snapshot(mode="network")`, the whole path into a local repository (zstd, sha256,
+fsync) including the content digest, whose step is reported on its own. --bgsave adds our
+BGSAVE-and-copy path, --restore a verified restore into a second fresh server.
+
+The diskless-sync delay is set to 0 on the bench server: production's default 5 s would be
+added to both sides alike. Peak RSS is reported for this process and, separately, for the
+largest child that ended (redis-cli, the scratch server the digest runs on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import resource
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.settings import RedisSettings
+
+GIB = 1 << 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(r: redis.Redis, gb: float, value_size: int) -> int:
+    target = int(gb * GIB)
+    batch = 0
+    while r.info("memory")["used_memory"] < target:
+        per_key = value_size + 90  # value, key and dict entry; corrected by the next round
+        missing = target - r.info("memory")["used_memory"]
+        count = max(10_000, missing // per_key)
+        r.execute_command("DEBUG", "POPULATE", count, f"bench{batch}", value_size)
+        batch += 1
+    return int(r.dbsize())
+
+
+def mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_redis", description=__doc__.split("\n\n")[0])
+    p.add_argument("--gb", type=float, default=1.0, help="GiB of used memory to fill the server with (default 1)")
+    p.add_argument("--value-size", type=int, default=512)
+    p.add_argument("--bgsave", action="store_true", help="also time our BGSAVE-and-copy path")
+    p.add_argument("--restore", action="store_true", help="also time a verified restore into a fresh server")
+    args = p.parse_args(argv)
+    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    out: dict[str, object] = {}
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
+        (work / "src").mkdir()
+        port = free_port()
+        stack.enter_context(rb.scratch_server(work / "src", port=port, extra_args=[
+            "--enable-debug-command", "yes", "--repl-diskless-sync-delay", "0"]))
+        settings = RedisSettings(host="127.0.0.1", port=port)
+        r = redis.Redis(port=port, protocol=2)
+        t = time.monotonic()
+        keys = fill(r, args.gb, args.value_size)
+        used = r.info("memory")["used_memory"]
+        print(f"filled {keys} keys, used_memory {mib(used)} in {time.monotonic() - t:.1f} s")
+        out.update(keys=keys, used_memory=used)
+
+        raw_file = work / "raw.rdb"
+        t = time.monotonic()
+        subprocess.run(["redis-cli", "-p", str(port), "--rdb", str(raw_file)], check=True, capture_output=True)
+        raw_s = time.monotonic() - t
+        print(f"raw   redis-cli --rdb         {raw_s:7.2f} s   RDB {mib(raw_file.stat().st_size)}")
+        out.update(raw_s=round(raw_s, 2), rdb_bytes=raw_file.stat().st_size)
+        raw_file.unlink()
+
+        repo = Repository.local(work / "repo")
+        t = time.monotonic()
+        backup = rb.backup_snapshot(settings, repo, day, mode="network")
+        ours_s = time.monotonic() - t
+        m = backup.metadata
+        print(f"ours  backup_snapshot network {ours_s:7.2f} s   stored {mib(backup.stored_size)} (zstd)   "
+              f"transfer {m['transfer_duration_s']:.2f} s + digest {m['digest_duration_s']:.2f} s")
+        print(f"ratio ours/raw {ours_s / raw_s:.2f}   transfer-only/raw {m['transfer_duration_s'] / raw_s:.2f}")
+        assert m["keys_total"] == keys, (m["keys_total"], keys)
+        out.update(ours_s=round(ours_s, 2), transfer_s=m["transfer_duration_s"], digest_s=m["digest_duration_s"],
+                   stored_bytes=backup.stored_size, ratio=round(ours_s / raw_s, 2),
+                   transfer_ratio=round(m["transfer_duration_s"] / raw_s, 2))
+
+        if args.bgsave:
+            t = time.monotonic()
+            b2 = rb.backup_snapshot(settings, repo, day, mode="bgsave", data_dir=str(work / "src"))
+            s = time.monotonic() - t
+            print(f"ours  backup_snapshot bgsave  {s:7.2f} s   transfer {b2.metadata['transfer_duration_s']:.2f} s")
+            out.update(bgsave_s=round(s, 2), bgsave_transfer_s=b2.metadata["transfer_duration_s"])
+            backup = b2
+
+        if args.restore:
+            (work / "dst").mkdir()
+            dport = free_port()
+            stack.enter_context(rb.scratch_server(work / "dst", port=dport))
+            t = time.monotonic()
+            res = rb.restore_snapshot(RedisSettings(host="127.0.0.1", port=dport), repo, backup)
+            s = time.monotonic() - t
+            print(f"restore (DUMP/RESTORE + verify) {s:7.2f} s for {res['keys_verified']} keys")
+            out.update(restore_s=round(s, 2))
+
+        self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        print(f"peak RSS: this process {mib(self_rss)}; largest finished child {mib(child_rss)}")
+        out.update(peak_rss_self=self_rss, peak_rss_child=child_rss, cpus=os.cpu_count())
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

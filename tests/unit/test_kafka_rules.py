@@ -1,0 +1,121 @@
+"""Pure decisions of the Kafka backups: what retention may have removed, how committed offsets
+translate, which days a restore covers, and how the assets and schedule are wired."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, build_schedule_from_partitioned_job, define_asset_job
+
+from auction_backup_pipelines.core.kafka import KafkaBackupError, TopicInfo
+from auction_backup_pipelines.core.kafka_export import RetentionPolicy, data_gone, time_retention_cannot_reach
+from auction_backup_pipelines.core.kafka_restore import OffsetTranslator, day_range
+from auction_backup_pipelines.defs.assets.kafka import (
+    KAFKA_EXPORT_KEYS,
+    KAFKA_TOPICS,
+    kafka_assets,
+    kafka_topic_exports,
+    topic_export_key,
+    topic_source_key,
+)
+from auction_backup_pipelines.defs.partitions import daily_partitions
+from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource
+
+UTC = dt.timezone.utc
+RESOURCES = {"kafka": KafkaResource(), "backup_repo": BackupRepositoryResource(root="unused")}
+NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
+WEEK = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=-1, deletes=True)
+FOREVER = RetentionPolicy(retention_ms=-1, retention_bytes=-1, deletes=True)
+YESTERDAY, LONG_AGO = dt.date(2026, 11, 26), dt.date(2026, 11, 10)
+
+
+def test_nothing_deleted_means_nothing_gone():
+    assert not data_gone(LONG_AGO, log_start=0, high=100, first_at_day=-1, policy=FOREVER, now=NOW)
+
+
+def test_first_remaining_message_before_the_day_proves_it_complete():
+    # log start 50, but the day starts at 70: message 50 is older than D.
+    assert not data_gone(YESTERDAY, 50, 100, first_at_day=70, policy=FOREVER, now=NOW)
+    # no message at or after D at all, and older ones remain: D simply had no traffic
+    assert not data_gone(YESTERDAY, 50, 100, first_at_day=-1, policy=FOREVER, now=NOW)
+
+
+def test_first_remaining_message_inside_the_day_means_the_start_may_be_gone():
+    assert data_gone(LONG_AGO, 50, 100, first_at_day=50, policy=WEEK, now=NOW)
+    assert data_gone(YESTERDAY, 50, 100, first_at_day=50, policy=FOREVER, now=NOW)  # DeleteRecords: no bound
+
+
+def test_time_retention_cannot_have_reached_a_recent_day():
+    assert time_retention_cannot_reach(YESTERDAY, WEEK, NOW)
+    assert not data_gone(YESTERDAY, 50, 100, first_at_day=50, policy=WEEK, now=NOW)
+    assert not data_gone(YESTERDAY, 80, 80, first_at_day=-1, policy=WEEK, now=NOW)  # idle partition, all expired
+    assert data_gone(LONG_AGO, 80, 80, first_at_day=-1, policy=WEEK, now=NOW)
+
+
+def test_size_retention_or_compaction_gives_no_bound():
+    sized = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=1 << 30, deletes=True)
+    compact = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=-1, deletes=False)
+    assert not time_retention_cannot_reach(YESTERDAY, sized, NOW)
+    assert not time_retention_cannot_reach(YESTERDAY, compact, NOW)
+    # a day that starts only 30 min inside the window is within the clock margin: not trusted
+    day = dt.date(2026, 11, 20)
+    now = dt.datetime.combine(day, dt.time(), tzinfo=UTC) + dt.timedelta(days=7) - dt.timedelta(minutes=30)
+    assert not time_retention_cannot_reach(day, WEEK, now)
+    assert time_retention_cannot_reach(day, WEEK, now - dt.timedelta(hours=1))
+
+
+def test_retention_policy_from_configs():
+    p = RetentionPolicy.from_configs({"retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "compact,delete"})
+    assert p == RetentionPolicy(604800000, -1, True)
+    assert not RetentionPolicy.from_configs({"cleanup.policy": "compact"}).deletes
+
+
+def test_offsets_translate_to_the_restored_position_of_the_same_message():
+    t = OffsetTranslator({0: [7, 3, 20], 1: [0]})
+    # originals 5..9 restored at 100..104, with a compaction gap: 8 is missing
+    for original, restored in ((5, 100), (6, 101), (7, 102), (9, 103), (10, 104)):
+        t.delivered(0, original, restored)
+    assert t.translate(0, 7, end=105) == 102
+    assert t.translate(0, 3, end=105) == 100  # before the restored range: its first message
+    assert t.translate(0, 20, end=105) == 105  # past the last restored message: the end
+    assert t.translate(1, 0, end=0) == 0  # nothing restored in that partition
+    t2 = OffsetTranslator({0: [8]})
+    for original, restored in ((7, 0), (9, 1)):
+        t2.delivered(0, original, restored)
+    assert t2.translate(0, 8, end=2) == 1  # 8 was compacted away: the next message that exists
+
+
+def test_day_range():
+    assert day_range("2026-11-20", "2026-11-22") == [dt.date(2026, 11, 20), dt.date(2026, 11, 21), dt.date(2026, 11, 22)]
+    with pytest.raises(KafkaBackupError, match="before --from"):
+        day_range("2026-11-22", "2026-11-20")
+
+
+def test_topic_json_round_trip():
+    info = TopicInfo("t", 3, 1, {"retention.ms": "-1"}, {"retention.ms": "-1"}, {"g": {0: 5, 2: 9}}, {})
+    back = TopicInfo.from_json(info.to_json())
+    assert (back.partitions, back.configs, back.consumer_groups) == (3, {"retention.ms": "-1"}, {"g": {0: 5, 2: 9}})
+
+
+def test_one_partitioned_asset_per_topic_downstream_of_its_source():
+    assert len(kafka_topic_exports) == len(KAFKA_TOPICS) > 0
+    defs = Definitions(assets=kafka_assets, resources=RESOURCES)
+    graph = defs.resolve_asset_graph()
+    for topic in KAFKA_TOPICS:
+        node = graph.get(topic_export_key(topic))
+        assert node.parent_keys == {topic_source_key(topic)}
+        assert node.partitions_def == daily_partitions
+        assert node.group_name == "kafka" and node.kinds == {"kafka"}
+        assert not graph.get(topic_source_key(topic)).is_executable
+    assert {a.op.pools.pop() for a in kafka_topic_exports} == {"kafka"}
+
+
+def test_backup_job_and_schedule_snippet():
+    # The same shape as the snippet handed over for jobs.py / schedules.py.
+    job = define_asset_job("kafka_backup_job", selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks())
+    schedule = build_schedule_from_partitioned_job(job, hour_of_day=4, minute_of_hour=0, default_status=DefaultScheduleStatus.RUNNING)
+    defs = Definitions(assets=kafka_assets, jobs=[job], schedules=[schedule], resources=RESOURCES)
+    resolved = defs.resolve_schedule_def("kafka_backup_job_schedule")
+    assert resolved.cron_schedule == "0 4 * * *" and resolved.execution_timezone == "UTC"
+    assert set(defs.resolve_job_def("kafka_backup_job").asset_layer.executable_asset_keys) == set(KAFKA_EXPORT_KEYS)
