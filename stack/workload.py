@@ -128,19 +128,28 @@ class Workload:
         return int(r.dbsize())
 
     def seed_kafka(self, scale: int) -> int:
+        """Events spread over the last three days, oldest first (as the platform would have written
+        them), so each of those days has something to export and restore."""
         producer = Producer({"bootstrap.servers": self.kafka.bootstrap_servers, "enable.idempotence": True})
         n = 0
-        for i in range(200 * scale):
+        total = 200 * scale
+        start_ms = int((time.time() - 3 * 86400) * 1000)
+        step_ms = 3 * 86400 * 1000 // total
+        for i in range(total):
             auction = i % 50 + 1
+            ts = start_ms + i * step_ms
             headers = [("source", b"workload"), ("event-id", uuid.UUID(int=self.rng.getrandbits(128)).bytes)]
-            producer.produce("bid-events", key=f"auction:{auction}", value=json.dumps({"auction": auction, "amount": i}), headers=headers)
+            producer.produce("bid-events", key=f"auction:{auction}", value=json.dumps({"auction": auction, "amount": i}),
+                             headers=headers, timestamp=ts)
             n += 1
             if i % 4 == 0:
-                producer.produce("auction-events", key=f"auction:{auction}", value=json.dumps({"type": "updated", "auction": auction}), headers=headers)
+                producer.produce("auction-events", key=f"auction:{auction}", timestamp=ts,
+                                 value=json.dumps({"type": "updated", "auction": auction}), headers=headers)
                 n += 1
-            if i % 20 == 0:
-                producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps({"auction": auction}))
-                producer.produce("payment-events", key=f"payment:{i}", value=json.dumps({"auction": auction, "status": "captured"}))
+            if i % 10 == 0:
+                producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps({"auction": auction}), timestamp=ts)
+                producer.produce("payment-events", key=f"payment:{i}", timestamp=ts,
+                                 value=json.dumps({"auction": auction, "status": "captured"}))
                 n += 2
         left = producer.flush(30)
         if left:

@@ -78,13 +78,17 @@ class WalReceiver:
         return True
 
     def _position(self) -> tuple[dt.datetime, str, bool] | None:
-        """(time, primary's current LSN, whether our receiver had flushed all of it)."""
+        """(time, primary's flush LSN, whether our receiver had flushed all of it)."""
         try:
             with pg.connect(self.settings) as conn:
                 row = conn.execute(
-                    "SELECT clock_timestamp(), pg_current_wal_lsn()::text, coalesce(r.flush_lsn >= pg_current_wal_lsn(), false) "
-                    "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
-                    "WHERE s.slot_name = %s",
+                    # The primary's *flush* position: everything committed is flushed, while a lone
+                    # background record can sit written-but-unflushed (and unsent) for minutes.
+                    # A physical slot's restart_lsn is the flush position our receiver reported
+                    # (pg_stat_replication would say the same but hides it from non-superusers).
+                    "SELECT clock_timestamp(), pg_current_wal_flush_lsn()::text, "
+                    "coalesce(restart_lsn >= pg_current_wal_flush_lsn(), false) "
+                    "FROM pg_replication_slots WHERE slot_name = %s",
                     (self.slot,),
                 ).fetchone()
         except pg.PostgresError:

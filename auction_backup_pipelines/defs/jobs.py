@@ -6,30 +6,34 @@ from .assets.kafka import KAFKA_EXPORT_KEYS
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
 from .checks import postgres_dump_integrity, redis_snapshot_integrity
+from .verification import freshness_checks
 
 # Runs carrying the same value of this tag never run at once (dagster.yaml's run queue).
 SYSTEM_TAG = "auction_backup/system"
 
 # without_checks(): a daily job must not run the weekly restore checks; the cheap integrity
-# checks are added back so every backup is read back right after it is written.
+# checks are added back so every backup is read back right after it is written, and the
+# `verified_recently` checks so a stale weekly verification shows on the asset every day.
 postgres_backup_job = define_asset_job(
     name="postgres_backup_job",
     selection=AssetSelection.assets(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY).without_checks()
-    | AssetSelection.checks(postgres_dump_integrity),
+    | AssetSelection.checks(postgres_dump_integrity, freshness_checks[LOGICAL_DUMP_KEY], freshness_checks[BASE_BACKUP_KEY]),
     tags={SYSTEM_TAG: "postgres"},
     description="Daily PostgreSQL backups (logical dump and base backup), then an integrity check of the dump.",
 )
 
 redis_backup_job = define_asset_job(
     name="redis_backup_job",
-    selection=AssetSelection.assets(REDIS_SNAPSHOT_KEY).without_checks() | AssetSelection.checks(redis_snapshot_integrity),
+    selection=AssetSelection.assets(REDIS_SNAPSHOT_KEY).without_checks()
+    | AssetSelection.checks(redis_snapshot_integrity, freshness_checks[REDIS_SNAPSHOT_KEY]),
     tags={SYSTEM_TAG: "redis"},
     description="Daily Redis snapshot (the server, or every master of a cluster), then a read-back of its checksums.",
 )
 
 kafka_backup_job = define_asset_job(
     name="kafka_backup_job",
-    selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks(),
+    selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks()
+    | AssetSelection.checks(*(freshness_checks[k] for k in KAFKA_EXPORT_KEYS)),
     tags={SYSTEM_TAG: "kafka"},
     description="Daily Kafka exports: each topic's messages of the partition day, its configs and consumer-group offsets.",
 )

@@ -1,0 +1,548 @@
+"""Alerts: what failed, sent to a chat webhook and/or by email. Plain Python, no Dagster.
+
+An `Alert` names the failed asset, its partition day, the error and a link to the run. Sinks
+deliver it: `WebhookSink` (Slack-compatible JSON, also accepted by Mattermost and Rocket.Chat
+incoming webhooks) and `SmtpSink` (a plain-text email). `notify` hands one alert to every sink
+independently and never raises: a sink that fails is reported in the returned results and in
+the log, and the caller's run or sensor tick goes on.
+
+Secrets (the webhook URL, whose path or query carries the token; an auth header; the SMTP
+password) never appear in a log line, a result or an exception message: sinks describe
+themselves by scheme and host only, and every error text is scrubbed of the secret values
+before it leaves the sink.
+
+Environment (`sinks_from_env`): ALERT_WEBHOOK_URL, ALERT_WEBHOOK_SECRET_HEADER ("Name: value"),
+ALERT_WEBHOOK_TIMEOUT_S, ALERT_SMTP_HOST, ALERT_SMTP_PORT (default 25, 587 with STARTTLS),
+ALERT_SMTP_FROM, ALERT_SMTP_TO (comma list), ALERT_SMTP_USER, ALERT_SMTP_PASSWORD,
+ALERT_SMTP_STARTTLS, ALERT_SMTP_TIMEOUT_S. Nothing configured: no sink, alerts are only logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import email.utils
+import http.client
+import json
+import logging
+import os
+import smtplib
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+__all__ = [
+    "Alert",
+    "NotifyResult",
+    "SinkError",
+    "SmtpSink",
+    "WebhookSink",
+    "alert_settings_from_env",
+    "build_sinks",
+    "notify",
+    "redact_url",
+    "sinks_from_env",
+]
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[auction-backup]"
+REDACTED = "***"
+# Slack rejects a section whose text exceeds 3000 characters and a header over 150.
+_SLACK_SECTION_MAX = 2900
+_SLACK_HEADER_MAX = 150
+_EMAIL_ERROR_MAX = 20000
+# Lines up to RFC 5322's hard limit: the default 78 folds a long subject onto its own line.
+_EMAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One thing that went wrong, with enough context to act on it from the message alone."""
+
+    title: str
+    """Short headline, e.g. "FAILED postgres/logical_dump 2026-11-26"; the email subject."""
+    severity: str = "ERROR"
+    system: str = ""
+    """postgres, redis or kafka (several joined by ", " when a run touched more)."""
+    asset: str = ""
+    """Asset key(s) as "postgres/logical_dump"; the job or op name when no asset is involved."""
+    partition: str | None = None
+    error: str = ""
+    run_id: str | None = None
+    run_url: str | None = None
+    """Link to the run in the Dagster UI (to the asset's checks for a check recorded outside a run)."""
+    occurred_at: dt.datetime = field(default_factory=utcnow)
+    check: str | None = None
+    """Name of the asset check that failed, for check alerts."""
+    job: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"{SUBJECT_PREFIX} {self.title}"
+
+    def fields(self) -> list[tuple[str, str]]:
+        """The labelled facts shown by every sink, in order; empty ones left out."""
+        rows = [
+            ("Severity", self.severity),
+            ("System", self.system),
+            ("Asset", self.asset),
+            ("Check", self.check or ""),
+            ("Partition", self.partition or ""),
+            ("Job", self.job or ""),
+            ("Run", self.run_id or ""),
+            ("When", _iso(self.occurred_at)),
+        ]
+        return [(k, v) for k, v in rows if v]
+
+    def text(self) -> str:
+        """Plain-text rendering (email body, log line)."""
+        width = max(len(k) for k, _ in self.fields())
+        lines = [self.title, ""]
+        lines += [f"{k + ':':<{width + 1}} {v}" for k, v in self.fields()]
+        if self.run_url:
+            lines.append(f"{'Link:':<{width + 1}} {self.run_url}")
+        lines += ["", "Error:", _truncate(self.error or "(no error message)", _EMAIL_ERROR_MAX)]
+        return "\n".join(lines) + "\n"
+
+    def slack_payload(self) -> dict[str, Any]:
+        """Slack incoming-webhook JSON: `text` is the notification fallback, `blocks` the layout."""
+        link = f" <{self.run_url}|open in Dagster>" if self.run_url else ""
+        error_line = _first_line(self.error)
+        text = f"{self.subject}: {error_line}{link}" if error_line else f"{self.subject}{link}"
+        fields = [{"type": "mrkdwn", "text": f"*{k}*\n{_slack_escape(v)}"} for k, v in self.fields()]
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": {"type": "plain_text", "text": _truncate(self.subject, _SLACK_HEADER_MAX)}},
+            # Slack shows at most 10 fields per section.
+            {"type": "section", "fields": fields[:10]},
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "*Error*\n```" + _slack_escape(_truncate(self.error or "(no error message)", _SLACK_SECTION_MAX)) + "```",
+                },
+            },
+        ]
+        if self.run_url:
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"<{self.run_url}|{'Open the run' if self.run_id else 'Open'} in Dagster>"},
+                }
+            )
+        return {"text": text, "blocks": blocks}
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    """What happened to one alert at one sink. `sink` is a redacted description, safe to log."""
+
+    sink: str
+    ok: bool
+    attempts: int
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+
+class SinkError(Exception):
+    """A sink could not deliver; the message is already free of the sink's secrets."""
+
+    def __init__(self, message: str, attempts: int = 1):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class Sink(Protocol):
+    def describe(self) -> str: ...
+
+    def send(self, alert: Alert) -> int:
+        """Deliver or raise SinkError; returns the number of attempts it took."""
+        ...
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would resend the body (and the secret header) to a host nobody configured."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        return None
+
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class WebhookSink:
+    """POST the alert as Slack-compatible JSON; retries 429/5xx and connection errors with backoff."""
+
+    url: str = field(repr=False)
+    timeout: float = 5.0
+    secret_header: tuple[str, str] | str | None = field(default=None, repr=False)
+    """Extra authentication header, ("Name", "value") or "Name: value"."""
+    tries: int = 3
+    backoff: float = 0.5
+    """Seconds before the second try, doubled before each further one."""
+    max_retry_after: float = 5.0
+    """Cap on a server's Retry-After, so a sensor tick stays within its time limit."""
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # The URL itself is the secret: never echo it.
+            raise ValueError("the alert webhook URL must be an http:// or https:// URL with a host")
+        if isinstance(self.secret_header, str):
+            name, sep, value = self.secret_header.partition(":")
+            if not sep or not name.strip() or not value.strip():
+                raise ValueError("the alert webhook secret header must look like 'Name: value'")
+            self.secret_header = (name.strip(), value.strip())
+        if self.tries < 1:
+            raise ValueError("tries must be at least 1")
+
+    def __repr__(self) -> str:
+        return f"WebhookSink({self.describe()}, timeout={self.timeout}, tries={self.tries})"
+
+    def describe(self) -> str:
+        return f"webhook {redact_url(self.url)}"
+
+    def secrets(self) -> list[str]:
+        parts = urllib.parse.urlsplit(self.url)
+        found = [self.url, parts.path, parts.query, parts.fragment, parts.password or ""]
+        found += [seg for seg in parts.path.split("/") if len(seg) >= 8]  # tokens, not words like "hooks"
+        found += [v for _, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+        if self.secret_header:
+            found.append(self.secret_header[1])
+        return found
+
+    def send(self, alert: Alert) -> int:
+        body = json.dumps(alert.slack_payload()).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "auction-backup-alerts/1"}
+        if self.secret_header:
+            headers[self.secret_header[0]] = self.secret_header[1]
+        opener = urllib.request.build_opener(_NoRedirect)
+        last = ""
+        for attempt in range(1, self.tries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            retry_after: float | None = None
+            try:
+                with opener.open(request, timeout=self.timeout) as response:
+                    response.read(65536)
+                return attempt
+            except urllib.error.HTTPError as exc:
+                detail = _read_error_body(exc)
+                last = f"HTTP {exc.code} {exc.reason}{': ' + detail if detail else ''}"
+                if exc.code not in _RETRY_STATUS:
+                    raise SinkError(self._scrub(f"{self.describe()}: {last} (not retried)"), attempt) from None
+                retry_after = _retry_after(exc.headers.get("Retry-After"))
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                last = f"{type(reason).__name__}: {reason}"
+            if attempt < self.tries:
+                delay = self.backoff * 2 ** (attempt - 1)
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, self.max_retry_after))
+                time.sleep(delay)
+        raise SinkError(self._scrub(f"{self.describe()}: gave up after {self.tries} tries: {last}"), self.tries)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self.secrets())
+
+
+def _read_error_body(exc: urllib.error.HTTPError) -> str:
+    try:
+        return exc.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+    except Exception:  # noqa: BLE001 - only decoration for the message
+        return ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- email
+
+
+@dataclass
+class SmtpSink:
+    """Send the alert as a plain-text email (smtplib); STARTTLS and login when configured."""
+
+    host: str
+    port: int = 25
+    sender: str = ""
+    recipients: Sequence[str] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = False
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipients, str):
+            self.recipients = _split_list(self.recipients)
+        self.recipients = tuple(self.recipients)
+        if not self.host:
+            raise ValueError("SMTP host is empty")
+        if not self.sender:
+            raise ValueError("SMTP sender (ALERT_SMTP_FROM) is empty")
+        if not self.recipients:
+            raise ValueError("SMTP recipients (ALERT_SMTP_TO) are empty")
+        if self.password and not self.username:
+            raise ValueError("an SMTP password is set but no user (ALERT_SMTP_USER)")
+
+    def __repr__(self) -> str:
+        return f"SmtpSink({self.describe()}, starttls={self.starttls}, timeout={self.timeout})"
+
+    def describe(self) -> str:
+        return f"smtp {self.host}:{self.port} -> {', '.join(self.recipients)}"
+
+    def secrets(self) -> list[str]:
+        return [self.password] if self.password else []
+
+    def message(self, alert: Alert) -> EmailMessage:
+        msg = EmailMessage(policy=_EMAIL_POLICY)
+        msg["Subject"] = alert.subject
+        msg["From"] = self.sender
+        msg["To"] = ", ".join(self.recipients)
+        msg["Date"] = email.utils.format_datetime(_aware(alert.occurred_at))
+        msg["Message-ID"] = email.utils.make_msgid(domain="auction-backup")
+        msg["X-Auction-Backup-Severity"] = alert.severity
+        msg.set_content(alert.text())
+        return msg
+
+    def send(self, alert: Alert) -> int:
+        msg = self.message(alert)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                smtp.ehlo()
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.ehlo()
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                refused = smtp.send_message(msg)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SinkError(self._scrub(f"{self.describe()}: login refused ({exc.smtp_code})"), 1) from None
+        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise SinkError(self._scrub(f"{self.describe()}: {type(exc).__name__}: {exc}"), 1) from None
+        if refused:
+            raise SinkError(self._scrub(f"{self.describe()}: recipients refused: {', '.join(sorted(refused))}"), 1)
+        return 1
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self.secrets())
+
+
+# --------------------------------------------------------------------------- notify
+
+
+def notify(alert: Alert, sinks: Iterable[Sink], logger: logging.Logger | None = None) -> list[NotifyResult]:
+    """Send `alert` through every sink; one failing sink never stops the others. Never raises.
+
+    The alert itself is always logged (so with no sink configured it is at least in the log);
+    each delivery is logged with the sink's redacted description.
+    """
+    out = logger or log
+    sinks = list(sinks)
+    _safe_log(out, logging.ERROR, f"ALERT {alert.subject}: {_first_line(alert.error)}"
+              + (f" ({alert.run_url})" if alert.run_url else "")
+              + ("" if sinks else " [no alert sink: logged only]"))
+    results = []
+    for sink in sinks:
+        started = time.monotonic()
+        try:
+            description = sink.describe()
+        except Exception:  # noqa: BLE001
+            description = type(sink).__name__
+        try:
+            attempts = sink.send(alert)
+            result = NotifyResult(description, True, attempts, None, time.monotonic() - started)
+            _safe_log(out, logging.INFO, f"alert delivered via {description} ({attempts} attempt(s))")
+        except SinkError as exc:
+            result = NotifyResult(description, False, exc.attempts, str(exc), time.monotonic() - started)
+            _safe_log(out, logging.ERROR, f"alert NOT delivered: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a sink bug must not break the caller's run
+            secrets = _sink_secrets(sink)
+            message = scrub(f"{description}: unexpected {type(exc).__name__}: {exc}", secrets)
+            result = NotifyResult(description, False, 1, message, time.monotonic() - started)
+            _safe_log(out, logging.ERROR, f"alert NOT delivered: {message}")
+        results.append(result)
+    return results
+
+
+def _safe_log(logger: logging.Logger, level: int, message: str) -> None:
+    try:
+        logger.log(level, message)
+    except Exception:  # noqa: BLE001 - logging must not turn a delivered alert into a crash
+        pass
+
+
+def _sink_secrets(sink: Any) -> list[str]:
+    try:
+        return list(sink.secrets())
+    except Exception:  # noqa: BLE001
+        return []
+
+
+# --------------------------------------------------------------------------- configuration
+
+SECRET_SETTINGS = {
+    "webhook_url": "ALERT_WEBHOOK_URL",
+    "webhook_secret_header": "ALERT_WEBHOOK_SECRET_HEADER",
+    "smtp_password": "ALERT_SMTP_PASSWORD",
+}
+"""Settings that are secrets, with their variables (the Dagster resource binds these with EnvVar)."""
+
+
+def alert_settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The ALERT_* variables as keyword arguments of `build_sinks` (and fields of the Dagster resource)."""
+    return {
+        "webhook_url": environ.get("ALERT_WEBHOOK_URL", "").strip(),
+        "webhook_secret_header": environ.get("ALERT_WEBHOOK_SECRET_HEADER", "").strip(),
+        "webhook_timeout_s": _float(environ, "ALERT_WEBHOOK_TIMEOUT_S", 5.0),
+        "smtp_host": environ.get("ALERT_SMTP_HOST", "").strip(),
+        "smtp_port": _int(environ, "ALERT_SMTP_PORT", 0),
+        "smtp_from": environ.get("ALERT_SMTP_FROM", "").strip(),
+        "smtp_to": _split_list(environ.get("ALERT_SMTP_TO", "")),
+        "smtp_user": environ.get("ALERT_SMTP_USER", "").strip(),
+        "smtp_password": environ.get("ALERT_SMTP_PASSWORD", ""),
+        "smtp_starttls": _truthy(environ.get("ALERT_SMTP_STARTTLS", "")),
+        "smtp_timeout_s": _float(environ, "ALERT_SMTP_TIMEOUT_S", 10.0),
+    }
+
+
+def build_sinks(
+    *,
+    webhook_url: str = "",
+    webhook_secret_header: str = "",
+    webhook_timeout_s: float = 5.0,
+    smtp_host: str = "",
+    smtp_port: int = 0,
+    smtp_from: str = "",
+    smtp_to: Sequence[str] | str = (),
+    smtp_user: str = "",
+    smtp_password: str = "",
+    smtp_starttls: bool = False,
+    smtp_timeout_s: float = 10.0,
+) -> list[Sink]:
+    """The configured sinks (empty when nothing is set). A half-configured sink raises ValueError."""
+    sinks: list[Sink] = []
+    if webhook_url:
+        sinks.append(WebhookSink(webhook_url, timeout=webhook_timeout_s, secret_header=webhook_secret_header or None))
+    elif webhook_secret_header:
+        raise ValueError("ALERT_WEBHOOK_SECRET_HEADER is set but ALERT_WEBHOOK_URL is not")
+    if smtp_host:
+        sinks.append(
+            SmtpSink(
+                host=smtp_host,
+                port=smtp_port or (587 if smtp_starttls else 25),
+                sender=smtp_from,
+                recipients=smtp_to,
+                username=smtp_user or None,
+                password=smtp_password or None,
+                starttls=smtp_starttls,
+                timeout=smtp_timeout_s,
+            )
+        )
+    elif smtp_to or smtp_password:
+        raise ValueError("ALERT_SMTP_TO or ALERT_SMTP_PASSWORD is set but ALERT_SMTP_HOST is not")
+    return sinks
+
+
+def sinks_from_env(environ: Mapping[str, str] = os.environ) -> list[Sink]:
+    """Sinks from the ALERT_* variables; none configured gives an empty list (alerts only logged)."""
+    return build_sinks(**alert_settings_from_env(environ))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/*** : enough to tell which endpoint, nothing of the token."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return REDACTED
+    tail = f"/{REDACTED}" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{tail}"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value (longest first) in `text` by ***."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4 and s != "/"}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+        quoted = urllib.parse.quote(secret, safe="")
+        if quoted != secret:
+            text = text.replace(quoted, REDACTED)
+    return text
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return (t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t).astimezone(dt.timezone.utc)
+
+
+def _iso(t: dt.datetime) -> str:
+    return _aware(t).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _first_line(text: str) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return _truncate(line.strip(), 300)
+    return ""
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _split_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.replace(";", ",").split(",") if item.strip()]
+
+
+def _truthy(raw: str) -> bool:
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+

@@ -1,0 +1,96 @@
+"""The weekly verification job restores every backup into scratch targets, and catches damage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+
+import pytest
+from dagster import DagsterInstance
+
+from auction_backup_pipelines.core import capture
+from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.wal_archive import WalArchive
+from auction_backup_pipelines.core.wal_receiver import WalReceiver
+from auction_backup_pipelines.definitions import defs
+from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
+from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
+
+pytestmark = pytest.mark.integration
+DAY = capture.default_partition()
+
+
+@pytest.fixture
+def resources(pg_settings, tmp_path):
+    rd, kf = RedisSettings.from_env(), KafkaSettings.from_env()
+    return {
+        "postgres": PostgresResource(host=pg_settings.host, port=pg_settings.port, dbname=pg_settings.dbname,
+                                     user=pg_settings.user, password=pg_settings.password),
+        "redis": RedisResource(host=rd.host, port=rd.port),
+        "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(AUCTION_TOPICS)),
+        "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
+    }
+
+
+@pytest.fixture
+def receiver(pg_settings, resources, tmp_path):
+    repo = resources["backup_repo"].repository()
+    rx = WalReceiver(pg_settings, WalArchive(repo.backend), tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=rx.run, args=(stop,))
+    thread.start()
+    yield rx
+    stop.set()
+    thread.join(60)
+    rx.drop_slot()
+
+
+def _checks(result) -> dict[str, object]:
+    return {f"{'/'.join(e.asset_key.path)}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, receiver):
+    instance = DagsterInstance.ephemeral()
+    for job in ("postgres_backup_job", "redis_backup_job", "kafka_backup_job"):
+        run = defs.resolve_job_def(job).execute_in_process(partition_key=DAY.isoformat(), resources=resources, instance=instance)
+        assert run.success, job
+
+    weekly = defs.resolve_job_def("weekly_verification_job")
+    healthy = _checks(weekly.execute_in_process(resources=resources, instance=instance))
+    expected = {"postgres/logical_dump:dump_restores", "postgres/base_backup:pitr_restores", "redis/snapshot:snapshot_restores",
+                *(f"kafka/topic_export/{t}:export_restores" for t in AUCTION_TOPICS)}
+    assert set(healthy) == expected
+    failed = {k: e.description for k, e in healthy.items() if not e.passed}
+    assert failed == {}
+    assert healthy["postgres/logical_dump:dump_restores"].metadata["rows_compared"].value > 0
+    assert healthy["postgres/base_backup:pitr_restores"].metadata["tables_compared"].value >= 4
+    counts = {t: healthy[f"kafka/topic_export/{t}:export_restores"].metadata["messages_compared"].value for t in AUCTION_TOPICS}
+    assert all(n >= 1 for n in counts.values()), counts
+
+    # The daily job's freshness check now sees a verification younger than 8 days.
+    again = defs.resolve_job_def("redis_backup_job").execute_in_process(partition_key=DAY.isoformat(), resources=resources,
+                                                                        instance=instance)
+    assert _checks(again)["redis/snapshot:verified_recently"].passed
+
+    # Damage: one flipped byte in the dump, a truncated Redis snapshot.
+    repo = resources["backup_repo"].repository()
+    dump = repo.latest("postgres", "logical_dump")
+    path = repo.backend.root / dump.prefix / dump.file(pg.DUMP_FILE).key
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    snap = repo.latest("redis", "snapshot")
+    entry = snap.files[0]
+    spath = repo.backend.root / snap.prefix / entry.key
+    spath.write_bytes(spath.read_bytes()[: entry.stored_size // 2])
+
+    damaged = _checks(weekly.execute_in_process(resources=resources, instance=instance, raise_on_error=False))
+    for key in ("postgres/logical_dump:dump_restores", "redis/snapshot:snapshot_restores"):
+        assert not damaged[key].passed
+        assert damaged[key].severity.value == "ERROR"
+        assert "corrupt or truncated" in damaged[key].description
+    assert damaged["postgres/base_backup:pitr_restores"].passed  # untouched backups still verify
+    with pg.connect(resources["postgres"].settings(), dbname="postgres") as admin:
+        leftovers = admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'verify\\_%'").fetchone()[0]
+    assert leftovers == 0  # scratch databases are always dropped
