@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import threading
 
@@ -14,6 +15,9 @@ from auction_backup_pipelines.core import postgres as pg
 from auction_backup_pipelines.core.wal_archive import WalArchive
 from auction_backup_pipelines.core.wal_receiver import WalReceiver
 from auction_backup_pipelines.definitions import defs
+from auction_backup_pipelines.defs.alerts import AlertingResource, check_failure_alert_sensor
+from dagster import build_sensor_context
+from tests.unit.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
 
@@ -50,8 +54,10 @@ def _checks(result) -> dict[str, object]:
     return {f"{'/'.join(e.asset_key.path)}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
 
-def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, receiver):
-    instance = DagsterInstance.ephemeral()
+def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, receiver, tmp_path):
+    (tmp_path / "dagster").mkdir()
+    # the SQLite storage of `dagster dev`, where the alert sensor must work
+    instance = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster"))
     for job in ("postgres_backup_job", "redis_backup_job", "kafka_backup_job"):
         run = defs.resolve_job_def(job).execute_in_process(partition_key=DAY.isoformat(), resources=resources, instance=instance)
         assert run.success, job
@@ -94,3 +100,18 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
     with pg.connect(resources["postgres"].settings(), dbname="postgres") as admin:
         leftovers = admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'verify\\_%'").fetchone()[0]
     assert leftovers == 0  # scratch databases are always dropped
+
+    # The failed checks reach the operator: one webhook post and one email per failed check.
+    with WebhookServer() as hook, SmtpServer() as mail:
+        alerting = AlertingResource(webhook_url=hook.url(), smtp_host="127.0.0.1", smtp_port=mail.port,
+                                    smtp_from="backup@auctionflow.test", smtp_to=["sre@auctionflow.test"],
+                                    smtp_user="alerts", smtp_password=PASSWORD)
+        context = build_sensor_context(instance=instance, cursor=None, resources={"alerting": alerting}, definitions=defs)
+        check_failure_alert_sensor(context)
+        posts = [hook.next_post() for _ in range(2)]
+        mails = [mail.next_mail() for _ in range(2)]
+    texts = " ".join(json.dumps(p.json()) for p in posts)
+    mail_texts = " ".join(m.message["Subject"] + m.message.get_content() for m in mails)
+    for name in ("dump_restores", "snapshot_restores"):
+        assert name in texts and name in mail_texts
+    assert "corrupt or truncated" in texts and DAY.isoformat() in texts
