@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need, idempotently and quickly when already present:
-# Debian packages (PostgreSQL 15, Redis 7, zstd), Kafka's jars
+# Debian packages (PostgreSQL 15, Redis 7, zstd, Chromium for the browser test), Kafka's jars
 # from Maven Central, and the project's Python environment in .venv.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-APT_PACKAGES=(postgresql-15 postgresql-client-15 redis-server redis-tools zstd)
+# chromium: the browser test drives Debian's build through Playwright (no browser download).
+APT_PACKAGES=(postgresql-15 postgresql-client-15 redis-server redis-tools zstd chromium)
 
 install_apt() {
   local missing=()
