@@ -120,7 +120,7 @@ def test_browser_shows_assets_partitions_and_checks(dagster_dev):
             page.screenshot(path=str(ARTIFACTS / "asset-graph-kafka.png"))
 
             page.goto(f"{base}/assets/kafka/topic_export/payment-events?view=partitions", wait_until="domcontentloaded")
-            page.get_by_text("Partitions", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text(capture.default_partition().isoformat()).first.wait_for(timeout=60_000)  # the partition list
             page.screenshot(path=str(ARTIFACTS / "partitions.png"), full_page=True)
 
             page.goto(f"{base}/assets/postgres/logical_dump?view=checks", wait_until="domcontentloaded")
