@@ -12,11 +12,13 @@ stack-up:
 stack-down:
 	bash stack/down.sh
 
-# Start the stack, take yesterday's backups once through Dagster, then serve the UI with
-# schedules and sensors running (http://127.0.0.1:$${DAGSTER_PORT:-3000}).
+# Start the stack, take yesterday's backups once through Dagster (the three daily jobs, so the
+# runs show in the UI), then serve the UI with schedules and sensors running
+# (http://127.0.0.1:$${DAGSTER_PORT:-3000}).
 demo: stack-up
-	$(WITH_ENV) .venv/bin/dagster asset materialize -m auction_backup_pipelines.definitions \
-	  --select 'postgres/logical_dump,postgres/base_backup' --partition "$$(date -u -d yesterday +%F)"
+	$(WITH_ENV) for job in postgres_backup_job redis_backup_job kafka_backup_job; do \
+	  .venv/bin/dagster job execute -m auction_backup_pipelines.definitions -j $$job \
+	    --tags "{\"dagster/partition\": \"$$(date -u -d yesterday +%F)\"}" || exit 1; done
 	$(WITH_ENV) exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$${DAGSTER_PORT:-3000}"
 
 test: stack-up
