@@ -4,6 +4,7 @@ from dagster import Definitions
 
 from .defs.alerts import check_failure_alert_sensor, default_alerting_resource, run_failure_alert_sensor
 from .defs.assets.kafka import kafka_assets
+from .defs.assets.offsite import offsite_assets
 from .defs.assets.postgres import postgres_base_backup, postgres_logical_dump
 from .defs.assets.redis import redis_snapshot
 from .defs.checks import postgres_dump_integrity, redis_snapshot_integrity
@@ -16,7 +17,7 @@ from .defs.verification import freshness_checks, restore_checks, weekly_verifica
 from .defs.wal import wal_archive, wal_archive_check, wal_archive_sensor
 
 defs = Definitions(
-    assets=[postgres_logical_dump, postgres_base_backup, wal_archive, redis_snapshot, *kafka_assets],
+    assets=[postgres_logical_dump, postgres_base_backup, wal_archive, redis_snapshot, *kafka_assets, *offsite_assets],
     asset_checks=[
         postgres_dump_integrity, wal_archive_check, redis_snapshot_integrity, *restore_checks, *freshness_checks.values(),
     ],

@@ -40,3 +40,4 @@ install_venv() {
 install_apt
 install_venv
 bash "$ROOT/stack/kafka.sh" install
+bash "$ROOT/stack/s3.sh" install

@@ -8,6 +8,7 @@ bash "$ROOT/stack/install.sh"
 bash "$ROOT/stack/postgres.sh" up
 bash "$ROOT/stack/redis.sh" up
 bash "$ROOT/stack/kafka.sh" up
+bash "$ROOT/stack/s3.sh" up
 env_set KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:${KAFKA_PORT:-9092}"
 env_set BACKUP_ROOT "${BACKUP_ROOT:-$ROOT/backups}"
 env_set DAGSTER_HOME "${DAGSTER_HOME:-$ROOT/.dagster_home}"

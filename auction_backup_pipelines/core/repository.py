@@ -14,6 +14,13 @@ without a manifest: never listed, never restored, removed by `gc_incomplete`.
 Each run writes a fresh backup_id, so re-running a day never rewrites the files of the backup
 that is already there; the older backup of the same day is removed only after the new manifest
 is durable.
+
+Encryption at rest (optional, see crypto.py) is a layer under all of this: with an
+`Encryption`, `self.backend` is the storage backend wrapped so that every object body it
+writes (files, manifests, and whatever else goes through `repo.backend`: WAL segments and
+their records, pins) is sealed, and every read is authenticated. The manifest's sizes and
+digests describe the compressed bytes before encryption; key names stay readable, so
+listing needs no key. `self.storage` is always the bare backend.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from typing import Any, BinaryIO, Iterator
 
 import zstandard
 
-from .storage import Backend, LocalBackend, LockedError, StorageError
+from .crypto import MAGIC as _ENCRYPTED_MAGIC
+from .crypto import EncryptedBackend, Encryption, peek_key_id
+from .storage import Backend, IntegrityError, LocalBackend, LockedError, RepositoryError, StorageError  # noqa: F401 (re-exported)
 
 __all__ = [
     "Backup",
@@ -47,14 +56,6 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 COMPRESSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
-
-
-class RepositoryError(StorageError):
-    """Base class of the repository's errors."""
-
-
-class IntegrityError(RepositoryError):
-    """Stored bytes do not match what the manifest recorded (corrupt, truncated or tampered)."""
 
 
 class NotFoundError(RepositoryError):
@@ -359,10 +360,13 @@ class _ReadHasher(io.RawIOBase):
 class Repository:
     """Backups of all systems in one backend, each published atomically with its manifest."""
 
-    def __init__(self, backend: Backend, compression: str = "zstd", zstd_level: int = 3, zstd_threads: int = 0):
+    def __init__(self, backend: Backend, compression: str = "zstd", zstd_level: int = 3, zstd_threads: int = 0,
+                 encryption: Encryption | None = None):
         if compression not in COMPRESSIONS:
             raise RepositoryError(f"unknown compression {compression!r}; choose one of {sorted(COMPRESSIONS)}")
-        self.backend = backend
+        self.storage = backend
+        self.encryption = encryption
+        self.backend: Backend = EncryptedBackend(backend, encryption) if encryption else backend
         self.compression = compression
         self.zstd_level = zstd_level
         self.zstd_threads = zstd_threads
@@ -419,6 +423,11 @@ class Repository:
     def _load_manifest(self, key: str) -> Backup:
         with self.backend.reader(key) as f:
             raw = f.read()
+        if self.encryption is None and raw.startswith(_ENCRYPTED_MAGIC):
+            raise RepositoryError(
+                f"manifest {key} in {self.describe()} is encrypted (key id {peek_key_id(raw)!r}); "
+                "open the repository with its encryption keys"
+            )
         try:
             return Backup.from_json(raw)
         except (ValueError, TypeError, KeyError) as exc:
@@ -485,8 +494,7 @@ class Repository:
     def delete(self, backup: Backup) -> None:
         """Remove a backup: the manifest first, so a half-deleted backup never looks complete."""
         self.backend.delete(backup.manifest_key)
-        for entry in backup.files:
-            self.backend.delete(f"{backup.prefix}/{entry.key}")
+        self.backend.delete_many(f"{backup.prefix}/{entry.key}" for entry in backup.files)
 
     def gc_incomplete(self, system: str | None = None) -> list[str]:
         """Delete files that belong to no manifest (left by crashed runs). Returns their keys.
@@ -500,6 +508,5 @@ class Repository:
         # A day's pin marker (<system>/<artifact>/<day>/PINNED, see pruning.py) belongs to no
         # backup on purpose; removing it would silently unpin the day.
         orphans = [o.key for o in objects if o.key.rsplit("/", 1)[0] not in complete and not o.key.endswith("/PINNED")]
-        for key in orphans:
-            self.backend.delete(key)
+        self.backend.delete_many(orphans)
         return orphans + self.backend.remove_temporaries(prefix)

@@ -19,7 +19,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -31,6 +31,16 @@ class StorageError(Exception):
 
 class LockedError(StorageError):
     """Another writer holds the lock on the same backup partition."""
+
+
+# Defined here, below every layer that detects them (the repository, the encryption layer),
+# and re-exported by repository.py, whose public names they are.
+class RepositoryError(StorageError):
+    """Base class of the repository's errors."""
+
+
+class IntegrityError(RepositoryError):
+    """Stored bytes do not match what the manifest recorded (corrupt, truncated or tampered)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,11 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`; removing an absent key is not an error (deletes are idempotent)."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove several keys, in the given order (a store with batch deletes overrides this)."""
+        for key in keys:
+            self.delete(key)
 
     @abstractmethod
     def remove_temporaries(self, prefix: str = "") -> list[str]:

@@ -3,10 +3,17 @@
 from dagster import AssetSelection, define_asset_job
 
 from .assets.kafka import KAFKA_EXPORT_KEYS
+from .assets.offsite import OFFSITE_KEYS
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
 from .checks import postgres_dump_integrity, redis_snapshot_integrity
 from .verification import freshness_checks
+
+
+def _with_offsite(*keys):
+    """The backup assets plus, when an offsite store is configured, their offsite copies."""
+    return AssetSelection.assets(*keys, *(OFFSITE_KEYS[k] for k in keys if k in OFFSITE_KEYS)).without_checks()
+
 
 # Runs carrying the same value of this tag never run at once (dagster.yaml's run queue).
 SYSTEM_TAG = "auction_backup/system"
@@ -16,7 +23,7 @@ SYSTEM_TAG = "auction_backup/system"
 # `verified_recently` checks so a stale weekly verification shows on the asset every day.
 postgres_backup_job = define_asset_job(
     name="postgres_backup_job",
-    selection=AssetSelection.assets(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY).without_checks()
+    selection=_with_offsite(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY)
     | AssetSelection.checks(postgres_dump_integrity, freshness_checks[LOGICAL_DUMP_KEY], freshness_checks[BASE_BACKUP_KEY]),
     tags={SYSTEM_TAG: "postgres"},
     description="Daily PostgreSQL backups (logical dump and base backup), then an integrity check of the dump.",
@@ -24,7 +31,7 @@ postgres_backup_job = define_asset_job(
 
 redis_backup_job = define_asset_job(
     name="redis_backup_job",
-    selection=AssetSelection.assets(REDIS_SNAPSHOT_KEY).without_checks()
+    selection=_with_offsite(REDIS_SNAPSHOT_KEY)
     | AssetSelection.checks(redis_snapshot_integrity, freshness_checks[REDIS_SNAPSHOT_KEY]),
     tags={SYSTEM_TAG: "redis"},
     description="Daily Redis snapshot (the server, or every master of a cluster), then a read-back of its checksums.",
@@ -32,7 +39,7 @@ redis_backup_job = define_asset_job(
 
 kafka_backup_job = define_asset_job(
     name="kafka_backup_job",
-    selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks()
+    selection=_with_offsite(*KAFKA_EXPORT_KEYS)
     | AssetSelection.checks(*(freshness_checks[k] for k in KAFKA_EXPORT_KEYS)),
     tags={SYSTEM_TAG: "kafka"},
     description="Daily Kafka exports: each topic's messages of the partition day, its configs and consumer-group offsets.",

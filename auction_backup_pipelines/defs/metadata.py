@@ -19,6 +19,7 @@ def backup_metadata(repo: Repository, backup: Backup, **extra: Any) -> dict[str,
         "sha256": ", ".join(f"{f.name}={f.sha256[:16]}…" for f in backup.files),
         "started_at": backup.started_at,
         "finished_at": backup.finished_at,
+        "encryption": repo.encryption.describe() if repo.encryption else "none",
     }
     captured = backup.metadata.get("captured_at")
     if captured:

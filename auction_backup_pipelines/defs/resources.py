@@ -6,9 +6,13 @@ Passwords are only ever bound through `EnvVar`, which Dagster never displays.
 """
 
 
+import os
+
 from dagster import ConfigurableResource, EnvVar
 
+from ..core.crypto import Encryption
 from ..core.repository import Repository
+from ..core.s3 import S3Backend
 from ..settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
 
 
@@ -51,24 +55,69 @@ class KafkaResource(ConfigurableResource):
 
 
 class BackupRepositoryResource(ConfigurableResource):
-    """Where backups are stored (BACKUP_ROOT, BACKUP_COMPRESSION)."""
+    """Where backups are stored (BACKUP_ROOT, BACKUP_COMPRESSION, BACKUP_ENCRYPTION_KEY_FILE / _KEYS)."""
 
     root: str = RepositorySettings.root
     compression: str = RepositorySettings.compression
+    encryption_key_file: str = ""
+    encryption_keys: str = ""
+    """A secret ("id:base64key,..."): bind with EnvVar."""
 
     def repository(self) -> Repository:
-        return Repository.local(self.root, compression=self.compression)
+        return Repository.local(self.root, compression=self.compression,
+                                encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys))
+
+
+class OffsiteRepositoryResource(ConfigurableResource):
+    """The offsite copy in an S3-compatible store (OFFSITE_S3_*), with its own keys (OFFSITE_ENCRYPTION_*)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    compression: str = "zstd"
+    encryption_key_file: str = ""
+    encryption_keys: str = ""
+
+    def repository(self) -> Repository:
+        backend = S3Backend(self.bucket, self.prefix, endpoint_url=self.endpoint_url or None, region=self.region or None,
+                            access_key_id=self.access_key_id or None, secret_access_key=self.secret_access_key or None)
+        return Repository(backend, compression=self.compression,
+                          encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys))
+
+
+def _secret(name: str):
+    """EnvVar when set (Dagster stores the name only), else empty: an unset EnvVar fails at launch."""
+    return EnvVar(name) if os.environ.get(name) else ""
+
+
+def offsite_configured() -> bool:
+    return bool(os.environ.get("OFFSITE_S3_BUCKET"))
 
 
 def default_resources() -> dict[str, ConfigurableResource]:
     """Resources bound from the environment, with Auction Flow's defaults when unset."""
     pg, rd, kf, repo = (PostgresSettings.from_env(), RedisSettings.from_env(), KafkaSettings.from_env(), RepositorySettings.from_env())
-    return {
+    resources: dict[str, ConfigurableResource] = {
         "postgres": PostgresResource(
             host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD")
         ),
         "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, data_dir=rd.data_dir,
-                               password=EnvVar("REDIS_PASSWORD") if rd.password else ""),
+                               password=_secret("REDIS_PASSWORD")),
         "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
-        "backup_repo": BackupRepositoryResource(root=repo.root, compression=repo.compression),
+        "backup_repo": BackupRepositoryResource(
+            root=repo.root, compression=repo.compression,
+            encryption_key_file=os.environ.get("BACKUP_ENCRYPTION_KEY_FILE", ""), encryption_keys=_secret("BACKUP_ENCRYPTION_KEYS"),
+        ),
     }
+    if offsite_configured():
+        env = os.environ.get
+        resources["offsite_repo"] = OffsiteRepositoryResource(
+            bucket=env("OFFSITE_S3_BUCKET", ""), prefix=env("OFFSITE_S3_PREFIX", ""), endpoint_url=env("OFFSITE_S3_ENDPOINT_URL", ""),
+            region=env("OFFSITE_S3_REGION", ""), access_key_id=_secret("OFFSITE_S3_ACCESS_KEY_ID"),
+            secret_access_key=_secret("OFFSITE_S3_SECRET_ACCESS_KEY"), encryption_key_file=env("OFFSITE_ENCRYPTION_KEY_FILE", ""),
+            encryption_keys=_secret("OFFSITE_ENCRYPTION_KEYS"),
+        )
+    return resources

@@ -1,0 +1,51 @@
+"""Offsite copies: each daily backup asset has a downstream `offsite/<system>/<artifact>` asset
+that copies the partition's backup to the S3-compatible offsite repository and verifies it
+there. A missing offsite copy is a missing partition of that asset in the UI.
+
+Only defined when an offsite store is configured (OFFSITE_S3_BUCKET).
+"""
+
+from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+
+from ...core import offsite
+from ...core.storage import StorageError
+from ..partitions import daily_partitions
+from ..resources import BackupRepositoryResource, OffsiteRepositoryResource, offsite_configured
+from .kafka import KAFKA_EXPORT_KEYS
+from .postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
+from .redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
+
+
+def offsite_key(upstream: AssetKey) -> AssetKey:
+    return AssetKey(["offsite", *upstream.path])
+
+
+def offsite_copy_asset(upstream: AssetKey):
+    """`offsite/<system>/<artifact>`: the upstream partition's backup copied offsite and verified there."""
+    system, artifact = upstream.path[0], "/".join(upstream.path[1:])
+
+    @asset(key=offsite_key(upstream), deps=[upstream], partitions_def=daily_partitions, group_name="offsite",
+           pool="offsite", kinds={"s3"},
+           description=(f"Offsite copy of {system}/{artifact}: files then manifest streamed to the S3-compatible offsite "
+                        "repository (re-encrypted with its keys), read back and checked. Idempotent."))
+    def _copy(context: AssetExecutionContext, backup_repo: BackupRepositoryResource,
+              offsite_repo: OffsiteRepositoryResource) -> MaterializeResult:
+        src, dst = backup_repo.repository(), offsite_repo.repository()
+        try:
+            report = offsite.copy_partition(src, dst, system, artifact, context.partition_key)
+        except (StorageError, OSError) as exc:  # Repository/Integrity/Locked errors are StorageErrors
+            raise Failure(description=str(exc)) from None
+        context.log.info(report.summary())
+        return MaterializeResult(metadata={
+            "backup": report.backup, "status": report.status, "destination": report.destination,
+            "files": MetadataValue.int(report.files), "bytes_copied": MetadataValue.int(report.bytes),
+            "bytes_verified": MetadataValue.int(report.verified.get("bytes_checked", 0)),
+            "encryption": dst.encryption.describe() if dst.encryption else "none",
+            "replaced": ", ".join(report.replaced) or "-", "duration_s": MetadataValue.float(report.duration_s)})
+
+    return _copy
+
+
+BACKUP_KEYS = [LOGICAL_DUMP_KEY, BASE_BACKUP_KEY, REDIS_SNAPSHOT_KEY, *KAFKA_EXPORT_KEYS]
+offsite_assets = [offsite_copy_asset(k) for k in BACKUP_KEYS] if offsite_configured() else []
+OFFSITE_KEYS = {k: offsite_key(k) for k in BACKUP_KEYS} if offsite_configured() else {}

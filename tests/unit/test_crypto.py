@@ -1,0 +1,293 @@
+"""Encryption at rest: round trips, tampering, truncation, wrong keys, rotation, key files, WAL, offsite."""
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from auction_backup_pipelines.core import crypto, offsite
+from auction_backup_pipelines.core.crypto import Encryption, EncryptionError, Key, WrongKeyError
+from auction_backup_pipelines.core.repository import IntegrityError, Repository, RepositoryError
+from auction_backup_pipelines.core.wal_archive import WalArchive
+
+DAY = "2026-11-20"
+K1 = Key("k1", bytes(range(32)))
+K2 = Key("k2", bytes(range(32, 64)))
+SEG = 4096  # small segments so that a few KB span many of them
+
+
+def _enc(*keys, segment=SEG):
+    return Encryption(list(keys) or [K1], segment_size=segment)
+
+
+def _write(repo, data, name="dump.pgc", day=DAY):
+    with repo.begin("postgres", "logical_dump", day) as w:
+        with w.open_file(name) as f:
+            f.write(data)
+    return w.committed
+
+
+def _stored(root, backup, name="dump.pgc"):
+    return Path(root) / backup.prefix / backup.file(name).key
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize("size", [0, 1, SEG - 1, SEG, SEG + 1, 5 * SEG, 300_000])
+def test_round_trip_at_segment_edges(tmp_path, compression, size):
+    repo = Repository.local(tmp_path / "r", compression=compression, encryption=_enc())
+    data = os.urandom(size // 2) + b"b" * (size - size // 2)
+    backup = _write(repo, data)
+    with repo.open(backup, "dump.pgc") as f:
+        assert f.read() == data
+    assert repo.verify(backup)["files"] == 1
+    assert repo.verify(backup, deep=True)["deep"]
+    assert repo.list() == [backup]
+
+
+def test_stored_bytes_and_manifest_are_ciphertext_but_listing_works(tmp_path):
+    repo = Repository.local(tmp_path / "r", compression="none", encryption=_enc())
+    secret = b"card 4111-1111-1111-1111 " * 500
+    backup = _write(repo, secret)
+    raw = _stored(tmp_path / "r", backup).read_bytes()
+    manifest = (tmp_path / "r" / backup.manifest_key).read_bytes()
+    assert raw.startswith(crypto.MAGIC) and b"4111" not in raw
+    assert manifest.startswith(crypto.MAGIC) and b"sha256" not in manifest and b"dump.pgc" not in manifest
+    assert crypto.peek_key_id(raw) == "k1"
+    assert [b.backup_id for b in repo.list("postgres")] == [backup.backup_id]
+    # 0600 files still (the encryption layer writes through the same backend)
+    assert stat.S_IMODE(_stored(tmp_path / "r", backup).stat().st_mode) == 0o600
+
+
+def test_flipped_byte_anywhere_is_an_integrity_error(tmp_path):
+    repo = Repository.local(tmp_path / "r", encryption=_enc())
+    backup = _write(repo, os.urandom(50_000))
+    path = _stored(tmp_path / "r", backup)
+    good = path.read_bytes()
+    header = len(crypto.MAGIC) + 1 + len("k1") + crypto.SALT + crypto.PREFIX + 4 + crypto.CHECK
+    for pos in (header + 5, len(good) // 2, len(good) - 1, len(crypto.MAGIC) + 1 + 2 + 3):
+        raw = bytearray(good)
+        raw[pos] ^= 0x01
+        path.write_bytes(bytes(raw))
+        with pytest.raises(IntegrityError) as err:
+            repo.verify(backup)
+        assert str(backup.prefix) in str(err.value)
+        with pytest.raises(IntegrityError, match="failed authentication|different key"):
+            with repo.open(backup, "dump.pgc") as f:
+                f.read()
+    path.write_bytes(good)
+    repo.verify(backup, deep=True)
+
+
+def test_truncation_reordering_and_appending_are_detected(tmp_path):
+    repo = Repository.local(tmp_path / "r", compression="none", encryption=_enc())
+    backup = _write(repo, os.urandom(10 * SEG))
+    path = _stored(tmp_path / "r", backup)
+    good = path.read_bytes()
+    header = len(crypto.MAGIC) + 1 + len("k1") + crypto.SALT + crypto.PREFIX + 4 + crypto.CHECK
+    assert len(good) == header + 10 * (SEG + 16)  # 9 segments + a full last one (the writer holds one byte back)
+    sealed = SEG + 16
+    body = good[header:]
+    segments = [body[i:i + sealed] for i in range(0, len(body), sealed)]
+    head = good[:header]
+    cases = {
+        "cut at a segment boundary": head + b"".join(segments[:-1]),
+        "cut mid-segment": good[:-100],
+        "header only": head,
+        "two segments swapped": head + segments[1] + segments[0] + b"".join(segments[2:]),
+        "appended garbage": good + os.urandom(50),
+        "a segment dropped": head + segments[0] + b"".join(segments[2:]),
+    }
+    for what, raw in cases.items():
+        path.write_bytes(raw)
+        with pytest.raises(IntegrityError, match="truncated|authentication"):
+            repo.verify(backup)
+        print(what, "detected")
+
+
+def test_object_moved_under_another_key_is_detected(tmp_path):
+    repo = Repository.local(tmp_path / "r", encryption=_enc())
+    a = _write(repo, b"a" * 1000, day="2026-11-20")
+    b = _write(repo, b"a" * 1000, day="2026-11-21")
+    # Same plaintext, same key: only the key name in the AAD tells the two objects apart.
+    _stored(tmp_path / "r", b).write_bytes(_stored(tmp_path / "r", a).read_bytes())
+    with pytest.raises(IntegrityError, match="authentication"):
+        repo.verify(b)
+
+
+def test_wrong_or_missing_key_names_the_key_id_needed(tmp_path):
+    root = tmp_path / "r"
+    _write(Repository.local(root, encryption=_enc(K1)), b"x" * 100)
+    with pytest.raises(WrongKeyError, match=r"key id 'k1'.*not among the keys given \(k2\)"):
+        Repository.local(root, encryption=_enc(K2)).list()
+    impostor = Key("k1", os.urandom(32))
+    with pytest.raises(WrongKeyError, match="needs key id 'k1', but the key supplied under that id is a different key"):
+        Repository.local(root, encryption=_enc(impostor)).list()
+    with pytest.raises(RepositoryError, match=r"is encrypted \(key id 'k1'\).*encryption keys"):
+        Repository.local(root).list()
+
+
+def test_encrypted_repository_refuses_planted_plaintext(tmp_path):
+    root = tmp_path / "r"
+    plain = Repository.local(root)
+    _write(plain, b"planted")
+    with pytest.raises(IntegrityError, match="not an encrypted object"):
+        Repository.local(root, encryption=_enc()).list()
+
+
+def test_rotation_new_key_encrypts_old_keys_still_decrypt(tmp_path):
+    root = tmp_path / "r"
+    old = _write(Repository.local(root, encryption=_enc(K1)), b"old" * 100, day="2026-11-20")
+    rotated = Repository.local(root, encryption=_enc(K2, K1))
+    new = _write(rotated, b"new" * 100, day="2026-11-21")
+    assert crypto.peek_key_id(_stored(root, new).read_bytes()) == "k2"
+    assert crypto.peek_key_id(_stored(root, old).read_bytes()) == "k1"
+    for b, data in ((old, b"old" * 100), (new, b"new" * 100)):
+        with rotated.open(b, "dump.pgc") as f:
+            assert f.read() == data
+    with pytest.raises(WrongKeyError, match="'k2'"):
+        Repository.local(root, encryption=_enc(K1)).list()
+
+
+def test_failure_mid_stream_publishes_nothing(tmp_path):
+    repo = Repository.local(tmp_path / "r", encryption=_enc())
+    with pytest.raises(RuntimeError):
+        with repo.begin("postgres", "logical_dump", DAY) as w:
+            with w.open_file("dump.pgc") as f:
+                f.write(os.urandom(5 * SEG))
+                raise RuntimeError("source died")
+    assert repo.list() == []
+    assert [p for p in (tmp_path / "r").rglob("*") if p.is_file() and p.suffix != ".lock"] == []
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_key_file_must_be_private_and_rotation_cli_prepends(tmp_path, capsys):
+    path = tmp_path / "keys"
+    assert crypto.main(["new-key", str(path), "--id", "2026-01"]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert crypto.main(["new-key", str(path), "--id", "2026-07"]) == 0
+    out = capsys.readouterr().out
+    enc = Encryption.from_file(path)
+    assert enc.current.id == "2026-07" and list(enc.keys) == ["2026-07", "2026-01"]
+    for k in enc.keys.values():  # the CLI prints ids only, never key material
+        assert k.encoded() not in out
+    assert crypto.main(["new-key", str(path), "--id", "2026-07"]) == 1
+    path.chmod(0o644)
+    with pytest.raises(EncryptionError, match="chmod 600"):
+        Encryption.from_file(path)
+
+
+def test_keys_from_env_string_and_no_secret_in_messages_or_repr(monkeypatch):
+    b1, b2 = base64.b64encode(K1.secret).decode(), base64.b64encode(K2.secret).decode()
+    enc = Encryption.from_string(f"k2:{b2}, k1:{b1}")
+    assert enc.current.id == "k2" and set(enc.keys) == {"k1", "k2"}
+    assert b1 not in repr(enc) and b2 not in repr(enc) and "secret" not in repr(enc.current)
+    with pytest.raises(EncryptionError) as err:
+        Encryption.from_string("k1:not*base64*secretvalue")
+    assert "secretvalue" not in str(err.value)
+    with pytest.raises(EncryptionError, match="32"):
+        Encryption.from_string("k1:" + base64.b64encode(b"short").decode())
+    monkeypatch.setenv(crypto.ENV_KEYS, f"k1:{b1}")
+    monkeypatch.delenv(crypto.ENV_KEY_FILE, raising=False)
+    assert Encryption.from_env().current.id == "k1"
+    monkeypatch.delenv(crypto.ENV_KEYS)
+    assert Encryption.from_env() is None
+
+
+# -- WAL archive and offsite copies ---------------------------------------------------------------
+
+
+def test_wal_archive_through_an_encrypted_repository(tmp_path):
+    repo = Repository.local(tmp_path / "r", encryption=_enc())
+    archive = WalArchive(repo.backend)
+    seg = tmp_path / "000000010000000000000003"
+    seg.write_bytes(os.urandom(20_000) + b"\0" * 100_000)
+    record = archive.push(seg)
+    base = tmp_path / "r" / "postgres" / "wal" / "00000001" / seg.name
+    for suffix in (".zst", ".json"):
+        assert (base.parent / (seg.name + suffix)).read_bytes().startswith(crypto.MAGIC)
+    out = tmp_path / "restored"
+    assert archive.fetch(seg.name, out) == record and out.read_bytes() == seg.read_bytes()
+    raw = bytearray((base.parent / (seg.name + ".zst")).read_bytes())
+    raw[-5] ^= 0x10
+    (base.parent / (seg.name + ".zst")).write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        archive.fetch(seg.name, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
+def test_offsite_copy_reencrypts_is_idempotent_and_refuses_a_corrupt_source(tmp_path):
+    src = Repository.local(tmp_path / "src", encryption=_enc(K1))
+    dst = Repository.local(tmp_path / "dst", encryption=_enc(K2))
+    data = os.urandom(40_000) + b"z" * 200_000
+    backup = _write(src, data)
+    report = offsite.copy_partition(src, dst, "postgres", "logical_dump", DAY)
+    assert report.status == offsite.COPIED and report.bytes == backup.stored_size
+    assert dst.list() == [backup]
+    assert crypto.peek_key_id(_stored(tmp_path / "dst", backup).read_bytes()) == "k2"
+    with dst.open(backup, "dump.pgc") as f:
+        assert f.read() == data
+    again = offsite.copy_partition(src, dst, "postgres", "logical_dump", DAY)
+    assert again.status == offsite.PRESENT and again.bytes == 0
+
+    # A damaged copy at the destination is noticed and replaced on the next run.
+    path = _stored(tmp_path / "dst", backup)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 1
+    path.write_bytes(bytes(raw))
+    assert offsite.copy_backup(src, dst, backup).status == offsite.COPIED
+    dst.verify(backup, deep=True)
+
+    # A newer backup of the same day replaces the older copy; a corrupt source is never copied.
+    newer = _write(src, b"newer" * 1000)
+    offsite.copy_backup(src, dst, newer)
+    assert dst.list() == [newer]
+    third = _write(src, b"third" * 1000)
+    path = _stored(tmp_path / "src", third)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        offsite.copy_backup(src, dst, third)
+    assert dst.list() == [newer]
+    assert not (tmp_path / "dst" / third.prefix).exists()
+
+
+def test_offsite_wal_copy(tmp_path):
+    src = WalArchive(Repository.local(tmp_path / "src").backend)
+    dst = WalArchive(Repository.local(tmp_path / "dst", encryption=_enc()).backend)
+    for n in (1, 2):
+        seg = tmp_path / f"00000001000000000000000{n}"
+        seg.write_bytes(bytes([n]) * 50_000)
+        src.push(seg)
+    partial = tmp_path / "000000010000000000000003.partial"
+    partial.write_bytes(b"p" * 1000)
+    src.push(partial)
+    first = offsite.copy_wal(src, dst)
+    assert sorted(first.copied) == ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003.partial"]
+    assert offsite.copy_wal(src, dst).copied == []
+    done = tmp_path / "000000010000000000000003"
+    done.write_bytes(b"p" * 2000)
+    src.push(done)
+    assert offsite.copy_wal(src, dst).copied == ["000000010000000000000003"]
+    assert dst.record("000000010000000000000003.partial") is None
+    dst.fetch("000000010000000000000002", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == bytes([2]) * 50_000
+
+
+def test_offsite_refuses_to_copy_encrypted_backups_into_plaintext(tmp_path):
+    src = Repository.local(tmp_path / "src", encryption=_enc(K1))
+    plain = Repository.local(tmp_path / "plain")
+    _write(src, b"secret" * 100)
+    with pytest.raises(RepositoryError, match="would be stored in plaintext"):
+        offsite.copy_partition(src, plain, "postgres", "logical_dump", DAY)
+    assert plain.list() == []
+    with pytest.raises(RepositoryError, match="refusing to copy plaintext"):
+        offsite.copy_wal(WalArchive(src.backend), WalArchive(plain.backend))
+    # The same keys on both sides are fine; so is an explicit downgrade.
+    assert offsite.copy_partition(src, Repository.local(tmp_path / "same", encryption=_enc(K1)),
+                                  "postgres", "logical_dump", DAY).status == offsite.COPIED
+    assert offsite.copy_partition(src, plain, "postgres", "logical_dump", DAY, allow_plaintext=True).status == offsite.COPIED
