@@ -21,6 +21,8 @@ from pathlib import Path
 from .core import basebackup, capture, kafka_export, kafka_restore, logical_day, pitr, preflight, pruning
 from .core import postgres as pg
 from .core import redis as rb
+from .core import offsite
+from .core.crypto import Encryption
 from .core.kafka import KafkaBackupError
 from .core.wal_archive import WalArchive, health
 from .core.wal_receiver import WalReceiver, default_spool
@@ -36,8 +38,9 @@ class CliError(Exception):
 
 
 def _repo(args: argparse.Namespace) -> Repository:
+    """The repository, encrypted when BACKUP_ENCRYPTION_KEY_FILE or BACKUP_ENCRYPTION_KEYS is set."""
     settings = RepositorySettings.from_env()
-    return Repository.local(args.repo or settings.root, compression=settings.compression)
+    return Repository.local(args.repo or settings.root, compression=settings.compression, encryption=Encryption.from_env())
 
 
 def _print(obj: Any) -> None:
@@ -225,6 +228,20 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_offsite(args: argparse.Namespace) -> int:
+    src, dst = _repo(args), offsite.repository_from_env()
+    if args.date and not (args.system and args.artifact):
+        raise CliError("--date needs --system and --artifact")
+    reports = ([offsite.copy_partition(src, dst, args.system, args.artifact, args.date)] if args.date
+               else offsite.copy_all(src, dst, args.system))
+    for r in reports:
+        print(r.summary())
+    if args.wal:
+        w = offsite.copy_wal(WalArchive(src.backend), WalArchive(dst.backend))
+        print(f"WAL: {len(w.copied)} copied ({w.bytes} bytes), {w.present} already there")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auction-backup", description="Back up, verify and restore Auction Flow's data.")
     parser.add_argument("--repo", help="backup repository folder (default: $BACKUP_ROOT or ./backups)")
@@ -305,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date")
     p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("offsite", help="copy backups to the S3-compatible offsite repository (OFFSITE_S3_*) and verify there")
+    p.add_argument("--system", choices=["postgres", "redis", "kafka"])
+    p.add_argument("--artifact")
+    p.add_argument("--date", help="one partition day (with --system and --artifact)")
+    p.add_argument("--wal", action="store_true", help="also copy the WAL archive")
+    p.set_defaults(func=cmd_offsite)
 
     p = sub.add_parser("prune", help="apply the retention policy: keep/expire table with reasons, then delete")
     p.add_argument("--dry-run", action="store_true", help="print the table and what would be deleted; delete nothing")
