@@ -8,7 +8,6 @@ environment variables as the code location (POSTGRES_*, REDIS_*, KAFKA_*, BACKUP
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from typing import Any, Callable

@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 
 SCHEMA = Path(__file__).with_name("schema.sql")
+SESSION_TTL_S = 30 * 86400
 
 
 def pg_connect(settings: PostgresSettings | None = None, dbname: str | None = None) -> psycopg.Connection:
@@ -116,7 +117,8 @@ class Workload:
             pipe.hset(f"auction:{a}", mapping={"status": "open", "current_price": f"{10 + a}.00", "bids": 0})
             pipe.zadd(f"leaderboard:{a}", {f"user:{u}": float(10 + a + u) for u in range(1, 6)})
         for s in range(20 * scale):
-            pipe.set(f"session:{uuid.UUID(int=self.rng.getrandbits(128))}", json.dumps({"user": s}), ex=3600)
+            # "remember me" sessions: a month, so a long-lived dev stack keeps keys with TTLs
+            pipe.set(f"session:{uuid.UUID(int=self.rng.getrandbits(128))}", json.dumps({"user": s}), ex=SESSION_TTL_S)
         for u in range(1, 20 * scale + 1):
             pipe.set(f"ratelimit:user:{u}", u % 9, ex=60)
         for i in range(100 * scale):

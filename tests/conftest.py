@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,36 @@ def scratch_db(pg_settings):
         rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
         for (db,) in rows:
             pg.drop_database(admin, db)
+
+
+@contextlib.contextmanager
+def running_wal_receiver(pg_settings, repo, spool: Path):
+    """A WAL receiver shipping into `repo` with a replication slot of its own, always dropped:
+    a forgotten slot would make the primary keep WAL forever."""
+    from auction_backup_pipelines.core.wal_archive import WalArchive
+    from auction_backup_pipelines.core.wal_receiver import WalReceiver
+
+    receiver = WalReceiver(pg_settings, WalArchive(repo.backend), spool, slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.run, args=(stop,))
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        stop.set()
+        thread.join(60)
+        receiver.drop_slot()
+
+
+@pytest.fixture
+def pitr_dir():
+    """A folder the postgres user can reach (pytest's tmp folders are private to root)."""
+    from auction_backup_pipelines.core import pitr
+    from auction_backup_pipelines.core.logical_day import scratch_dir
+
+    parent = scratch_dir("pitr-test-")
+    yield parent / "restore"
+    data = parent / "restore" / "data"
+    if (data / "postmaster.pid").exists():
+        pitr.RestoredInstance(data, 0, data / "log").stop()
+    shutil.rmtree(parent, ignore_errors=True)

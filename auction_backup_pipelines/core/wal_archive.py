@@ -97,7 +97,7 @@ class WalArchive:
 
     @staticmethod
     def _base(name: str) -> str:
-        if m := HISTORY.match(name):
+        if HISTORY.match(name):
             return f"{PREFIX}/history/{name}"
         core = name.removesuffix(".partial")
         if not SEGMENT.match(core):

@@ -6,7 +6,6 @@ segment, how far the archive reaches, the lag behind now, gaps) and the result o
 `archive_fresh_and_complete` check; the same check can be run on demand from the UI.
 """
 
-import datetime as dt
 import os
 
 from dagster import (

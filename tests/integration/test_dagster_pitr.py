@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import threading
 
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
@@ -12,13 +10,13 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from auction_backup_pipelines.core import capture
 from auction_backup_pipelines.core import postgres as pg
 from auction_backup_pipelines.core.wal_archive import WalArchive
-from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.core.wal_receiver import wait_for_archived_time
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.assets.postgres import WAL_ARCHIVE_KEY, postgres_base_backup
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
 from auction_backup_pipelines.defs.wal import CHECK_NAME, wal_archive_sensor
 
-from .test_pitr import pitr_dir  # noqa: F401  (fixture)
+from tests.conftest import running_wal_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +32,8 @@ def resources(pg_settings, tmp_path):
 
 @pytest.fixture
 def receiver(pg_settings, resources, tmp_path):
-    repo = resources["backup_repo"].repository()
-    rx = WalReceiver(pg_settings, WalArchive(repo.backend), tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=rx.run, args=(stop,))
-    thread.start()
-    yield rx
-    stop.set()
-    thread.join(60)
-    rx.drop_slot()
+    with running_wal_receiver(pg_settings, resources["backup_repo"].repository(), tmp_path / "spool") as rx:
+        yield rx
 
 
 def _sensor_events(resources):

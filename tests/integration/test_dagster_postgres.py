@@ -11,7 +11,7 @@ from auction_backup_pipelines.core import capture
 from auction_backup_pipelines.core import postgres as pg
 from auction_backup_pipelines.core.repository import Repository
 from auction_backup_pipelines.definitions import defs
-from auction_backup_pipelines.defs.assets.postgres import LOGICAL_DUMP_KEY, postgres_logical_dump
+from auction_backup_pipelines.defs.assets.postgres import postgres_logical_dump
 from auction_backup_pipelines.defs.checks import postgres_dump_integrity
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
 from auction_backup_pipelines.defs.schedules import postgres_backup_schedule

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -15,9 +13,9 @@ import pytest
 from auction_backup_pipelines.core import basebackup, pitr
 from auction_backup_pipelines.core import postgres as pg
 from auction_backup_pipelines.core.repository import Repository
-from auction_backup_pipelines.core.wal_archive import WalArchive
-from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.core.wal_receiver import wait_for_archived_time
 from stack.workload import Workload
+from tests.conftest import running_wal_receiver
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,29 +24,10 @@ DAY = dt.date(2026, 11, 20)
 
 @pytest.fixture
 def archive_setup(pg_settings, tmp_path):
-    """A repository, its WAL archive and a running receiver with a slot of its own."""
+    """A repository, its WAL archive and a running receiver."""
     repo = Repository.local(tmp_path / "backups")
-    archive = WalArchive(repo.backend)
-    receiver = WalReceiver(pg_settings, archive, tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=receiver.run, args=(stop,))
-    thread.start()
-    yield repo, archive, receiver
-    stop.set()
-    thread.join(60)
-    receiver.drop_slot()  # a forgotten slot would make the primary keep WAL forever
-
-
-@pytest.fixture
-def pitr_dir():
-    """A folder the postgres user can reach (pytest's tmp folders are private to root)."""
-    parent = Path(tempfile.mkdtemp(prefix="pitr-test-"))
-    parent.chmod(0o711)
-    yield parent / "restore"
-    data = parent / "restore" / "data"
-    if (data / "postmaster.pid").exists():
-        pitr.RestoredInstance(data, 0, data / "log").stop()
-    shutil.rmtree(parent, ignore_errors=True)
+    with running_wal_receiver(pg_settings, repo, tmp_path / "spool") as receiver:
+        yield repo, receiver.archive, receiver
 
 
 @pytest.fixture

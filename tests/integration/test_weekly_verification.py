@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import secrets
-import threading
 
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_sensor_context
 
 from auction_backup_pipelines.core import capture
 from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.wal_archive import WalArchive
-from auction_backup_pipelines.core.wal_receiver import WalReceiver
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.alerts import AlertingResource, check_failure_alert_sensor
-from dagster import build_sensor_context
-from tests.unit.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
+from tests.conftest import running_wal_receiver
+from tests.unit.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
 
 pytestmark = pytest.mark.integration
 DAY = capture.default_partition()
@@ -39,15 +34,8 @@ def resources(pg_settings, tmp_path):
 
 @pytest.fixture
 def receiver(pg_settings, resources, tmp_path):
-    repo = resources["backup_repo"].repository()
-    rx = WalReceiver(pg_settings, WalArchive(repo.backend), tmp_path / "spool", slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
-    stop = threading.Event()
-    thread = threading.Thread(target=rx.run, args=(stop,))
-    thread.start()
-    yield rx
-    stop.set()
-    thread.join(60)
-    rx.drop_slot()
+    with running_wal_receiver(pg_settings, resources["backup_repo"].repository(), tmp_path / "spool") as rx:
+        yield rx
 
 
 def _checks(result) -> dict[str, object]:
