@@ -84,6 +84,17 @@ def bench_rpo(s: PostgresSettings, archive: WalArchive, samples: int = 20) -> No
     ])
 
 
+def _wait_archived(s: PostgresSettings, segment: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with pg.connect(s) as conn:
+        while time.monotonic() < deadline:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            if last is not None and last >= segment:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"archive_command never archived {segment}")
+
+
 def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Path, port: int) -> float:
     """What an operator does by hand: untar base + pg_wal, point restore_command at plain WAL."""
     data = work / "manual" / "data"
@@ -128,9 +139,13 @@ def main() -> None:
                        env=pg.child_env(s, bench_db), check=True, capture_output=True)
         with pg.connect(s) as conn:
             target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            conn.execute("SELECT txid_current()")  # a commit after the target, where recovery stops
         assert wait_for_archived_time(archive, target + dt.timedelta(seconds=1), timeout=120)
-        # the stack's archive_command folder holds the same WAL as plain segments, once switched out
-        subprocess.run(["bash", "stack/postgres.sh", "psql", "-c", "SELECT pg_switch_wal()"], check=True, capture_output=True)
+        # The stack's archive_command folder holds the same WAL as plain segments once switched
+        # out and archived: the manual baseline replays from there.
+        switched = subprocess.run(["bash", "stack/postgres.sh", "psql", "-At", "-c", "SELECT pg_walfile_name(pg_switch_wal())"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        _wait_archived(s, switched)
         wal_dir = Path(os.environ.get("POSTGRES_WAL_ARCHIVE", ".stack/postgres/wal_archive"))
         ours = pitr.restore_to_time(s, repo, archive, target, work / "ours", stop_after=True)
         manual = _manual_recovery(raw_dir, wal_dir, target, work, pitr.free_port())
