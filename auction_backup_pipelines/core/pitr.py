@@ -33,7 +33,7 @@ import psycopg
 
 from ..settings import PostgresSettings
 from . import postgres as pg
-from .basebackup import BASE_BACKUP, TAR_FILE
+from .basebackup import BASE_BACKUP, open_tar
 from .repository import Backup, Repository
 from .wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
 
@@ -336,7 +336,7 @@ def restore_to_time(
     try:
         data_dir.mkdir(mode=0o700)
         stage.mkdir(mode=0o700)
-        with repo.open(reach.backup, TAR_FILE) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with open_tar(repo, reach.backup) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             tar.extractall(data_dir, filter="fully_trusted")  # sha256 was verified above, and again as it streams
         staged = _stage_wal(archive, reach, target, stage)
         _write_recovery_config(data_dir, stage, port, target)

@@ -8,10 +8,11 @@ examined in its metadata.
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from ..core import basebackup
 from ..core import postgres as pg
 from ..core import redis as rb
 from ..core.repository import IntegrityError
-from .assets.postgres import LOGICAL_DUMP_KEY
+from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
 from .resources import BackupRepositoryResource
 
@@ -62,3 +63,21 @@ def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: B
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
     return AssetCheckResult(passed=True, metadata={**meta, "files": MetadataValue.int(verified["files"]),
                                                    "bytes_checked": MetadataValue.int(verified["bytes_checked"])})
+
+
+@asset_check(asset=BASE_BACKUP_KEY, name="base_backup_integrity",
+             description="The newest base backup reads back end to end (sha256), is a complete tar with backup_label, "
+             "and PostgreSQL's backup_manifest matches its own checksum.")
+def postgres_base_backup_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
+    repo = backup_repo.repository()
+    latest = repo.latest(pg.SYSTEM, basebackup.BASE_BACKUP)
+    if latest is None:
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=f"no base backup in {repo.describe()} yet")
+    meta = {"partition": latest.partition, "backup_id": latest.backup_id}
+    try:
+        found = basebackup.inspect_tar(repo, latest)
+    except (IntegrityError, pg.PostgresError) as exc:
+        context.log.error(str(exc))
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
+    return AssetCheckResult(passed=True, metadata={**meta, "tar_members": MetadataValue.int(found["tar_members"]),
+                                                   "backup_manifest_checksum": found["backup_manifest_checksum"]})

@@ -6,7 +6,7 @@ from .assets.kafka import KAFKA_EXPORT_KEYS
 from .assets.offsite import OFFSITE_KEYS
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
-from .checks import postgres_dump_integrity, redis_snapshot_integrity
+from .checks import postgres_base_backup_integrity, postgres_dump_integrity, redis_snapshot_integrity
 from .verification import freshness_checks
 
 
@@ -24,9 +24,10 @@ SYSTEM_TAG = "auction_backup/system"
 postgres_backup_job = define_asset_job(
     name="postgres_backup_job",
     selection=_with_offsite(LOGICAL_DUMP_KEY, BASE_BACKUP_KEY)
-    | AssetSelection.checks(postgres_dump_integrity, freshness_checks[LOGICAL_DUMP_KEY], freshness_checks[BASE_BACKUP_KEY]),
+    | AssetSelection.checks(postgres_dump_integrity, postgres_base_backup_integrity, freshness_checks[LOGICAL_DUMP_KEY],
+                            freshness_checks[BASE_BACKUP_KEY]),
     tags={SYSTEM_TAG: "postgres"},
-    description="Daily PostgreSQL backups (logical dump and base backup), then an integrity check of the dump.",
+    description="Daily PostgreSQL backups (logical dump and base backup), then integrity checks of both.",
 )
 
 redis_backup_job = define_asset_job(

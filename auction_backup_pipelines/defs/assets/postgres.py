@@ -123,7 +123,6 @@ def postgres_base_backup(
             timeline=MetadataValue.int(m["timeline"]),
             start_time=m["start_time"],
             stop_time=m["stop_time"],
-            backup_manifest_checksum=m["backup_manifest_checksum"] or "-",
             recoverable_window=window.describe(),
             recoverable_earliest=str(window.earliest) if window.earliest else "-",
             recoverable_latest=str(window.latest) if window.latest else "-",
