@@ -74,13 +74,7 @@ def cmd_backup_postgres(args: argparse.Namespace) -> int:
 
 def cmd_backup_postgres_base(args: argparse.Namespace) -> int:
     day = parse_day(args.date) if args.date else capture.default_partition()
-    timing = capture.classify(day)
-    if not timing.on_time and not args.allow_late_capture:
-        raise CliError(
-            f"{day} is in the past: a base backup taken now holds today's data. Nothing was written. "
-            "Pass --allow-late-capture to store it under that day anyway (the real capture time is recorded)."
-        )
-    backup = basebackup.take_base_backup(PostgresSettings.from_env(), _repo(args), day, extra={"late_capture": not timing.on_time})
+    backup = basebackup.take_base_backup_for_day(PostgresSettings.from_env(), _repo(args), day, args.allow_late_capture)
     m = backup.metadata
     _print({"backup": backup.prefix, "size": backup.size, "stored_size": backup.stored_size, "start_lsn": m["start_lsn"],
             "stop_lsn": m["stop_lsn"], "timeline": m["timeline"], "stop_time": m["stop_time"]})

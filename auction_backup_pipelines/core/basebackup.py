@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ..settings import PostgresSettings
+from . import capture
 from . import postgres as pg
 from .repository import Backup, Repository
 
@@ -70,6 +71,18 @@ def open_tar(repo: Repository, backup: Backup) -> BinaryIO:
     if TAR_FILE in names:
         return zstandard.ZstdDecompressor().stream_reader(repo.open(backup, TAR_FILE), read_across_frames=True)
     return repo.open(backup, LEGACY_TAR_FILE)
+
+
+def take_base_backup_for_day(s: PostgresSettings, repo: Repository, day: dt.date, allow_late_capture: bool = False) -> Backup:
+    """The base backup of partition `day`: on time, or refused (a copy of the primary as it is
+    now cannot stand for a past day) unless a late capture is allowed, which is then recorded."""
+    timing = capture.classify(day)
+    if not timing.on_time and not allow_late_capture:
+        raise capture.CaptureWindowError(
+            f"partition {day} is a backfill: a base backup is a copy of the primary as it is now, so it cannot "
+            "stand for a past day. Nothing was written. Allow a late capture to store one anyway, marked as such."
+        )
+    return take_base_backup(s, repo, day, extra={"late_capture": not timing.on_time})
 
 
 def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None) -> Backup:

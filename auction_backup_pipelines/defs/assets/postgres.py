@@ -101,15 +101,7 @@ def postgres_base_backup(
     day = dt.date.fromisoformat(context.partition_key)
     repo = backup_repo.repository()
     try:
-        timing = capture.classify(day)
-        if not timing.on_time and not config.allow_late_capture:
-            raise Failure(
-                description=(
-                    f"partition {day} is a backfill: a base backup is a copy of the primary as it is now, so it cannot "
-                    "stand for a past day. Nothing was written. Set allow_late_capture to store one anyway, marked as such."
-                )
-            )
-        backup = basebackup.take_base_backup(postgres.settings(), repo, day, extra={"late_capture": not timing.on_time})
+        backup = basebackup.take_base_backup_for_day(postgres.settings(), repo, day, config.allow_late_capture)
         window = pitr.recovery_window(repo, WalArchive(repo.backend))
     except (pg.PostgresError, RepositoryError, capture.CaptureWindowError) as exc:
         raise Failure(description=str(exc)) from None
