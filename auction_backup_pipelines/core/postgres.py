@@ -328,7 +328,12 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[str]:
     """A fresh database to restore into; dropped unless the caller renamed it into place."""
     name = f"{target[:40]}__restoring_{secrets.token_hex(4)}"
     with connect(s, dbname="postgres") as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise RestoreRefused(
+                f"role {s.user!r} may not create databases at {s.host}:{s.port} (a restore needs CREATEDB); nothing was changed"
+            ) from None
     try:
         yield name
     finally:
