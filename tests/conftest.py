@@ -86,3 +86,21 @@ def pitr_dir():
     if (data / "postmaster.pid").exists():
         pitr.RestoredInstance(data, 0, data / "log").stop()
     shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def webhook():
+    """A real HTTP server on loopback recording webhook posts (tests/unit/test_notify.py)."""
+    from tests.unit.test_notify import WebhookServer
+
+    with WebhookServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on loopback recording mail (tests/unit/test_notify.py)."""
+    from tests.unit.test_notify import SmtpServer
+
+    with SmtpServer() as server:
+        yield server

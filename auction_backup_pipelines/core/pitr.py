@@ -219,12 +219,12 @@ class RestoredInstance:
 # -- the restore ---------------------------------------------------------------------------------
 
 
-def _stage_wal(archive: WalArchive, reach: Reach, target: dt.datetime | None, stage: Path, workers: int = 4) -> int:
+def _stage_wal(archive: WalArchive, records: list[SegmentRecord], reach: Reach, target: dt.datetime | None, stage: Path,
+               workers: int = 4) -> int:
     """Fetch the segments recovery will ask for, in parallel; returns how many were staged.
 
     Segments up to the backup's stop LSN may be missing from the archive (the receiver
     started after the backup did): the backup's own tar holds them in pg_wal."""
-    records = list(archive.records())
     segs = {r.segment_no: r for r in records if r.timeline == reach.timeline and not r.name.endswith(".history")}
     stop_seg = segment_number(lsn_to_segment(reach.backup.metadata["stop_lsn"], reach.timeline))
     wanted: list[tuple[str, bool]] = []  # (name, required)
@@ -312,7 +312,8 @@ def restore_to_time(
 ) -> dict[str, Any]:
     """Recover a new instance in `target_dir` to `target` (None: to the end of the archived WAL)."""
     started = time.monotonic()
-    window = recovery_window(repo, archive)
+    records = list(archive.records())  # one listing serves the window check and the WAL staging
+    window = recovery_window(repo, archive, records)
     if target is None:
         if not window.reaches:
             raise PitrError(f"cannot recover: {window.describe()}")
@@ -338,7 +339,7 @@ def restore_to_time(
         stage.mkdir(mode=0o700)
         with open_tar(repo, reach.backup) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             tar.extractall(data_dir, filter="fully_trusted")  # sha256 was verified above, and again as it streams
-        staged = _stage_wal(archive, reach, target, stage)
+        staged = _stage_wal(archive, records, reach, target, stage)
         _write_recovery_config(data_dir, stage, port, target)
         _chown_postgres(target_dir)
         os.chmod(data_dir, 0o700)

@@ -209,13 +209,10 @@ def _verified_recently_check(asset_key: AssetKey, restore_check: str) -> AssetCh
     return check
 
 
-_RESTORE_CHECK_OF = {
-    LOGICAL_DUMP_KEY: "dump_restores",
-    BASE_BACKUP_KEY: "pitr_restores",
-    REDIS_SNAPSHOT_KEY: "snapshot_restores",
-    **{topic_export_key(t): "export_restores" for t in KAFKA_TOPICS},
+# one `verified_recently` per asset, watching that asset's restore check
+freshness_checks = {
+    key.asset_key: _verified_recently_check(key.asset_key, key.name) for c in restore_checks for key in c.check_keys
 }
-freshness_checks = {key: _verified_recently_check(key, name) for key, name in _RESTORE_CHECK_OF.items()}
 
 weekly_verification_job = define_asset_job(
     name="weekly_verification_job",

@@ -60,18 +60,6 @@ parts = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_o
 
 
 @pytest.fixture
-def webhook():
-    with WebhookServer() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def instance(tmp_path):
     with DagsterInstance.local_temp(tempdir=str(tmp_path)) as inst:
         yield inst

@@ -171,18 +171,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def webhook():
-    with WebhookServer() as server:
-        yield server
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
 def smtp_sink(server: SmtpServer, **overrides) -> nt.SmtpSink:
     args = dict(
         host="127.0.0.1",
