@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need, idempotently and quickly when already present:
 # Debian packages (PostgreSQL 15, Redis 7, zstd, Chromium for the browser test), Kafka's jars
-# from Maven Central, and the project's Python environment in .venv.
+# from Maven Central, the project's Python environment in .venv, and the native rdb-facts
+# helper (Rust, crates from crates.io) built into .venv/bin.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -37,7 +38,26 @@ install_venv() {
   echo "$want" > "$stamp"
 }
 
+# rdb-facts computes a Redis snapshot's content digest while it streams (see
+# auction_backup_pipelines/core/rdb_facts.py). Without a Rust toolchain the backups still
+# work, through the slower scratch-server digest, but the tests expect the helper.
+install_rdb_facts() {
+  local src="$ROOT/native/rdb-facts" stamp="$ROOT/.venv/.rdb-facts-installed" want cargo
+  want="$(cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs | sha256sum | cut -d' ' -f1)"
+  if [ -x "$ROOT/.venv/bin/rdb-facts" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  cargo="$(command -v cargo || echo "$HOME/.cargo/bin/cargo")"
+  if [ ! -x "$cargo" ]; then
+    log "WARNING: no cargo found; Redis snapshots will use the slower scratch-server digest"
+    return 0
+  fi
+  log "building the rdb-facts helper"
+  "$cargo" build -q --release --locked --manifest-path "$src/Cargo.toml" --target-dir "$ROOT/.stack/cargo-target"
+  install -m 0755 "$ROOT/.stack/cargo-target/release/rdb-facts" "$ROOT/.venv/bin/rdb-facts"
+  echo "$want" > "$stamp"
+}
+
 install_apt
 install_venv
+install_rdb_facts
 bash "$ROOT/stack/kafka.sh" install
 bash "$ROOT/stack/s3.sh" install

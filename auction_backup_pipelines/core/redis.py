@@ -19,15 +19,20 @@ How a snapshot is taken (`backup_snapshot`); "auto" mode tries them in this orde
   again at the end; a resharding or failover in between fails the backup.
 
 Proof of content. A digest computed on the live server while the platform writes cannot
-describe the snapshot. So the bytes streamed into the repository are also teed into a
-private temp dir, loaded there into a throwaway `redis-server` (unix socket only, no TCP
-port; dirs named after our pid, so a later run sweeps what a killed one left), and the
-facts are computed on it: key counts per db and type, and an
-order-independent digest — per key the first 64 bits of sha256(db, key, type, canonical
-value), summed modulo 2**64. Canonical values: strings as is, hash fields and set members
-sorted, lists in order, sorted-set members with scores as IEEE doubles, stream entries in
-order plus consumer groups, other (module) types through DUMP. The manifest thus describes
-exactly the snapshot, and a restore can be checked exactly.
+describe the snapshot, so it is computed from the snapshot's bytes: key counts per db and
+type, and an order-independent digest — per key the first 64 bits of sha256(db, key, type,
+canonical value), summed modulo 2**64. Canonical values: strings as is, hash fields and set
+members sorted, lists in order, sorted-set members with scores as IEEE doubles, stream
+entries in order plus consumer groups, other (module) types through DUMP. The manifest thus
+describes exactly the snapshot, and a restore can be checked exactly.
+
+Who computes it (`snapshot_facts`, the manifest's `digest_method`): the bytes streamed into
+the repository are also fed to the native `rdb-facts` helper (see rdb_facts.py), which
+parses the RDB as it arrives, and teed into a private temp dir. Keys the helper cannot
+decode (streams, module values), or all keys when it is missing or fails, or for an AOF
+copy, are read (`collect_facts`) from a throwaway `redis-server` loaded with that copy (unix
+socket only, no TCP port; dirs named after our pid, so a later run sweeps what a killed one
+left). Both ways give the same facts; tests/integration/test_rdb_facts.py holds them equal.
 
 Keys with a TTL. Restores keep absolute expiry times (RESTORE … ABSTTL): a session that
 would have expired stays expired. So volatile keys are summarised per expiry bucket
@@ -44,10 +49,11 @@ alternative for a stopped server.
 Bulk reads and copies go through `BulkConnection`, a small RESP2 pipeline client: redis-py's
 per-command overhead made the digest several times slower than the transfer.
 
-Limits: the scratch server needs about the dataset's memory on this host; the local
-redis-server must read the source's RDB version (a 7.0 binary reads Redis <= 7.0 RDBs);
-a cluster's masters are captured one after another, not at one instant; the digest costs
-about 5 µs of Python CPU per key.
+Limits: a scratch server (restore, verification, digest fallbacks) needs about the dataset's
+memory on this host; the local redis-server must read the source's RDB version (a 7.0 binary
+reads Redis <= 7.0 RDBs);
+a cluster's masters are captured one after another, not at one instant; without the helper,
+and for stream keys, the digest costs about 10 µs of Python CPU per key.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..settings import RedisSettings
-from . import capture
+from . import capture, rdb_facts
 from .repository import Backup, BackupWriter, Repository
 
 SYSTEM = "redis"
@@ -506,6 +512,14 @@ class Facts:
         }
 
     @classmethod
+    def from_rdb_facts(cls, doc: dict[str, Any], observed_ms: int, bucket_ms: int = BUCKET_MS) -> "Facts":
+        """The facts `rdb-facts` computed from a snapshot taken at `observed_ms` (its raw output)."""
+        f = cls(bucket_ms=bucket_ms, persistent_digest=int(doc["persistent_digest"], 16), observed_ms=(observed_ms, observed_ms))
+        f.counts = {(db, kind, volatile): n for db, kind, volatile, n in doc["counts"]}
+        f.buckets = {start: [n, int(d, 16), e] for start, n, d, e in doc["buckets"]}
+        return f
+
+    @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "Facts":
         f = cls(bucket_ms=int(doc["bucket_ms"]), persistent_digest=int(doc["persistent"]["digest"], 16))
         for db, d in doc["dbs"].items():
@@ -561,12 +575,14 @@ def compare_facts(expected: Facts, actual: Facts, window_ms: tuple[int, int], tt
     return problems, summary
 
 
-def unique_batches(run: Runner) -> Iterator[list[bytes]]:
-    """SCAN the connection's db in batches; SCAN may repeat a key while a table resizes, so repeats are dropped."""
+def unique_batches(run: Runner, kind: str = "") -> Iterator[list[bytes]]:
+    """SCAN the connection's db (keys of type `kind` only, if given) in batches; SCAN may repeat
+    a key while a table resizes, so repeats are dropped."""
     seen: set[int] = set()  # hash() of each key: 8 bytes a key; a collision would show up as a mismatch
     cursor: Any = 0
+    only = ("TYPE", kind) if kind else ()
     while True:
-        cursor, keys = _check(run([("SCAN", cursor, "COUNT", SCAN_COUNT)])[0])
+        cursor, keys = _check(run([("SCAN", cursor, "COUNT", SCAN_COUNT, *only)])[0])
         fresh = []
         for k in keys:
             h = hash(k)
@@ -626,6 +642,34 @@ def server_facts(srv: "ScratchServer", bucket_ms: int = BUCKET_MS) -> Facts:
         collect_facts(facts, db, run, unique_batches(run))
     facts.observed_ms = (lo, _server_time_ms(admin))
     return facts
+
+
+def snapshot_facts(captured: "Captured", databases: int) -> tuple[Facts, str]:
+    """The facts of one stored snapshot, and how they were computed.
+
+    The helper's facts, read while the snapshot streamed, when it could decode every key.
+    The keys it could not (streams, module values) are read from a scratch server loaded with
+    the snapshot, selected by `SCAN ... TYPE stream`; if that does not find them all (module
+    values), or the helper did not run, every key is read from the scratch server.
+    """
+    doc = captured.rdb_facts
+    if doc is not None and not doc["undecoded"]:
+        return Facts.from_rdb_facts(doc, captured.captured_ms), "rdb-facts"
+    with scratch_server(captured.folder, databases=databases, aof=captured.aof) as srv:
+        if doc is not None:
+            facts = Facts.from_rdb_facts(doc, captured.captured_ms)
+            found = Facts()
+            for db in map(int, doc["undecoded"]):
+                run = srv.bulk(db).run
+                collect_facts(found, db, run, unique_batches(run, "stream"))
+            expected = sum(doc["undecoded"].values())
+            if found.keys == expected:
+                facts.merge(found)
+                return facts, f"rdb-facts, and a scratch server for {expected} stream keys"
+            reason = f"{expected - found.keys} keys of module types"
+        else:
+            reason = captured.rdb_facts_problem
+        return server_facts(srv), f"scratch server ({reason})"
 
 
 # -- scratch servers -----------------------------------------------------------------------------
@@ -904,25 +948,38 @@ class _RedisCliRdb(_Tee):
         self.stderr.close()
 
 
+@dataclass
+class Captured:
+    """One server's snapshot as stored: its local copy (`folder`) and, when the helper could read it, its facts."""
+
+    folder: Path
+    aof: tuple[str, str] | None = None  # (appenddirname, appendfilename) of an AOF copy
+    captured_ms: int = 0
+    rdb_facts: dict[str, Any] | None = None
+    rdb_facts_problem: str = "not an RDB"
+
+
 def _stream_network(s: RedisSettings, host: str, port: int, writer: BackupWriter, name: str, tee_path: Path,
-                    stall_timeout: float) -> dict[str, Any]:
+                    stall_timeout: float, captured_ms: int) -> tuple[dict[str, Any], Captured]:
     argv = [_bin("redis-cli"), "-h", host, "-p", str(port)]
     if s.username:
         argv += ["--user", s.username]
     argv += ["--rdb", "-"]
     where = f"Redis at {host}:{port}"
-    with tempfile.TemporaryFile() as err, open(tee_path, "wb") as tee:
+    with tempfile.TemporaryFile() as err, open(tee_path, "wb") as tee, rdb_facts.streaming(BUCKET_MS, captured_ms) as facts:
         proc = subprocess.Popen(argv, env=_cli_env(s), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-        source = _RedisCliRdb(proc, err, tee, where, stall_timeout)
+        source = _RedisCliRdb(proc, err, rdb_facts.Fanout(tee, facts), where, stall_timeout)
         try:
             with writer.open_file(name) as out:
                 out.copy_from(source)  # type: ignore[arg-type]
         finally:
             source.close()
-    return {"file": name, "bytes": source.size, "rdb_version": source.head[5:9].decode()}
+        captured = Captured(tee_path.parent, None, captured_ms, facts.result(), facts.problem)
+    return {"file": name, "bytes": source.size, "rdb_version": source.head[5:9].decode()}, captured
 
 
-def _bgsave_and_stream(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_path: Path, timeout: float) -> dict[str, Any]:
+def _bgsave_and_stream(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_path: Path,
+                       timeout: float) -> tuple[dict[str, Any], Captured]:
     try:
         cfg = r.config_get("dir", "dbfilename")
         folder, filename = cfg.get("dir", data_dir), cfg.get("dbfilename", RDB_FILE)
@@ -950,12 +1007,14 @@ def _bgsave_and_stream(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_
     if done.get("rdb_last_bgsave_status") != "ok":
         raise SnapshotUnavailable(f"BGSAVE failed on the server (rdb_last_bgsave_status:{done.get('rdb_last_bgsave_status')}); see its log")
     where = f"{folder}/{filename}"
-    with open(os.path.join(folder, filename), "rb") as f, open(tee_path, "wb") as tee:
-        source = _Tee(f, tee)  # the open file keeps this save's bytes even if a newer save replaces it
+    with open(os.path.join(folder, filename), "rb") as f, open(tee_path, "wb") as tee, \
+            rdb_facts.streaming(BUCKET_MS, captured_ms) as facts:
+        source = _Tee(f, rdb_facts.Fanout(tee, facts))  # the open file keeps this save's bytes even if a newer save replaces it
         with writer.open_file(RDB_FILE) as out:
             out.copy_from(source)  # type: ignore[arg-type]
             version = check_rdb(source.head, source.tail, source.size, where)
-    return {"file": RDB_FILE, "bytes": source.size, "rdb_version": version, "captured_at": _iso_ms(captured_ms)}
+        captured = Captured(tee_path.parent, None, captured_ms, facts.result(), facts.problem)
+    return {"file": RDB_FILE, "bytes": source.size, "rdb_version": version, "captured_at": _iso_ms(captured_ms)}, captured
 
 
 def _wait_persistence(r: redis.Redis, ready: Callable[[dict], bool], deadline: float, what: str) -> dict[str, Any]:
@@ -1099,7 +1158,7 @@ def check_capture_window(day: dt.date, allow_late_capture: bool = False, now: dt
 
 
 def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path, data_dir: str | None, mode: str,
-                stall_timeout: float, wait_timeout: float) -> tuple[dict[str, Any], list[tuple[Path, tuple[str, str] | None]]]:
+                stall_timeout: float, wait_timeout: float) -> tuple[dict[str, Any], list[Captured]]:
     order = {"auto": ["bgsave", "network", "aof"] if data_dir else ["network"], "bgsave": ["bgsave"],
              "network": ["network"], "aof": ["aof"]}[mode]
     failures: list[str] = []
@@ -1108,17 +1167,18 @@ def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Pat
             if method in ("bgsave", "aof") and not data_dir:
                 raise SnapshotUnavailable(f"{method} needs the server's data dir on this machine (REDIS_DATA_DIR)")
             if method == "bgsave":
-                meta = _bgsave_and_stream(r, data_dir, writer, tmp / RDB_FILE, wait_timeout)  # type: ignore[arg-type]
+                meta, captured = _bgsave_and_stream(r, data_dir, writer, tmp / RDB_FILE, wait_timeout)  # type: ignore[arg-type]
             elif method == "network":
-                captured = _iso_ms(_server_time_ms(r))
-                meta = {"captured_at": captured, **_stream_network(s, s.host, s.port, writer, RDB_FILE, tmp / RDB_FILE, stall_timeout)}
+                at = _server_time_ms(r)
+                meta, captured = _stream_network(s, s.host, s.port, writer, RDB_FILE, tmp / RDB_FILE, stall_timeout, at)
+                meta["captured_at"] = _iso_ms(at)
             else:
                 meta = _copy_aof(r, data_dir, writer, tmp, wait_timeout)  # type: ignore[arg-type]
                 aof = (meta["appenddirname"], meta["appendfilename"])
                 return {"mode": "aof", "transfer": "aof copy", "aof": meta, "captured_at": meta["captured_at"],
-                        "fallbacks": failures}, [(tmp, aof)]
+                        "fallbacks": failures}, [Captured(tmp, aof, rdb_facts_problem="an AOF copy")]
             return {"mode": "rdb", "transfer": "bgsave+copy" if method == "bgsave" else "redis-cli --rdb",
-                    "captured_at": meta.pop("captured_at"), "rdb": meta, "fallbacks": failures}, [(tmp, None)]
+                    "captured_at": meta.pop("captured_at"), "rdb": meta, "fallbacks": failures}, [captured]
         except SnapshotUnavailable as exc:
             failures.append(f"{method}: {exc}")
             (tmp / RDB_FILE).unlink(missing_ok=True)  # a partial local copy must not be loaded later
@@ -1127,7 +1187,7 @@ def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Pat
 
 
 def _cluster(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path,
-             stall_timeout: float) -> tuple[dict[str, Any], list[tuple[Path, tuple[str, str] | None]]]:
+             stall_timeout: float) -> tuple[dict[str, Any], list[Captured]]:
     before = _topology(r)
     layouts = []
     nodes = []
@@ -1135,14 +1195,15 @@ def _cluster(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path,
         node = connect(s, host=m["host"], port=m["port"])
         try:
             info = source_info(node)
-            captured = _iso_ms(_server_time_ms(node))
+            at = _server_time_ms(node)
         finally:
             node.close()
         folder = tmp / node_file(m["host"], m["port"])[:-4]
         folder.mkdir()
-        meta = _stream_network(s, m["host"], m["port"], writer, node_file(m["host"], m["port"]), folder / RDB_FILE, stall_timeout)
-        nodes.append({**m, **meta, "captured_at": captured, "source": info})
-        layouts.append((folder, None))
+        meta, captured = _stream_network(s, m["host"], m["port"], writer, node_file(m["host"], m["port"]), folder / RDB_FILE,
+                                         stall_timeout, at)
+        nodes.append({**m, **meta, "captured_at": _iso_ms(at), "source": info})
+        layouts.append(captured)
     after = _topology(r)
     if [(m["id"], m["slots"]) for m in after] != [(m["id"], m["slots"]) for m in before]:
         raise RedisBackupError("the cluster's slot map changed during the backup (resharding or failover); nothing was published, retry")
@@ -1176,14 +1237,15 @@ def backup_snapshot(s: RedisSettings, repo: Repository, partition: dt.date, *, a
                 meta, layouts = _standalone(s, r, writer, tmp, data_dir, mode, stall_timeout, wait_timeout)
             transferred = time.monotonic()
             facts = Facts()
-            for folder, aof in layouts:
-                with scratch_server(folder, databases=info.get("databases", 16), aof=aof) as srv:
-                    node_facts = server_facts(srv)
-                    facts.merge(node_facts)
-                    meta.setdefault("scratch_redis_version", srv.client().info("server").get("redis_version"))
+            methods = []
+            for captured in layouts:
+                node_facts, method = snapshot_facts(captured, info.get("databases", 16))
+                facts.merge(node_facts)
+                methods.append(method)
                 for node in meta.get("cluster", {}).get("nodes", []):
-                    if folder.name + ".rdb" == node["file"]:
+                    if captured.folder.name + ".rdb" == node["file"]:
                         node["keys"] = node_facts.keys
+            meta["digest_method"] = methods[0] if len(set(methods)) == 1 else methods
             content = facts.to_json()
             writer.metadata.update(meta)
             writer.metadata.update({

@@ -419,7 +419,8 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
 
         if {when!r} == "transfer":
             repository.ArtifactStream.copy_from = die_mid_stream
-        else:
+        else:  # the scratch-server digest, which runs when the rdb-facts helper is missing
+            rb.rdb_facts.helper_path = lambda: None
             rb.server_facts = die_during_digest
         rb.backup_snapshot(RedisSettings(host="127.0.0.1", port={s.port}), repository.Repository.local({str(root)!r}),
                            dt.date.fromisoformat({TODAY_PARTITION.isoformat()!r}))
@@ -510,6 +511,7 @@ def test_manifest_is_plain_json_without_secrets(servers, repo):
     backup = rb.backup_snapshot(s, repo, TODAY_PARTITION)
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     assert doc["metadata"]["content"]["digest"] == backup.metadata["digest"]
+    assert doc["metadata"]["digest_method"] == "rdb-facts"  # computed while streaming, no scratch server
     assert "password" not in json.dumps(doc).lower()
 
 
