@@ -1,6 +1,6 @@
 """Redis snapshot: raw `redis-cli --rdb` against our full path, on the same server in one run.
 
-    python -m bench.bench_redis [--gb 1] [--value-size 512] [--rounds 3] [--bgsave] [--restore]
+    python -m bench.bench_redis [--gb 1] [--value-size 512] [--values populate|random] [--rounds 3] [--bgsave] [--restore]
 
 A scratch redis-server on a free loopback port is filled with DEBUG POPULATE to at least --gb
 GiB of used memory. Then, --rounds times, alternating: `redis-cli --rdb <file>` (the raw tool),
@@ -56,6 +56,21 @@ def fill(r: redis.Redis, gb: float, value_size: int) -> int:
     return int(r.dbsize())
 
 
+def fill_random(r: redis.Redis, gb: float, value_size: int) -> int:
+    """Incompressible values (slices of random bytes): the RDB is as large as the data, unlike
+    DEBUG POPULATE's zero-padded values, which LZF shrinks about 16-fold."""
+    pool = os.urandom(64 << 20)
+    target, i = int(gb * GIB), 0
+    while r.info("memory")["used_memory"] < target:
+        pipe = r.pipeline(transaction=False)
+        for _ in range(20_000):
+            at = (i * 7919) % (len(pool) - value_size)
+            pipe.set(f"rand:{i}", pool[at:at + value_size])
+            i += 1
+        pipe.execute()
+    return int(r.dbsize())
+
+
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -64,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_redis", description=__doc__.split("\n\n")[0])
     p.add_argument("--gb", type=float, default=1.0, help="GiB of used memory to fill the server with (default 1)")
     p.add_argument("--value-size", type=int, default=512)
+    p.add_argument("--values", choices=["populate", "random"], default="populate",
+                   help="DEBUG POPULATE's compressible values (default) or incompressible random ones")
     p.add_argument("--rounds", type=int, default=3, help="alternating raw/ours rounds (default 3)")
     p.add_argument("--bgsave", action="store_true", help="also time our BGSAVE-and-copy path")
     p.add_argument("--restore", action="store_true", help="also time a verified restore into a fresh server")
@@ -79,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = RedisSettings(host="127.0.0.1", port=port)
         r = redis.Redis(port=port, protocol=2)
         t = time.monotonic()
-        keys = fill(r, args.gb, args.value_size)
+        keys = (fill_random if args.values == "random" else fill)(r, args.gb, args.value_size)
         used = r.info("memory")["used_memory"]
         print(f"filled {keys} keys, used_memory {mib(used)} in {time.monotonic() - t:.1f} s")
         out.update(keys=keys, used_memory=used)
