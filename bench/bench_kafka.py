@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>15}: {r['seconds']:6.2f} s  {payload / r['seconds'] / 1e6:7.1f} MB/s  "
                   f"{r['messages'] / r['seconds']:>10,.0f} msgs/s  CPU {r['cpu']:5.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB")
         print(f"  all rounds (s): plain {[round(r['seconds'], 2) for r in plain]}, ours {[round(r['seconds'], 2) for r in mine]}")
-        print(f"  stored {o['stored'] / 1e6:.1f} MB (JSON Lines {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
+        print(f"  stored {o['stored'] / 1e6:.1f} MB (records {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
         ratio = p["seconds"] / o["seconds"]
         print(f"  ours/plain throughput: {ratio:.2f}x (target >= 0.8x){'' if ratio >= 0.8 else '  BELOW TARGET'}; "
               f"CPU per message ours/plain: {o['cpu'] / p['cpu']:.1f}x")

@@ -19,7 +19,7 @@ beyond it. Every stored message has a timestamp < D+1 by construction.
 
 The end offsets are fixed before the first message is read, so a run never chases a moving
 head: what is produced while it runs is excluded, and two runs of the same (complete) day
-store identical lines and checksums. One gap remains: in a partition that had no D+1 message
+store identical bytes and checksums. One gap remains: in a partition that had no D+1 message
 yet when D ran (end = high watermark), a message stamped D written later is in no stored day
 until D is re-run; `source_position.end_reason` shows which partitions were open like that.
 
@@ -46,20 +46,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from . import capture
 from .kafka import (
-    BODY,
+    BLOCK_RECORDS,
     DEFAULT_TIMEOUT_S,
-    NO_HEADERS,
+    FORMAT,
+    RECORD_HEAD,
     SYSTEM,
-    TAIL,
     TOPIC_FILE,
     KafkaBackupError,
     RetentionGap,
     TopicInfo,
     admin_client,
     artifact_name,
-    b64,
+    block_head,
     consumer,
-    encode_headers,
+    encode_record,
     error_text,
     export_file,
     read_topic,
@@ -67,7 +67,6 @@ from .kafka import (
 )
 from .repository import Backup, Repository, parse_day, utcnow
 
-BATCH = 10_000
 CHUNK_BYTES = 16 << 20  # handed to the writer thread at once (see _ChunkWriter)
 STALL_TIMEOUT_S = 60.0
 # Broker and backup clocks differ a little: time retention must clear D by this much to count.
@@ -214,7 +213,7 @@ def _gap_message(c: Consumer, topic: str, day: dt.date, gone: list[int], marks: 
 
 
 class _ChunkWriter:
-    """Hashes and compresses finished chunks in a second thread.
+    """Hashes and compresses finished blocks in a second thread.
 
     sha256 and zstd release the GIL, so they run beside the consumer loop, which then only
     encodes (measured: about a third off the export's time). Chunks are large because each
@@ -233,19 +232,20 @@ class _ChunkWriter:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain without writing after a failure
-            sha, pieces = item
+            sha, blocks = item
             try:
-                for data, canonical in pieces:
-                    sha.update(canonical)
-                    self._out.write(data)
+                for head, records in blocks:
+                    sha.update(records)
+                    self._out.write(head)
+                    self._out.write(records)
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
-    def put(self, sha: Any, pieces: list[tuple[bytes, bytes]]) -> None:
-        """`pieces`: (file bytes, canonical bytes) of consecutive batches of one partition."""
+    def put(self, sha: Any, blocks: list[tuple[bytes, bytes]]) -> None:
+        """`blocks`: (head, records) of consecutive blocks of one partition; `sha`: its digest."""
         if self._error is not None:
             raise self._error
-        self._queue.put((sha, pieces))
+        self._queue.put((sha, blocks))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -265,7 +265,7 @@ def export_partitions(c: Consumer, topic: str, ranges: Sequence[PartitionRange],
     stats = {}
     try:
         for r in ranges:
-            stats[str(r.partition)] = _export_partition(c, topic, r, writer, day, stall_timeout)
+            stats[str(r.partition)] = _PartitionExport(c, topic, r, writer, day, stall_timeout).run()
     except BaseException:
         with contextlib.suppress(BaseException):
             writer.close()
@@ -276,77 +276,101 @@ def export_partitions(c: Consumer, topic: str, ranges: Sequence[PartitionRange],
     return stats
 
 
-def _export_partition(c: Consumer, topic: str, r: PartitionRange, writer: _ChunkWriter, day: dt.date,
-                      stall_timeout: float) -> dict[str, Any]:
-    p, end, early_before = r.partition, r.end, _ms(capture.day_start(day))
-    sha = hashlib.sha256()
-    count = early = 0
-    first = last = None
-    if r.start < end:
-        c.assign([TopicPartition(topic, p, r.start)])
-        try:
-            nxt, last_error, progress_at = r.start, "", time.monotonic()
-            body_for, tail = BODY, TAIL  # locals: this loop runs once per message
-            pieces: list[tuple[bytes, bytes]] = []
-            pending = 0
-            while nxt < end:
-                # Ask for at most what is left: consume() waits for a full batch otherwise.
-                msgs = c.consume(min(BATCH, end - nxt), 0.2)
-                lines: list[bytes] = []  # body, tail, body, tail, ...
-                add = lines.append
-                for m in msgs:
-                    if m.error() is not None:
-                        last_error = _check_event(m, topic, p)
-                        if last_error == "eof" and m.partition() == p and m.offset() >= end:
-                            nxt = end  # the range ends in control records (transaction markers)
-                        continue
-                    if m.partition() != p:
-                        continue
-                    o = m.offset()
-                    if o >= end:
-                        nxt = end
-                        break
-                    k, v, h = m.key(), m.value(), m.headers()
-                    tt, ts = m.timestamp()
-                    body = body_for[k is None, v is None] % (
-                        p, ts, b"" if k is None else b64(k, newline=False), b"" if v is None else b64(v, newline=False),
-                        NO_HEADERS if h is None else encode_headers(h),
-                    )
-                    add(body)
-                    add(tail % (tt, o))
-                    if ts < early_before:
-                        early += 1
-                    if first is None:
-                        first = o
-                    last, nxt = o, o + 1
-                if lines:
-                    # Joined right away: the batch's many small objects are freed together,
-                    # and the writer thread gets two large buffers per batch.
-                    data, canonical = b"".join(lines), b"\n".join(lines[0::2]) + b"\n"
-                    pieces.append((data, canonical))
-                    pending += len(data)
-                    count += len(lines) // 2
-                    progress_at = time.monotonic()
-                elif time.monotonic() - progress_at > stall_timeout:
-                    raise KafkaBackupError(
-                        f"reading {topic!r} partition {p} made no progress for {stall_timeout:g} s at offset {nxt} "
-                        f"(the day ends at {end}; last event: {last_error or 'none'}); is the broker down, "
-                        "or a transaction left open? Nothing was published"
-                    )
-                if pending >= CHUNK_BYTES or (nxt >= end and pieces):
-                    writer.put(sha, pieces)
-                    pieces, pending = [], 0
-        finally:
-            c.unassign()
-    return {
-        "start_offset": r.start,
-        "end_offset": r.end,
-        "messages": count,
-        "first_offset": first,
-        "last_offset": last,
-        "sha256": sha,
-        "early_timestamps": early,
-    }
+class _PartitionExport:
+    """Reads one partition's range into blocks (see kafka.py for the format) for the writer."""
+
+    def __init__(self, c: Consumer, topic: str, r: PartitionRange, writer: _ChunkWriter, day: dt.date,
+                 stall_timeout: float):
+        self.c, self.topic, self.range, self.writer, self.stall_timeout = c, topic, r, writer, stall_timeout
+        self.early_before = _ms(capture.day_start(day))
+        self.stats: dict[str, Any] = {"start_offset": r.start, "end_offset": r.end, "messages": 0, "first_offset": None,
+                                      "last_offset": None, "sha256": hashlib.sha256(), "early_timestamps": 0}
+        self.last_event = ""
+        # The block being built, as columns: offsets, timestamp types, record pieces.
+        self.offsets: list[int] = []
+        self.types: list[int] = []
+        self.records: list[bytes] = []
+
+    def run(self) -> dict[str, Any]:
+        r = self.range
+        if r.start < r.end:
+            self.c.assign([TopicPartition(self.topic, r.partition, r.start)])
+            try:
+                self._read()
+            finally:
+                self.c.unassign()
+        return self.stats
+
+    def _read(self) -> None:
+        end = self.range.end
+        nxt, progress_at = self.range.start, time.monotonic()
+        blocks: list[tuple[bytes, bytes]] = []
+        pending = 0
+        while nxt < end:
+            # Ask for at most what is left of the day, since consume() waits for a full batch
+            # otherwise, and of the block, so that every run cuts the same blocks.
+            had = len(self.offsets)
+            reached_end = self._encode(self.c.consume(min(BLOCK_RECORDS - had, end - nxt), 0.2))
+            if len(self.offsets) > had:
+                nxt, progress_at = self.offsets[-1] + 1, time.monotonic()
+            if reached_end:
+                nxt = end
+            elif time.monotonic() - progress_at > self.stall_timeout:
+                raise KafkaBackupError(
+                    f"reading {self.topic!r} partition {self.range.partition} made no progress for "
+                    f"{self.stall_timeout:g} s at offset {nxt} (the day ends at {end}; last event: "
+                    f"{self.last_event or 'none'}); is the broker down, or a transaction left open? Nothing was published"
+                )
+            if self.offsets and (len(self.offsets) == BLOCK_RECORDS or nxt >= end):
+                blocks.append(self._seal())
+                pending += len(blocks[-1][1])
+            if pending >= CHUNK_BYTES or (nxt >= end and blocks):
+                self.writer.put(self.stats["sha256"], blocks)
+                blocks, pending = [], 0
+
+    def _encode(self, msgs: list[Any]) -> bool:
+        """Add a batch's messages of the range to the block; True once the range's end is seen."""
+        p, end, early_before = self.range.partition, self.range.end, self.early_before
+        add_offset, add_type, add = self.offsets.append, self.types.append, self.records.append  # locals:
+        pack, early, reached_end = RECORD_HEAD.pack, 0, False  # this loop runs once per message
+        for m in msgs:
+            if m.error() is not None:
+                self.last_event = _check_event(m, self.topic, p)
+                if self.last_event == "eof" and m.partition() == p and m.offset() >= end:
+                    reached_end = True  # the range ends in control records (transaction markers)
+                    break
+                continue
+            if m.partition() != p:
+                continue
+            o = m.offset()
+            if o >= end:
+                reached_end = True
+                break
+            k, v, h = m.key(), m.value(), m.headers()
+            tt, ts = m.timestamp()
+            if k is None or v is None or h:
+                add(encode_record(ts, k, v, h))
+            else:  # encode_record inlined for the usual message: no nulls, no headers
+                add(pack(ts, len(k), len(v), 0))
+                add(k)
+                add(v)
+            add_offset(o)
+            add_type(tt)
+            if ts < early_before:
+                early += 1
+        self.stats["early_timestamps"] += early
+        return reached_end
+
+    def _seal(self) -> tuple[bytes, bytes]:
+        """The finished block as (head, records), counted in the partition's stats."""
+        offsets, s = self.offsets, self.stats
+        s["messages"] += len(offsets)
+        if s["first_offset"] is None:
+            s["first_offset"] = offsets[0]
+        s["last_offset"] = offsets[-1]
+        block = block_head(self.range.partition, offsets, self.types), b"".join(self.records)
+        self.offsets, self.types, self.records = [], [], []
+        return block
 
 
 def _check_event(m: Any, topic: str, partition: int) -> str:
@@ -409,6 +433,7 @@ def backup_topic_day(
             writer.metadata.update(
                 {
                     "topic": topic,
+                    "format": FORMAT,
                     "bootstrap": bootstrap,
                     "day_rule": "offsets_for_times(D)..min(offsets_for_times(D+1), high watermark at start)",
                     "partitions": stats,  # deterministic: same day, same content, same values

@@ -1,7 +1,8 @@
 """Restore days D1..D2 of backed-up topics into a Kafka cluster, and prove the copy.
 
 Order of events, so that a refusal or a bad backup changes nothing:
-  1. find every day's backup of every topic and check their stored checksums;
+  1. find every day's backup of every topic, check their stored checksums and that their
+     format is the one kafka.py reads (kafka-records-v2);
   2. check the target: broker reachable, target topics empty (or --force), groups to set idle;
   3. create missing topics with the saved partition count and dynamic configs;
   4. replay each day's messages into the same partition, in offset order, with their keys,
@@ -43,11 +44,12 @@ from .kafka import (
     admin_client,
     artifact_name,
     client_config,
+    FORMAT,
     consumer,
-    decode_line,
-    encode_body,
+    encode_record,
     error_text,
     export_file,
+    read_records,
 )
 from .repository import Backup, NotFoundError, Repository, parse_day
 
@@ -241,8 +243,7 @@ def _replay(repo: Repository, job: _TopicJob, bootstrap: str, base: dict[int, in
     sent = 0
     for backup in job.backups:
         with repo.open(backup, export_file(job.topic)) as f:
-            for line in f:
-                rec = decode_line(line)
+            for rec in read_records(f):
                 if rec.partition not in pending:
                     raise KafkaBackupError(f"{backup.prefix} has partition {rec.partition} but {job.target!r} has {len(pending)}")
                 pending[rec.partition].append(rec.offset)
@@ -307,8 +308,7 @@ def _compare_range(c: Any, topic: str, p: int, first: int, segments: list[tuple[
             for m in c.consume(min(10_000, left), 0.2):
                 if m.error() is not None or m.partition() != p:
                     continue
-                sha.update(encode_body(p, m.timestamp()[1], m.key(), m.value(), m.headers()))
-                sha.update(b"\n")
+                sha.update(encode_record(m.timestamp()[1], m.key(), m.value(), m.headers()))
                 in_seg += 1
                 left -= 1
                 day, n, expected = segments[seg]
@@ -377,6 +377,7 @@ def restore_topics(
     for topic_backups in backups.values():
         for b in topic_backups:
             repo.verify(b)  # stored checksums, before anything is written
+            _require_format(b)
     jobs = []
     for topic, bs in backups.items():
         with repo.open(bs[-1], TOPIC_FILE) as f:
@@ -443,6 +444,16 @@ def restore_topics(
         }
     report["duration_s"] = round(time.monotonic() - started, 3)
     return report
+
+
+def _require_format(backup: Backup) -> None:
+    found = backup.metadata.get("format")
+    if found != FORMAT:
+        # Backups without a format field are the base64 JSON Lines of earlier versions.
+        raise KafkaBackupError(
+            f"{backup.prefix} is stored as {found or 'JSON Lines (no format recorded)'}, but this version reads only "
+            f"{FORMAT}; export that day again (or restore it with the version that wrote it). Nothing was written"
+        )
 
 
 def _by_partition(groups: dict[str, dict[int, int]]) -> dict[int, dict[str, int]]:

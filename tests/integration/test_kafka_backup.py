@@ -7,6 +7,7 @@ afterwards), so it neither depends on nor disturbs the stack's Auction Flow topi
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import threading
 import time
@@ -24,9 +25,11 @@ from auction_backup_pipelines.core.kafka import (
     KafkaUnavailable,
     RestoreRefused,
     RetentionGap,
+    KafkaBackupError,
     TopicNotFound,
     artifact_name,
     export_file,
+    read_records,
 )
 from auction_backup_pipelines.core.repository import IntegrityError, NotFoundError
 from auction_backup_pipelines.defs.assets.kafka import build_topic_export_asset
@@ -279,7 +282,7 @@ def test_messages_produced_after_end_offsets_are_fixed_are_excluded(kafka, repo)
     assert b.metadata["partitions"]["0"]["last_offset"] == 5
     assert b.metadata["source_position"]["0"]["end_reason"] == "high_watermark"
     with repo.open(b, export_file(topic)) as f:
-        assert len(f.read().splitlines()) == 6  # whole messages only, none of the later ones
+        assert [r.offset for r in read_records(f)] == list(range(6))  # whole messages only, none of the later ones
 
 
 def test_rerunning_a_day_while_producers_write_gives_identical_content(kafka, repo):
@@ -390,6 +393,20 @@ def test_restore_checks_the_backups_before_writing(kafka, repo):
     stored.write_bytes(bytes(raw[: len(raw) // 2]) + bytes([raw[len(raw) // 2] ^ 0xFF]) + bytes(raw[len(raw) // 2 + 1:]))
     with pytest.raises(KafkaUnavailable, match=r"no Kafka broker answered at 127\.0\.0\.1:1"):
         kr.restore_topics(repo, (D1, D1), [topic], "127.0.0.1:1", topic_prefix="r-", timeout=3)
+
+
+def test_restore_refuses_a_backup_in_another_format(kafka, repo):
+    topic = kafka.topic("fmt", 1)
+    kafka.produce(topic, [Msg(0, at(D1, 3))])
+    backup = kx.backup_topic_day(BOOTSTRAP, repo, topic, D1)
+    assert backup.metadata["format"] == "kafka-records-v2"
+    manifest = repo.backend.root / backup.manifest_key
+    doc = json.loads(manifest.read_text())
+    del doc["metadata"]["format"]  # as written by the JSON Lines versions
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(KafkaBackupError, match=r"stored as JSON Lines .*reads only kafka-records-v2.*Nothing was written"):
+        kr.restore_topics(repo, (D1, D1), [topic], BOOTSTRAP, topic_prefix="f-")
+    assert f"f-{topic}" not in kafka.admin.list_topics(timeout=10).topics
 
 
 def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):

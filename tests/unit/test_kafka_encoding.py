@@ -1,5 +1,5 @@
-"""The export's hot loop against a fake consumer: what it writes decodes to exactly what it read,
-and its checksum is the canonical encoding a restore recomputes."""
+"""The record format and the export's hot loop against a fake consumer: what it writes decodes
+to exactly what it read, and its checksum is the record encoding a restore recomputes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import io
 import pytest
 from confluent_kafka import KafkaError
 
-from auction_backup_pipelines.core.kafka import decode_line, encode_body
+from auction_backup_pipelines.core import kafka_export
+from auction_backup_pipelines.core.kafka import (
+    BLOCK_HEAD,
+    RECORD_HEAD,
+    KafkaBackupError,
+    Record,
+    block_head,
+    encode_record,
+    read_records,
+)
 from auction_backup_pipelines.core.kafka_export import PartitionRange, export_partitions, messages_digest
 
 DAY = dt.date(2026, 11, 20)
@@ -87,10 +96,14 @@ def run(msgs, start=10, end=16, partition=2):
     return stats[str(partition)], out.getvalue()
 
 
-def test_lines_decode_to_exactly_what_was_read():
+def decode(raw: bytes) -> list[Record]:
+    return list(read_records(io.BytesIO(raw)))
+
+
+def test_records_decode_to_exactly_what_was_read():
     msgs = messages()
     stats, raw = run(msgs)
-    records = [decode_line(line) for line in raw.splitlines()]
+    records = decode(raw)
     assert len(records) == len(msgs) == stats["messages"]
     for r, m in zip(records, msgs):
         assert (r.partition, r.offset, r.timestamp_type, r.timestamp) == (m.partition(), m.offset(), *m.timestamp())
@@ -101,12 +114,12 @@ def test_lines_decode_to_exactly_what_was_read():
     assert stats["early_timestamps"] == 1  # the first one is stamped a second before the day
 
 
-def test_checksum_is_the_canonical_encoding_without_offsets():
+def test_checksum_is_the_record_encoding_without_offsets():
     msgs = messages()
     stats, _ = run(msgs)
     sha = hashlib.sha256()
     for m in msgs:
-        sha.update(encode_body(m.partition(), m.timestamp()[1], m.key(), m.value(), m.headers()) + b"\n")
+        sha.update(encode_record(m.timestamp()[1], m.key(), m.value(), m.headers()))
     assert stats["sha256"] == sha.hexdigest()
     # The same messages at other offsets (a restore) give the same checksum.
     moved, _ = run(messages(start=0), start=0, end=6)
@@ -114,13 +127,58 @@ def test_checksum_is_the_canonical_encoding_without_offsets():
 
 
 def test_null_and_empty_are_different_content():
-    a = encode_body(0, 1, None, b"", None)
-    b = encode_body(0, 1, b"", b"", None)
-    c = encode_body(0, 1, b"", None, None)
-    d = encode_body(0, 1, b"", b"", [("h", None)])
-    e = encode_body(0, 1, b"", b"", [("h", b"")])
+    a = encode_record(1, None, b"", None)
+    b = encode_record(1, b"", b"", None)
+    c = encode_record(1, b"", None, None)
+    d = encode_record(1, b"", b"", [("h", None)])
+    e = encode_record(1, b"", b"", [("h", b"")])
     assert len({a, b, c, d, e}) == 5
-    assert encode_body(0, 1, b"", b"", []) == b
+    assert encode_record(1, b"", b"", []) == b
+
+
+def test_encoder_and_decoder_round_trip_every_kind_of_field():
+    rows = [  # (timestamp, timestamp type, key, value, headers)
+        (-1, 0, b"\x00\xff\x80", b"\x00", []),  # binary; no timestamp
+        (1, 1, None, b"value", [("a", None)]),  # null key, header with a null value
+        (2, 2, b"", b"", [("dup", b"1"), ("dup", b"")]),  # empty key and value; repeated header names
+        (3, 1, b"key", None, [("\u00e9t\u00e9 \"quoted\"", b"\xff")]),  # tombstone; non-ASCII header name
+        (2**62, 1, None, None, []),
+        (4, 1, bytes(range(256)), bytes(range(256)) * 300, [("big", bytes(70_000))]),
+    ]
+    offsets = [7, 8, 12, 13, 14, 2**40]
+    raw = block_head(5, offsets, [r[1] for r in rows]) + b"".join(encode_record(ts, k, v, h) for ts, _, k, v, h in rows)
+    raw += block_head(6, [0], [1]) + encode_record(9, b"k", b"v", None)
+    want = [Record(5, o, ts, tt, k, v, h) for o, (ts, tt, k, v, h) in zip(offsets, rows)] + [Record(6, 0, 9, 1, b"k", b"v", [])]
+    got = decode(raw)
+    assert got == want
+    assert [(type(r.key), type(r.value)) for r in got] == [(type(r.key), type(r.value)) for r in want]  # None stays None
+
+
+def test_a_damaged_stream_is_refused():
+    raw = block_head(0, [1, 2], [1, 1]) + encode_record(1, b"k", b"v", None) + encode_record(2, b"k", b"v", None)
+    with pytest.raises(KafkaBackupError, match="damaged or ends in the middle of a block"):
+        decode(raw[:-1])
+    with pytest.raises(KafkaBackupError, match="damaged or ends in the middle of a block"):
+        decode(raw + raw[: BLOCK_HEAD.size - 1])
+    with pytest.raises(KafkaBackupError, match="not a kafka-records-v2 block"):
+        decode(b"JSON" + raw[4:])
+    bad_length = block_head(0, [1], [1]) + RECORD_HEAD.pack(1, -2, 1, 0) + b"v"  # -1 is null, -2 nothing
+    with pytest.raises(KafkaBackupError, match="damaged"):
+        decode(bad_length + raw)
+
+
+def test_blocks_do_not_depend_on_how_consume_batches_the_messages(monkeypatch):
+    monkeypatch.setattr(kafka_export, "BLOCK_RECORDS", 4)
+    msgs = [FakeMessage(0, o, DAY_MS + o, b"k%d" % o, b"v" * o) for o in range(11)]
+    outputs = set()
+    for batch in (1, 3, 4, 7, 100):
+        out = io.BytesIO()
+        export_partitions(FakeConsumer(msgs, batch), "t", [PartitionRange(0, 0, 11, "next_day", 0, 11)], out, DAY)
+        outputs.add(out.getvalue())
+    assert len(outputs) == 1
+    raw = outputs.pop()
+    assert [r.offset for r in decode(raw)] == list(range(11))
+    assert raw.count(b"KRB2") == 3  # blocks of 4, 4 and 3 messages
 
 
 def test_stops_at_the_end_offset_and_skips_events():
@@ -128,7 +186,7 @@ def test_stops_at_the_end_offset_and_skips_events():
     msgs = messages()[:3] + [FakeMessage(2, 13, 0, None, None, error=eof)] + messages()[3:]
     stats, raw = run(msgs, end=13)
     assert stats["messages"] == 3 and stats["last_offset"] == 12
-    assert len(raw.splitlines()) == 3
+    assert len(decode(raw)) == 3
 
 
 def test_range_ending_in_control_records_finishes_on_eof():
@@ -158,14 +216,3 @@ def test_a_failing_write_surfaces_in_the_caller():
 
     with pytest.raises(OSError, match="No space left"):
         export_partitions(FakeConsumer(messages()), "t", [PartitionRange(2, 10, 16, "next_day", 0, 16)], Full(), DAY)
-
-
-def test_decoding_does_not_depend_on_the_json_parser(monkeypatch):
-    import json
-
-    from auction_backup_pipelines.core import kafka
-
-    _, raw = run(messages())
-    fast = [decode_line(line) for line in raw.splitlines()]
-    monkeypatch.setattr(kafka, "_loads", json.loads)
-    assert [decode_line(line) for line in raw.splitlines()] == fast

@@ -50,8 +50,8 @@ def build_topic_export_asset(topic: str) -> AssetsDefinition:
         kinds={"kafka"},
         description=(
             f"Every message of `{topic}` in the partition day (UTC, by offsets_for_times; see core/kafka_export.py), "
-            "as zstd JSON Lines with keys, values, headers and timestamps, plus partition count, dynamic configs "
-            "and consumer-group offsets."
+            "as zstd-compressed binary records (kafka-records-v2, see core/kafka.py) with keys, values, headers and "
+            "timestamps, plus partition count, dynamic configs and consumer-group offsets."
         ),
     )
     def _export(context: AssetExecutionContext, kafka: KafkaResource, backup_repo: BackupRepositoryResource) -> MaterializeResult:
