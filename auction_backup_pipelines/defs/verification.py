@@ -165,7 +165,8 @@ def _kafka_restore_check(topic: str) -> AssetChecksDefinition:
                 report = kafka_restore.restore_topics(repo, (backup.partition, backup.partition), [topic],
                                                       kafka.bootstrap_servers, topic_prefix=prefix)
             finally:
-                futures = admin_client(kafka.bootstrap_servers).delete_topics([prefix + topic], operation_timeout=30)
+                admin = admin_client(kafka.bootstrap_servers)  # kept in a variable: a client destroyed
+                futures = admin.delete_topics([prefix + topic], operation_timeout=30)  # early never sends the request
                 for f in futures.values():
                     try:
                         f.result(30)

@@ -9,6 +9,7 @@ from dagster import DagsterInstance, build_sensor_context
 
 from auction_backup_pipelines.core import capture
 from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.kafka import admin_client
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.alerts import AlertingResource, check_failure_alert_sensor
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
@@ -61,6 +62,9 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
     assert healthy["postgres/base_backup:pitr_restores"].metadata["tables_compared"].value >= 4
     counts = {t: healthy[f"kafka/topic_export/{t}:export_restores"].metadata["messages_compared"].value for t in AUCTION_TOPICS}
     assert all(n >= 1 for n in counts.values()), counts
+    scratch_topics = {healthy[f"kafka/topic_export/{t}:export_restores"].metadata["scratch_topic"].value for t in AUCTION_TOPICS}
+    remaining = admin_client(resources["kafka"].bootstrap_servers).list_topics(timeout=30).topics
+    assert scratch_topics and not scratch_topics & set(remaining)  # scratch topics are deleted afterwards
 
     # The daily job's freshness check now sees a verification younger than 8 days.
     again = defs.resolve_job_def("redis_backup_job").execute_in_process(partition_key=DAY.isoformat(), resources=resources,
