@@ -41,6 +41,7 @@ def fill_every_encoding(c) -> int:
     c.sadd("set:big", *[f"member-{i}" for i in range(2000)])
     c.zadd("z:small", {"a": 1, "b": 1, "c": 1.5, "d": -2.25, "e": 0, b"\xff": 10**20})
     c.zadd("z:inf", {"lo": float("-inf"), "hi": float("inf"), "mid": 1e-300})
+    c.zadd("z:zeros", {"a": 0.0, "b": -0.0})  # equal scores to Redis: ranked by member, a before b
     c.zadd("z:big", {f"u{i}": (i % 100) / 7 for i in range(1000)})
     for i in range(30):  # volatile keys across several expiry buckets, some in another db
         c.set(f"ttl:{i}", f"session-{i}", pxat=now_ms + HOUR_MS + i * 97_000)

@@ -13,6 +13,7 @@
 //! at or before `captured-at-ms` are left out, as a server loading the file would drop them.
 
 use std::cell::{Cell, RefCell};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Write};
 use std::process::ExitCode;
@@ -123,8 +124,9 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
                 ("hash", key, expiry, Box::new(move |h: &mut Sha256| pairs.iter().for_each(|(f, v)| { lp(h, f); lp(h, v) })))
             }
             RdbValue::SortedSet { key, mut values, expiry } => {
-                // ZRANGE order: by score, then by member bytes.
-                values.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+                // ZRANGE order: by score, then by member bytes. Not total_cmp: Redis ranks -0 and 0
+                // as equal scores (then by member); a sorted set never holds NaN.
+                values.sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal).then_with(|| a.1.cmp(&b.1)));
                 ("zset", key, expiry, Box::new(move |h: &mut Sha256| values.iter().for_each(|(s, m)| {
                     lp(h, m);
                     h.update(s.to_be_bytes());
