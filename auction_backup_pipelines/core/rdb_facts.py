@@ -5,8 +5,10 @@ has been loaded into a scratch server, which made a snapshot several times slowe
 `redis-cli --rdb` alone. `rdb-facts` (Rust, in native/rdb-facts, parsing with the maintained
 `rdb` crate) reads the RDB from a pipe as the bytes arrive and computes the same facts as
 `redis.collect_facts` does on a live server, on the second core while the server's fork
-writes the snapshot. It leaves out streams and module values, which it counts instead
-(`undecoded`), and keys already expired when the snapshot was taken.
+writes the snapshot. It checks the RDB's CRC64 as Redis does when loading it. It leaves
+out the keys it cannot read as Redis serves them (streams, module values, hashes with
+per-field TTLs), which it counts instead (`undecoded`), and keys already expired when the
+snapshot was taken.
 
 `stack/install.sh` builds it into the project's virtualenv. When it is missing or fails, the
 caller falls back to the scratch server, which is slower but gives the same facts.
@@ -48,8 +50,12 @@ class RdbFactsSink:
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
         if path:
-            self._proc = subprocess.Popen([path, str(bucket_ms), str(captured_ms)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                self._proc = subprocess.Popen([path, str(bucket_ms), str(captured_ms)], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            except OSError as exc:  # not executable, built for another machine, no fork possible
+                self.problem = f"{HELPER} could not start: {exc}"
+                return
             self._thread = threading.Thread(target=self._feed, name="rdb-facts-feed", daemon=True)
             self._thread.start()
 
@@ -61,7 +67,7 @@ class RdbFactsSink:
                 continue  # the helper has gone: keep taking, so write() never blocks
             try:
                 stdin.write(data)
-            except OSError:  # BrokenPipeError included; the helper's exit code tells why
+            except BaseException:  # a broken pipe above all; the helper's exit code tells why
                 broken = True
         with contextlib.suppress(OSError):
             stdin.close()
@@ -83,7 +89,11 @@ class RdbFactsSink:
         if rc != 0 or not out:
             self.problem = err.decode(errors="replace").strip() or f"{HELPER} exited with {rc} and no output"
             return None
-        return json.loads(out)
+        try:
+            return json.loads(out)
+        except ValueError:
+            self.problem = f"{HELPER} wrote output that is not JSON: {out[:80]!r}"
+            return None
 
     def close(self) -> None:
         """Stop the helper if the transfer ended early (an error): nothing waits for its result."""

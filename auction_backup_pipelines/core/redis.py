@@ -32,7 +32,10 @@ parses the RDB as it arrives, and teed into a private temp dir. Keys the helper 
 decode (streams, module values), or all keys when it is missing or fails, or for an AOF
 copy, are read (`collect_facts`) from a throwaway `redis-server` loaded with that copy (unix
 socket only, no TCP port; dirs named after our pid, so a later run sweeps what a killed one
-left). Both ways give the same facts; tests/integration/test_rdb_facts.py holds them equal.
+left). Both ways give the same facts (tests/integration/test_rdb_facts.py holds them equal),
+except for keys that expire around the capture: the helper drops those expired at the
+moment read before the transfer, the scratch server those expired when it loads; the
+expiry buckets absorb that difference.
 
 Keys with a TTL. Restores keep absolute expiry times (RESTORE … ABSTTL): a session that
 would have expired stays expired. So volatile keys are summarised per expiry bucket
@@ -1218,8 +1221,9 @@ def backup_snapshot(s: RedisSettings, repo: Repository, partition: dt.date, *, a
 
     `data_dir` (default: `s.data_dir`) is the server's data directory when it is on this
     machine; `mode` is auto, bgsave, network or aof (a cluster is always read over the
-    network). Nothing is published unless the snapshot is complete and loads into a scratch
-    server, whose content facts then go into the manifest.
+    network). Nothing is published unless the snapshot is complete and readable: its end
+    marker and CRC64 checked and every key read, by the rdb-facts helper or a scratch server,
+    whose content facts then go into the manifest.
     """
     if mode not in MODES:
         raise RedisBackupError(f"unknown snapshot mode {mode!r}; choose one of {MODES}")

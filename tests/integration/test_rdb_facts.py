@@ -140,13 +140,29 @@ def test_without_the_helper_the_scratch_server_gives_the_same_facts(server, monk
     assert comparable(facts) == comparable(rb.Facts.from_rdb_facts(doc, now_ms))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
 def test_a_stream_the_helper_cannot_read_gives_no_facts_and_says_why(server, tmp_path, damage):
-    server.client().set("k", "v" * 1000)
-    rdb = saved(server)
+    c = server.client()
+    c.config_set("rdbcompression", "no")  # the value's bytes lie in the file as they are
+    c.set("k", "v" * 1000)
+    data = bytearray(saved(server).read_bytes())
+    if damage == "garbage":
+        data = bytearray(b"not an rdb at all" * 100)
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # one bit inside the value: still parses, only the CRC64 shows it
+        data[data.index(b"v" * 1000) + 500] ^= 0x01
     bad = tmp_path / "bad.rdb"
-    data = rdb.read_bytes()
-    bad.write_bytes(b"not an rdb at all" * 100 if damage == "garbage" else data[: len(data) // 2])
+    bad.write_bytes(bytes(data))
     doc, problem = helper_facts(bad, 0)
     assert doc is None
-    assert ("not an RDB file" if damage == "garbage" else "malformed RDB") in problem
+    assert {"garbage": "not an RDB file", "truncated": "malformed RDB", "flipped": "checksum does not match"}[damage] in problem
+
+
+def test_a_helper_that_cannot_start_gives_no_facts_and_says_why(server, tmp_path, monkeypatch):
+    not_executable = tmp_path / "rdb-facts"
+    not_executable.write_text("")
+    monkeypatch.setattr(rdb_facts, "helper_path", lambda: str(not_executable))
+    server.client().set("k", "v")
+    doc, problem = helper_facts(saved(server), 0)
+    assert doc is None and problem.startswith("rdb-facts could not start: [Errno 13] Permission denied")

@@ -8,23 +8,50 @@
 //! key after loading the snapshot into a scratch server; here it runs while the snapshot is
 //! still being transferred. The `rdb` crate does the parsing; only the digest is ours.
 //!
-//! Keys the crate does not decode (streams, module types) are counted per db in
-//! `undecoded`: the caller computes those on a scratch server instead. Keys whose expiry is
-//! at or before `captured-at-ms` are left out, as a server loading the file would drop them.
+//! Keys the crate does not decode (streams, module values), or decodes differently from what
+//! Redis serves (hashes with per-field TTLs, whose expired fields it keeps), are counted per
+//! db in `undecoded`: the caller computes those on a scratch server instead. Keys whose expiry
+//! is at or before `captured-at-ms` are left out, as a server loading the file would drop them.
+//! The RDB's trailing CRC64 is checked, as Redis checks it when it loads the file.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::process::ExitCode;
 use std::rc::Rc;
 
+use crc::{Crc, Digest as CrcDigest, Table, CRC_64_REDIS};
 use rdb::filter::Filter;
 use rdb::{RdbDecoder, RdbValue};
 use sha2::{Digest, Sha256};
 
 const STREAM_TYPES: [u8; 4] = [15, 19, 21, 26];
 const MODULE_TYPES: [u8; 2] = [6, 7];
+const FIELD_TTL_HASH_TYPES: [u8; 4] = [22, 23, 24, 25]; // Redis 7.4+
+const CHECKSUM_LEN: usize = 8;
+
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
+
+/// Passes bytes through while taking Redis's CRC64 of all but the last 8 (the checksum itself).
+struct Crc64Reader<R> {
+    inner: R,
+    state: Rc<RefCell<(CrcDigest<'static, u64, Table<16>>, Vec<u8>)>>, // digest, the last <= 8 bytes seen
+}
+
+impl<R: Read> Read for Crc64Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (digest, tail) = &mut *self.state.borrow_mut();
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > CHECKSUM_LEN {
+            let done = tail.len() - CHECKSUM_LEN;
+            digest.update(&tail[..done]);
+            tail.drain(..done);
+        }
+        Ok(n)
+    }
+}
 
 /// Accepts every key but streams and module values, which it counts per db.
 #[derive(Default)]
@@ -39,7 +66,7 @@ impl Filter for CountUndecoded {
         true
     }
     fn matches_type(&self, enc_type: u8) -> bool {
-        if STREAM_TYPES.contains(&enc_type) || MODULE_TYPES.contains(&enc_type) {
+        if STREAM_TYPES.contains(&enc_type) || MODULE_TYPES.contains(&enc_type) || FIELD_TTL_HASH_TYPES.contains(&enc_type) {
             *self.undecoded.borrow_mut().entry(self.db.get()).or_default() += 1;
             return false;
         }
@@ -92,14 +119,15 @@ fn hex(n: u64) -> String {
 }
 
 fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
-    let input = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    let crc = Rc::new(RefCell::new((CRC64.digest(), Vec::with_capacity(2 * CHECKSUM_LEN))));
+    let input = BufReader::with_capacity(1 << 20, Crc64Reader { inner: io::stdin().lock(), state: Rc::clone(&crc) });
     let filter = CountUndecoded::default();
     let undecoded_keys = Rc::clone(&filter.undecoded);
     let decoder = RdbDecoder::new(input, filter).map_err(|e| format!("not an RDB file we can read: {e}"))?;
     let version = decoder.version();
     let mut facts = Facts::default();
     let mut db = 0u32;
-    let mut checksum = false;
+    let mut checksum: Option<Vec<u8>> = None;
     for item in decoder {
         let item = item.map_err(|e| format!("malformed RDB: {e}"))?;
         let (kind, key, expiry, hash): (&'static str, Vec<u8>, Option<u64>, Box<dyn FnOnce(&mut Sha256)>) = match item {
@@ -107,8 +135,8 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
                 db = n;
                 continue;
             }
-            RdbValue::Checksum(_) => {
-                checksum = true;
+            RdbValue::Checksum(bytes) => {
+                checksum = Some(bytes);
                 continue;
             }
             RdbValue::ResizeDb { .. } | RdbValue::AuxField { .. } => continue,
@@ -140,8 +168,19 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
         let digest = key_hash(db, &key, kind, hash);
         facts.add(db, kind, digest, expiry, bucket_ms);
     }
-    if !checksum {
-        return Err("the RDB ended before its end marker".into());
+    match checksum {
+        None => return Err("the RDB ended before its end marker".into()),
+        Some(stored) if version >= 5 => {
+            // RDB 5+ ends with the CRC64 of everything before it; 0 means written with rdbchecksum no.
+            let stored: [u8; CHECKSUM_LEN] =
+                stored[..].try_into().map_err(|_| format!("the RDB's checksum is {} bytes, not 8", stored.len()))?;
+            let computed = crc.borrow().0.clone().finalize();
+            let stored = u64::from_le_bytes(stored);
+            if stored != 0 && stored != computed {
+                return Err(format!("the RDB's checksum does not match its content (stored {stored:016x}, computed {computed:016x})"));
+            }
+        }
+        Some(_) => {}
     }
     let counts: Vec<String> = facts.counts.iter().map(|((db, k, v), n)| format!("[{db},\"{k}\",{v},{n}]")).collect();
     let buckets: Vec<String> = facts.buckets.iter().map(|(s, (n, d, e))| format!("[{s},{n},{},{e}]", hex(*d))).collect();
