@@ -653,7 +653,8 @@ def snapshot_facts(captured: "Captured", databases: int) -> tuple[Facts, str]:
     The helper's facts, read while the snapshot streamed, when it could decode every key.
     The keys it could not (streams, module values) are read from a scratch server loaded with
     the snapshot, selected by `SCAN ... TYPE stream`; if that does not find them all (module
-    values), or the helper did not run, every key is read from the scratch server.
+    values, hashes with field TTLs), or the helper did not run, every key is read from the
+    scratch server.
     """
     doc = captured.rdb_facts
     if doc is not None and not doc["undecoded"]:
@@ -669,7 +670,7 @@ def snapshot_facts(captured: "Captured", databases: int) -> tuple[Facts, str]:
             if found.keys == expected:
                 facts.merge(found)
                 return facts, f"rdb-facts, and a scratch server for {expected} stream keys"
-            reason = f"{expected - found.keys} keys of module types"
+            reason = f"{expected - found.keys} module values or hashes with field TTLs"
         else:
             reason = captured.rdb_facts_problem
         return server_facts(srv), f"scratch server ({reason})"
