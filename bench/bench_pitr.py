@@ -26,6 +26,7 @@ from pathlib import Path
 
 from auction_backup_pipelines.core import basebackup, pitr
 from auction_backup_pipelines.core import postgres as pg
+from auction_backup_pipelines.core.localhost import free_port
 from auction_backup_pipelines.core.logical_day import scratch_dir
 from auction_backup_pipelines.core.repository import Repository
 from auction_backup_pipelines.core.wal_archive import WalArchive
@@ -153,7 +154,7 @@ def main() -> None:
         _wait_archived(s, switched)
         wal_dir = Path(os.environ.get("POSTGRES_WAL_ARCHIVE", ".stack/postgres/wal_archive"))
         ours = pitr.restore_to_time(s, repo, archive, target, work / "ours", stop_after=True)
-        manual = _manual_recovery(raw_dir, wal_dir, target, work, pitr.free_port())
+        manual = _manual_recovery(raw_dir, wal_dir, target, work, free_port())
         report("PITR to the same target after pgbench", [
             ("pgbench traffic replayed (s of pgbench)", args.pgbench_seconds),
             ("ours: verify + extract + stage WAL + recover (s)", f"{ours['duration_s']:.2f}"),

@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -32,16 +31,11 @@ from pathlib import Path
 import redis
 
 from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.core.localhost import free_port
 from auction_backup_pipelines.core.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
 GIB = 1 << 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fill(r: redis.Redis, gb: float, value_size: int) -> int:

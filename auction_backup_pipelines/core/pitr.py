@@ -20,7 +20,6 @@ import datetime as dt
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -34,6 +33,7 @@ import psycopg
 from ..settings import PostgresSettings
 from . import postgres as pg
 from .basebackup import BASE_BACKUP, open_tar
+from .localhost import free_port, port_in_use
 from .repository import Backup, Repository
 from .wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
 
@@ -188,17 +188,6 @@ def _check_reachable_by_postgres(path: Path) -> None:
     for parent in path.resolve().parents:
         if not os.stat(parent).st_mode & 0o001:
             raise PitrError(f"the postgres user cannot reach {path}: {parent} is not searchable by others; choose another folder")
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -86,6 +86,7 @@ from redis.retry import Retry
 
 from ..settings import RedisSettings
 from . import capture, rdb_facts
+from .localhost import free_port, pid_alive
 from .repository import Backup, BackupWriter, Repository
 
 SYSTEM = "redis"
@@ -704,23 +705,7 @@ class ScratchServer:
         return RedisSettings(host="127.0.0.1", port=self.port, password=self.password)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SCRATCH_PREFIX = "auction-backup-redis-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_stale_scratch() -> list[str]:
@@ -732,7 +717,7 @@ def sweep_stale_scratch() -> list[str]:
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
         owner = re.match(re.escape(SCRATCH_PREFIX) + r"(?:sock-)?(\d+)-", folder.name)
-        if not owner or _alive(int(owner.group(1))):
+        if not owner or pid_alive(int(owner.group(1))):
             continue
         for pid in _servers_in(folder):  # our orphaned scratch server, working in that folder
             with contextlib.suppress(OSError):
@@ -787,7 +772,7 @@ def scratch_server(data: Path, *, port: int = 0, databases: int = 16, aof: tuple
     if len(bytes(sock)) > 100:  # TMPDIR too long for a socket: loopback TCP, with a one-off password
         sock = None
         if not port:
-            port, secret = _free_port(), secrets.token_hex(16)
+            port, secret = free_port(), secrets.token_hex(16)
     log = data / "redis.log"
     argv = [_bin("redis-server"), "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
             "--dbfilename", RDB_FILE, "--save", "", "--databases", str(max(16, databases)), "--daemonize", "no",

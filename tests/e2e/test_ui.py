@@ -10,8 +10,9 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from auction_backup_pipelines.core import capture
+from auction_backup_pipelines.core.localhost import free_port
 
-from .dagster_processes import BIN, ROOT, dagster_home, free_port, graphql, process_group, wait_until
+from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from .dagster_processes import BIN, ROOT, dagster_home, free_port, graphql, process_group, wait_until
+from auction_backup_pipelines.core.localhost import free_port
+
+from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 

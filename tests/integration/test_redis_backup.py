@@ -22,6 +22,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.core.localhost import pid_alive
 from auction_backup_pipelines.core.repository import ArtifactStream, IntegrityError, Repository
 from auction_backup_pipelines.settings import RedisSettings
 from stack.workload import Workload
@@ -445,9 +446,9 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
     assert list(scratch.iterdir()) == []
     for pid in orphans:
         deadline = time.monotonic() + 10
-        while rb._alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not rb._alive(pid) or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        assert not pid_alive(pid) or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
 
 # -- cluster -------------------------------------------------------------------------------------
