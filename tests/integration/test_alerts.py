@@ -109,6 +109,17 @@ def _fresh_tick_log():
     TICK_LOG.clear()
 
 
+def run_failure_context(instance, result, alerting: AlertingResource):
+    """What the daemon hands run_failure_alert_sensor for the failed run of `result`."""
+    return build_run_status_sensor_context(
+        sensor_name="run_failure_alert_sensor",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources={"alerting": alerting},
+    ).for_run_failure()
+
+
 def received(webhook: WebhookServer, smtp: SmtpServer) -> tuple[dict, str, str]:
     """Exactly one POST and one email: (payload, subject, body)."""
     payload = webhook.next_post().json()
@@ -153,13 +164,7 @@ def test_run_failure_sensor_alerts_each_sink_with_the_failed_asset(instance, web
     caplog.set_level(logging.DEBUG)
     result = failed_run(instance)
     run_id = result.dagster_run.run_id
-    context = build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerting": alerting},
-    ).for_run_failure()
+    context = run_failure_context(instance, result, alerting)
     logged = capture(context.log, [])
 
     run_failure_alert_sensor(context)
@@ -213,13 +218,7 @@ def test_run_failure_of_an_op_job_names_the_op_and_the_root_cause(instance, webh
         restore_postgres_dump()
 
     result = tiny_restore_job.execute_in_process(instance=instance, raise_on_error=False)
-    context = build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerting": alerting},
-    ).for_run_failure()
+    context = run_failure_context(instance, result, alerting)
 
     run_failure_alert_sensor(context)
 
@@ -240,13 +239,7 @@ def test_a_check_that_crashes_fails_the_run_and_is_named_in_the_alert(instance, 
 
     result = materialize([fine_dump, crashing_check], instance=instance, raise_on_error=False)
     assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerting": alerting},
-    ).for_run_failure()
+    context = run_failure_context(instance, result, alerting)
 
     run_failure_alert_sensor(context)
 
