@@ -30,9 +30,8 @@
 #   partitions). Later groups join in well under a second.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Same state root as stack/common.sh (STACK_STATE_DIR overrides it for the whole stack).
-STACK_STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, the stack's state root and logs, port_open
+STACK_STATE="$STATE"
 STATE="$STACK_STATE/kafka"
 LIBS="$STATE/libs"
 DATA="$STATE/data"
@@ -40,7 +39,7 @@ PROPS="$STATE/server.properties"
 PIDFILE="$STATE/kafka.pid"
 LOCKFILE="$STATE/.lock"
 FORMATTED_PORT_FILE="$STATE/formatted-controller-port"
-LOGDIR="$STACK_STATE/logs"
+LOGDIR="$LOGS"
 LOG="$LOGDIR/kafka.log"
 STDOUT_LOG="$LOGDIR/kafka.stdout.log"
 POM="$ROOT/stack/kafka/pom.xml"
@@ -129,12 +128,10 @@ broker_pid() {
     echo "$pid"
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 check_ports_free() {
     local port
     for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-        if port_in_use "$port"; then
+        if port_open "$port"; then
             echo "kafka.sh: error: 127.0.0.1:$port is already in use by something that is not" \
                  "this repository's broker (no live pid in $PIDFILE)." >&2
             if command -v ss >/dev/null; then ss -ltnpH "sport = :$port" >&2 || true; fi

@@ -27,11 +27,10 @@
 #   server cannot hang the script.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Same state root as stack/common.sh (STACK_STATE_DIR overrides it for the whole stack).
-STACK_STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, the stack's state root and logs, port_open
+STACK_STATE="$STATE"
 STATE="$STACK_STATE/redis-cluster"
-LOGDIR="$STACK_STATE/logs"
+LOGDIR="$LOGS"
 READY_TIMEOUT="${REDIS_CLUSTER_READY_TIMEOUT:-30}"
 STOP_TIMEOUT="${REDIS_CLUSTER_STOP_TIMEOUT:-15}"
 
@@ -52,15 +51,13 @@ take_lock() {
     flock -w 120 9 || die "another redis_cluster.sh holds $STATE/.lock for more than 120 s"
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 # 0: one of our nodes answers on $port; 1: nothing listens; 2: a foreign server listens;
 # 3: our node (per its pid file) holds the port but does not answer (hung or stopped).
 # A hung server still accepts TCP connections (the kernel does), so "no reply" alone cannot
 # tell ours from foreign: the pid file decides.
 node_state() {
     local port="$1" reply
-    port_in_use "$port" || return 1
+    port_open "$port" || return 1
     reply="$(rcli "$port" CONFIG GET dir | sed -n 2p)" || true
     [[ "$reply" == "$(node_dir "$port")" ]] && return 0
     if [[ -z "$reply" ]] && node_pid "$port" >/dev/null; then return 3; fi
@@ -121,7 +118,7 @@ ensure_node() {
         0) say "node $port already running" ;;
         3) die "node $port (pid $(node_pid "$port")) holds its port but does not answer: run '$0 down $BASE_PORT'" ;;
         1)
-            if port_in_use $((port + 10000)); then
+            if port_open $((port + 10000)); then
                 die "cluster bus port $((port + 10000)) (node port $port + 10000) is already in use"
             fi
             start_node "$port"
@@ -206,7 +203,7 @@ node_pid() {
 }
 
 still_up() {   # still_up PORT PID: the node process lives or its port still answers
-    { [[ -n "$2" ]] && pid_running "$2"; } || port_in_use "$1"
+    { [[ -n "$2" ]] && pid_running "$2"; } || port_open "$1"
 }
 
 # SHUTDOWN NOSAVE first; SIGTERM if that had no effect after 5 s (hung, or only a pid file
