@@ -17,16 +17,23 @@ import signal
 import threading
 from pathlib import Path
 
-from .core import basebackup, capture, kafka_export, kafka_restore, logical_day, pitr, preflight, pruning
-from .core import postgres as pg
-from .core import redis as rb
-from .core import offsite
-from .core.crypto import Encryption
-from .core.kafka import KafkaBackupError
-from .core.wal_archive import WalArchive, health
-from .core.wal_receiver import WalReceiver, default_spool
-from .core.repository import Repository, RepositoryError, parse_day
-from .core.storage import StorageError
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.kafka import export as kafka_export
+from auction_backup_pipelines.kafka import restore as kafka_restore
+from auction_backup_pipelines.postgres import logical_day
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.ops import preflight
+from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.repository.encryption import Encryption
+from auction_backup_pipelines.kafka.records import KafkaBackupError
+from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
+from auction_backup_pipelines.postgres.wal_receiver import WalReceiver, default_spool
+from auction_backup_pipelines.repository.repository import Repository, RepositoryError, parse_day
+from auction_backup_pipelines.repository.storage import StorageError
 from .settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
 
 EXIT_FAILURE = 1

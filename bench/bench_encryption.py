@@ -24,9 +24,9 @@ import tempfile
 import time
 from typing import Callable
 
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.crypto import Encryption, Key
-from auction_backup_pipelines.core.repository import CHUNK, Repository
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.encryption import Encryption, Key
+from auction_backup_pipelines.repository.repository import CHUNK, Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 from .bench_postgres import ensure_pgbench_db

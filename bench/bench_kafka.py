@@ -77,8 +77,8 @@ def plain_read(bootstrap: str, topic: str) -> dict:
 
 
 def ours(bootstrap: str, topic: str, day: str, profile: bool) -> dict:
-    from auction_backup_pipelines.core.kafka_export import backup_topic_day
-    from auction_backup_pipelines.core.repository import Repository
+    from auction_backup_pipelines.kafka.export import backup_topic_day
+    from auction_backup_pipelines.repository.repository import Repository
 
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as root:
         repo = Repository.local(root)

@@ -24,13 +24,14 @@ import threading
 import time
 from pathlib import Path
 
-from auction_backup_pipelines.core import basebackup, pitr
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.localhost import free_port
-from auction_backup_pipelines.core.logical_day import scratch_dir
-from auction_backup_pipelines.core.repository import Repository
-from auction_backup_pipelines.core.wal_archive import WalArchive
-from auction_backup_pipelines.core.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.localhost import free_port
+from auction_backup_pipelines.postgres.logical_day import scratch_dir
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.postgres.wal_receiver import WalReceiver, wait_for_archived_time
 from auction_backup_pipelines.settings import PostgresSettings
 
 from .bench_postgres import ensure_pgbench_db

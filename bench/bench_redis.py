@@ -30,9 +30,9 @@ from pathlib import Path
 
 import redis
 
-from auction_backup_pipelines.core import redis as rb
-from auction_backup_pipelines.core.localhost import free_port
-from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.localhost import free_port
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
 GIB = 1 << 30

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from auction_backup_pipelines.core import pruning
-from auction_backup_pipelines.core.repository import Backup, FileEntry, Repository
-from auction_backup_pipelines.core.storage import LocalBackend
+from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.repository.repository import Backup, FileEntry, Repository
+from auction_backup_pipelines.repository.storage import LocalBackend
 
 NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)
 ARTIFACTS = [("postgres", "logical_dump"), ("postgres", "base_backup"), ("postgres", "wal"),

@@ -39,7 +39,7 @@ install_venv() {
 }
 
 # rdb-facts computes a Redis snapshot's content digest while it streams (see
-# auction_backup_pipelines/core/rdb_facts.py). Without a Rust toolchain the backups still
+# auction_backup_pipelines/redis/rdb_facts.py). Without a Rust toolchain the backups still
 # work, through the slower scratch-server digest, but the tests expect the helper.
 install_rdb_facts() {
   local src="$ROOT/native/rdb-facts" stamp="$ROOT/.venv/.rdb-facts-installed" want cargo

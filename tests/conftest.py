@@ -30,7 +30,7 @@ _load_stack_env()
 
 @pytest.fixture
 def repo(tmp_path):
-    from auction_backup_pipelines.core.repository import Repository
+    from auction_backup_pipelines.repository.repository import Repository
 
     return Repository.local(tmp_path / "backups")
 
@@ -45,7 +45,7 @@ def pg_settings():
 @pytest.fixture
 def scratch_db(pg_settings):
     """A database name that does not exist yet; dropped (with any staging copies) afterwards."""
-    from auction_backup_pipelines.core import postgres as pg
+    from auction_backup_pipelines.postgres import logical_dump as pg
 
     name = f"scratch_{secrets.token_hex(4)}"
     yield name
@@ -59,8 +59,8 @@ def scratch_db(pg_settings):
 def running_wal_receiver(pg_settings, repo, spool: Path):
     """A WAL receiver shipping into `repo` with a replication slot of its own, always dropped:
     a forgotten slot would make the primary keep WAL forever."""
-    from auction_backup_pipelines.core.wal_archive import WalArchive
-    from auction_backup_pipelines.core.wal_receiver import WalReceiver
+    from auction_backup_pipelines.postgres.wal_archive import WalArchive
+    from auction_backup_pipelines.postgres.wal_receiver import WalReceiver
 
     receiver = WalReceiver(pg_settings, WalArchive(repo.backend), spool, slot=f"test_{secrets.token_hex(4)}", ship_interval=0.2)
     stop = threading.Event()
@@ -77,8 +77,8 @@ def running_wal_receiver(pg_settings, repo, spool: Path):
 @pytest.fixture
 def pitr_dir():
     """A folder the postgres user can reach (pytest's tmp folders are private to root)."""
-    from auction_backup_pipelines.core import pitr
-    from auction_backup_pipelines.core.logical_day import scratch_dir
+    from auction_backup_pipelines.postgres import pitr
+    from auction_backup_pipelines.postgres.logical_day import scratch_dir
 
     parent = scratch_dir("pitr-test-")
     yield parent / "restore"

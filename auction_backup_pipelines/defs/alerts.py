@@ -56,7 +56,7 @@ from dagster import (
     sensor,
 )
 
-from ..core import notify as nt
+from auction_backup_pipelines.ops import notify as nt
 
 SYSTEM_TAG = "auction_backup/system"  # as in jobs.py; not imported, to keep this module light
 PARTITION_TAG = "dagster/partition"

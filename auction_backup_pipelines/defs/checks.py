@@ -8,10 +8,10 @@ examined in its metadata.
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from ..core import basebackup
-from ..core import postgres as pg
-from ..core import redis as rb
-from ..core.repository import IntegrityError
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.repository.repository import IntegrityError
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
 from .resources import BackupRepositoryResource

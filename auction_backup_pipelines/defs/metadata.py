@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from ..core.repository import Backup, Repository
+from auction_backup_pipelines.repository.repository import Backup, Repository
 
 
 def backup_metadata(repo: Repository, backup: Backup, **extra: Any) -> dict[str, Any]:

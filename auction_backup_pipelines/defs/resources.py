@@ -10,9 +10,9 @@ import os
 
 from dagster import ConfigurableResource, EnvVar
 
-from ..core.crypto import Encryption
-from ..core.repository import Repository
-from ..core.s3 import S3Backend
+from auction_backup_pipelines.repository.encryption import Encryption
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.s3 import S3Backend
 from ..settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 
-from ..core import kafka_restore, pitr
-from ..core import postgres as pg
-from ..core import redis as rb
-from ..core.kafka import KafkaBackupError
-from ..core.repository import RepositoryError
-from ..core.wal_archive import WalArchive
+from auction_backup_pipelines.kafka import restore as kafka_restore
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.kafka.records import KafkaBackupError
+from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from .jobs import SYSTEM_TAG
 from .resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
 

@@ -35,8 +35,9 @@ from dagster import (
     sensor,
 )
 
-from ..core import pruning, retention
-from ..core.repository import Backup
+from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.policy import retention
+from auction_backup_pipelines.repository.repository import Backup
 from .resources import BackupRepositoryResource
 
 CLEANUP_OP = "delete_expired_backups"

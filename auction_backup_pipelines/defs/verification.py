@@ -35,13 +35,15 @@ from dagster import (
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from ..core import kafka_restore, logical_day, pitr
-from ..core import postgres as pg
-from ..core import redis as rb
-from ..core.kafka import admin_client, artifact_name
-from ..core.repository import Backup, Repository
-from ..core.wal_archive import WalArchive
-from ..core.wal_receiver import wait_for_archived_time
+from auction_backup_pipelines.kafka import restore as kafka_restore
+from auction_backup_pipelines.postgres import logical_day
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.kafka.records import admin_client, artifact_name
+from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
 from .assets.kafka import KAFKA_TOPICS, topic_export_key
 from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY

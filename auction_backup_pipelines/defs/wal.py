@@ -23,9 +23,9 @@ from dagster import (
     sensor,
 )
 
-from ..core import pitr
-from ..core.repository import Repository
-from ..core.wal_archive import WalArchive, health
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
 from .assets.postgres import WAL_ARCHIVE_KEY
 from .resources import BackupRepositoryResource
 

@@ -9,8 +9,8 @@ import os
 import pytest
 from playwright.sync_api import sync_playwright
 
-from auction_backup_pipelines.core import capture
-from auction_backup_pipelines.core.localhost import free_port
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.localhost import free_port
 
 from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
 

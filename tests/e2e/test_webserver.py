@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from auction_backup_pipelines.core.localhost import free_port
+from auction_backup_pipelines.localhost import free_port
 
 from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
 

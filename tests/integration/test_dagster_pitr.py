@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from dagster import DagsterInstance, build_asset_check_context, build_sensor_context, materialize
 
-from auction_backup_pipelines.core import capture
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.wal_archive import WalArchive
-from auction_backup_pipelines.core.wal_receiver import wait_for_archived_time
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.assets.postgres import WAL_ARCHIVE_KEY, postgres_base_backup
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource

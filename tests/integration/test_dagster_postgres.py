@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions, build_schedule_context, define_asset_job, materialize
 
-from auction_backup_pipelines.core import capture
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.assets.postgres import postgres_logical_dump
 from auction_backup_pipelines.defs.checks import postgres_dump_integrity

@@ -19,19 +19,10 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 from dagster import DagsterInstance, materialize
 
-from auction_backup_pipelines.core import kafka_export as kx
-from auction_backup_pipelines.core import kafka_restore as kr
-from auction_backup_pipelines.core.kafka import (
-    KafkaUnavailable,
-    RestoreRefused,
-    RetentionGap,
-    KafkaBackupError,
-    TopicNotFound,
-    artifact_name,
-    export_file,
-    read_records,
-)
-from auction_backup_pipelines.core.repository import IntegrityError, NotFoundError
+from auction_backup_pipelines.kafka import export as kx
+from auction_backup_pipelines.kafka import restore as kr
+from auction_backup_pipelines.kafka.records import KafkaUnavailable, RestoreRefused, RetentionGap, KafkaBackupError, TopicNotFound, artifact_name, export_file, read_records
+from auction_backup_pipelines.repository.repository import IntegrityError, NotFoundError
 from auction_backup_pipelines.defs.assets.kafka import build_topic_export_asset
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource
 

@@ -8,7 +8,7 @@ import secrets
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from auction_backup_pipelines.core import capture
+from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.defs.assets.offsite import offsite_copy_asset
 from auction_backup_pipelines.defs.assets.redis import SNAPSHOT_KEY, redis_snapshot
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, OffsiteRepositoryResource, RedisResource

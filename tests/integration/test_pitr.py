@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from auction_backup_pipelines.core import basebackup, pitr
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.repository import Repository
-from auction_backup_pipelines.core.wal_receiver import wait_for_archived_time
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
 from stack.workload import Workload
 from tests.conftest import running_wal_receiver
 
@@ -145,7 +146,7 @@ def test_cli_show_window_and_future_target(pg_settings, archive_setup, pitr_dir)
 
 def test_reconstructed_dump_holds_the_database_as_of_the_target(pg_settings, archive_setup, probe_table, scratch_db):
     """The mechanism a backfill of a missed logical-dump day uses (as_of = the end of that day)."""
-    from auction_backup_pipelines.core import logical_day
+    from auction_backup_pipelines.postgres import logical_day
 
     repo, archive, _ = archive_setup
     basebackup.take_base_backup(pg_settings, repo, DAY)

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.repository import IntegrityError, Repository
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import IntegrityError, Repository
 from stack.workload import Workload
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from auction_backup_pipelines.core import rdb_facts
-from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.redis import rdb_facts
+from auction_backup_pipelines.redis import snapshot as rb
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from auction_backup_pipelines.core import redis as rb
-from auction_backup_pipelines.core.localhost import pid_alive
-from auction_backup_pipelines.core.repository import ArtifactStream, IntegrityError, Repository
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.localhost import pid_alive
+from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError, Repository
 from auction_backup_pipelines.settings import RedisSettings
 from stack.workload import Workload
 

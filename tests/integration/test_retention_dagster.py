@@ -10,8 +10,8 @@ import datetime as dt
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
-from auction_backup_pipelines.core import pruning
-from auction_backup_pipelines.core.storage import LocalBackend
+from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.repository.storage import LocalBackend
 from auction_backup_pipelines.defs import retention as ret
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource
 

@@ -19,12 +19,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from auction_backup_pipelines.core import offsite
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.crypto import MAGIC, Encryption, Key, WrongKeyError
-from auction_backup_pipelines.core.repository import IntegrityError, Repository
-from auction_backup_pipelines.core.s3 import S3Backend
-from auction_backup_pipelines.core.storage import LockedError, StorageError
+from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, Key, WrongKeyError
+from auction_backup_pipelines.repository.repository import IntegrityError, Repository
+from auction_backup_pipelines.repository.s3 import S3Backend
+from auction_backup_pipelines.repository.storage import LockedError, StorageError
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,8 +126,8 @@ def test_exception_mid_stream_leaves_nothing_visible(backend):
 def test_killed_writer_leaves_an_invisible_upload_that_gc_aborts(backend):
     script = textwrap.dedent(f"""
         import os, signal
-        from auction_backup_pipelines.core.repository import Repository
-        from auction_backup_pipelines.core.s3 import S3Backend
+        from auction_backup_pipelines.repository.repository import Repository
+        from auction_backup_pipelines.repository.s3 import S3Backend
         b = S3Backend.from_env("OFFSITE_S3_", part_size={5 * MiB})
         b.prefix = {backend.prefix!r}
         with Repository(b, compression="none").begin("postgres", "logical_dump", "{DAY}") as w:

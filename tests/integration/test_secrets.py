@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from auction_backup_pipelines.core import basebackup
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core import redis as rd
-from auction_backup_pipelines.core.repository import Repository
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.redis import snapshot as rd
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from auction_backup_pipelines.core import preflight
+from auction_backup_pipelines.ops import preflight
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 from stack.workload import SESSION_TTL_S, pg_connect, redis_client
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
-from auction_backup_pipelines.core import capture
-from auction_backup_pipelines.core import postgres as pg
-from auction_backup_pipelines.core.kafka import admin_client
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.kafka.records import admin_client
 from auction_backup_pipelines.definitions import defs
 from auction_backup_pipelines.defs.alerts import AlertingResource, check_failure_alert_sensor
 from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource

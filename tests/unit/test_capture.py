@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from auction_backup_pipelines.core.capture import CaptureWindowError, classify, default_partition
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError, classify, default_partition
 
 UTC = dt.timezone.utc
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from auction_backup_pipelines.core import crypto, offsite
-from auction_backup_pipelines.core.crypto import Encryption, EncryptionError, Key, WrongKeyError
-from auction_backup_pipelines.core.repository import IntegrityError, Repository, RepositoryError
-from auction_backup_pipelines.core.wal_archive import WalArchive
+from auction_backup_pipelines.repository import encryption as crypto
+from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.repository.encryption import Encryption, EncryptionError, Key, WrongKeyError
+from auction_backup_pipelines.repository.repository import IntegrityError, Repository, RepositoryError
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
 DAY = "2026-11-20"
 K1 = Key("k1", bytes(range(32)))

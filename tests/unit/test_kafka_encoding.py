@@ -10,17 +10,9 @@ import io
 import pytest
 from confluent_kafka import KafkaError
 
-from auction_backup_pipelines.core import kafka_export
-from auction_backup_pipelines.core.kafka import (
-    BLOCK_HEAD,
-    RECORD_HEAD,
-    KafkaBackupError,
-    Record,
-    block_head,
-    encode_record,
-    read_records,
-)
-from auction_backup_pipelines.core.kafka_export import PartitionRange, export_partitions, messages_digest
+from auction_backup_pipelines.kafka import export as kafka_export
+from auction_backup_pipelines.kafka.records import BLOCK_HEAD, RECORD_HEAD, KafkaBackupError, Record, block_head, encode_record, read_records
+from auction_backup_pipelines.kafka.export import PartitionRange, export_partitions, messages_digest
 
 DAY = dt.date(2026, 11, 20)
 DAY_MS = int(dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc).timestamp() * 1000)

@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 from dagster import AssetSelection, DefaultScheduleStatus, Definitions, build_schedule_from_partitioned_job, define_asset_job
 
-from auction_backup_pipelines.core.kafka import KafkaBackupError, TopicInfo
-from auction_backup_pipelines.core.kafka_export import RetentionPolicy, data_gone, time_retention_cannot_reach
-from auction_backup_pipelines.core.kafka_restore import OffsetTranslator, day_range
+from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo
+from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
+from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
 from auction_backup_pipelines.defs.assets.kafka import (
     KAFKA_EXPORT_KEYS,
     KAFKA_TOPICS,

@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from auction_backup_pipelines.core import notify as nt
+from auction_backup_pipelines.ops import notify as nt
 
 WAIT_S = 10
 

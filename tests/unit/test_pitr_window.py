@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from auction_backup_pipelines.core import logical_day, pitr
-from auction_backup_pipelines.core.repository import Repository
-from auction_backup_pipelines.core.wal_archive import SegmentRecord, WalArchive, segment_name
+from auction_backup_pipelines.postgres import logical_day
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, segment_name
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 20, 22, 0, tzinfo=UTC)

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from auction_backup_pipelines.core import pruning
-from auction_backup_pipelines.core.repository import NotFoundError
-from auction_backup_pipelines.core.retention import Policy
+from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.repository.repository import NotFoundError
+from auction_backup_pipelines.policy.retention import Policy
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

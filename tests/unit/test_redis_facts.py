@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.redis import snapshot as rb
 
 H = 3_600_000  # an hour in ms
 NOW = 1_800_000_000_000

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auction_backup_pipelines.core import redis as rb
+from auction_backup_pipelines.redis import snapshot as rb
 
 RDB = b"REDIS0010" + b"\xfa\x09redis-ver\x067.0.15" + b"\x00" * 300 + b"\xff" + b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"
 MARK = b"6a17a12c9ba9b669e20e5681df8dd52bc64d1e9b"

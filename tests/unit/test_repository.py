@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from auction_backup_pipelines.core.repository import IntegrityError, NotFoundError, Repository, RepositoryError
-from auction_backup_pipelines.core.storage import LockedError, StorageError
+from auction_backup_pipelines.repository.repository import IntegrityError, NotFoundError, Repository, RepositoryError
+from auction_backup_pipelines.repository.storage import LockedError, StorageError
 
 DAY = "2026-11-20"
 
@@ -76,7 +76,7 @@ def test_killed_writer_leaves_nothing_complete(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
-        from auction_backup_pipelines.core.repository import Repository
+        from auction_backup_pipelines.repository.repository import Repository
         repo = Repository.local({str(root)!r})
         with repo.begin("postgres", "logical_dump", "{DAY}") as w:
             with w.open_file("first.bin") as f:

@@ -1,4 +1,4 @@
-"""Table-driven tests for the GFS retention policy (auction_backup_pipelines.core.retention)."""
+"""Table-driven tests for the GFS retention policy (auction_backup_pipelines.policy.retention)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from auction_backup_pipelines.core.retention import (
-    DEFAULT_POLICIES,
-    Backup,
-    Decision,
-    Policy,
-    evaluate,
-    expired,
-    format_table,
-    policy_for,
-)
+from auction_backup_pipelines.policy.retention import DEFAULT_POLICIES, Backup, Decision, Policy, evaluate, expired, format_table, policy_for
 
 D = dt.date
 UTC = dt.timezone.utc

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auction_backup_pipelines.core.retention import Backup, Decision, Policy, evaluate
+from auction_backup_pipelines.policy.retention import Backup, Decision, Policy, evaluate
 
 ANCHOR = dt.date(2025, 6, 1)
 BASE = "postgres/base_backup"

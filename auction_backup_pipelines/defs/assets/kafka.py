@@ -9,10 +9,10 @@ export reconstructs the day from the log by timestamp, or fails if retention rem
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, AssetsDefinition, Failure, MaterializeResult, MetadataValue, asset
 
-from ...core import capture
-from ...core import kafka_export as kx
-from ...core.kafka import KafkaBackupError
-from ...core.repository import RepositoryError
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.kafka import export as kx
+from auction_backup_pipelines.kafka.records import KafkaBackupError
+from auction_backup_pipelines.repository.repository import RepositoryError
 from ...settings import KafkaSettings
 from ..metadata import backup_metadata
 from ..partitions import daily_partitions

@@ -7,8 +7,8 @@ Only defined when an offsite store is configured (OFFSITE_S3_BUCKET).
 
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
 
-from ...core import offsite
-from ...core.storage import StorageError
+from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.repository.storage import StorageError
 from ..partitions import daily_partitions
 from ..resources import BackupRepositoryResource, OffsiteRepositoryResource, offsite_configured
 from .kafka import KAFKA_EXPORT_KEYS

@@ -5,10 +5,13 @@ import datetime as dt
 
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
-from ...core import basebackup, capture, logical_day, pitr
-from ...core import postgres as pg
-from ...core.wal_archive import WalArchive
-from ...core.repository import RepositoryError
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import logical_day
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.repository.repository import RepositoryError
 from ..metadata import backup_metadata, table_markdown
 from ..partitions import daily_partitions
 from ..resources import BackupRepositoryResource, PostgresResource

@@ -5,9 +5,9 @@ import datetime as dt
 
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
-from ...core import capture
-from ...core import redis as rb
-from ...core.repository import RepositoryError
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.repository.repository import RepositoryError
 from ..metadata import backup_metadata
 from ..partitions import daily_partitions
 from ..resources import BackupRepositoryResource, RedisResource

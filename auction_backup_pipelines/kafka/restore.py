@@ -31,27 +31,8 @@ from typing import Any, Iterable, Sequence
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .kafka import (
-    ARTIFACT_PREFIX,
-    DEFAULT_TIMEOUT_S,
-    SYSTEM,
-    TOPIC_FILE,
-    KafkaBackupError,
-    KafkaUnavailable,
-    RestoreRefused,
-    TopicInfo,
-    VerificationError,
-    admin_client,
-    artifact_name,
-    client_config,
-    FORMAT,
-    consumer,
-    encode_record,
-    error_text,
-    export_file,
-    read_records,
-)
-from .repository import Backup, NotFoundError, Repository, parse_day
+from auction_backup_pipelines.kafka.records import ARTIFACT_PREFIX, DEFAULT_TIMEOUT_S, SYSTEM, TOPIC_FILE, KafkaBackupError, KafkaUnavailable, RestoreRefused, TopicInfo, VerificationError, admin_client, artifact_name, client_config, FORMAT, consumer, encode_record, error_text, export_file, read_records
+from auction_backup_pipelines.repository.repository import Backup, NotFoundError, Repository, parse_day
 
 MAX_DAYS = 366
 FLUSH_TIMEOUT_S = 120.0

@@ -85,9 +85,10 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..settings import RedisSettings
-from . import capture, rdb_facts
-from .localhost import free_port, pid_alive
-from .repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.redis import rdb_facts
+from auction_backup_pipelines.localhost import free_port, pid_alive
+from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
 
 SYSTEM = "redis"
 SNAPSHOT = "snapshot"

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ..settings import PostgresSettings
-from .repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
 
 SYSTEM = "postgres"
 LOGICAL_DUMP = "logical_dump"

@@ -40,9 +40,9 @@ from typing import Any, BinaryIO, Iterator
 
 import zstandard
 
-from .crypto import MAGIC as _ENCRYPTED_MAGIC
-from .crypto import EncryptedBackend, Encryption, peek_key_id
-from .storage import Backend, IntegrityError, LocalBackend, LockedError, RepositoryError, StorageError  # noqa: F401 (re-exported)
+from auction_backup_pipelines.repository.encryption import MAGIC as _ENCRYPTED_MAGIC
+from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, peek_key_id
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError, LocalBackend, LockedError, RepositoryError, StorageError
 
 __all__ = [
     "Backup",

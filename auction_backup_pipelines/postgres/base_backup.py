@@ -31,9 +31,9 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ..settings import PostgresSettings
-from . import capture
-from . import postgres as pg
-from .repository import Backup, Repository
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import Backup, Repository
 
 BASE_BACKUP = "base_backup"
 TAR_FILE = "base.tar.zst"  # zstd by pg_basebackup, stored as is

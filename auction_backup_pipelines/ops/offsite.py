@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .crypto import EncryptedBackend
-from .repository import CHUNK, Backup, IntegrityError, Repository, RepositoryError, parse_day
-from .wal_archive import WalArchive
+from auction_backup_pipelines.repository.encryption import EncryptedBackend
+from auction_backup_pipelines.repository.repository import CHUNK, Backup, IntegrityError, Repository, RepositoryError, parse_day
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
 COPIED = "copied"
 PRESENT = "already present"
@@ -133,8 +133,8 @@ def repository_from_env(prefix: str = "OFFSITE_") -> Repository:
     """The offsite repository the environment names: OFFSITE_S3_* (see S3Backend.from_env),
     OFFSITE_COMPRESSION (for backups written there directly), and its own keys in
     OFFSITE_ENCRYPTION_KEY_FILE / OFFSITE_ENCRYPTION_KEYS (may be the same keys as the source's)."""
-    from .crypto import Encryption
-    from .s3 import S3Backend
+    from auction_backup_pipelines.repository.encryption import Encryption
+    from auction_backup_pipelines.repository.s3 import S3Backend
 
     env = os.environ.get
     return Repository(S3Backend.from_env(prefix + "S3_"), compression=env(prefix + "COMPRESSION") or "zstd",

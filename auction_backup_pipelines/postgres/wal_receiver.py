@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from ..settings import PostgresSettings
-from . import postgres as pg
-from .wal_archive import HISTORY, SEGMENT, SegmentRecord, WalArchive, health
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.wal_archive import HISTORY, SEGMENT, SegmentRecord, WalArchive, health
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import BinaryIO, Iterator
 
 import zstandard
 
-from .repository import ArtifactStream, IntegrityError
-from .storage import Backend
+from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError
+from auction_backup_pipelines.repository.storage import Backend
 
 PREFIX = "postgres/wal"
 HEARTBEAT = "postgres/wal_heartbeat.json"

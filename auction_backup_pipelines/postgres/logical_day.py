@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import PostgresSettings
-from . import capture, pitr
-from . import postgres as pg
-from .repository import Backup, Repository
-from .wal_archive import WalArchive
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
 
 class BackfillRefused(capture.CaptureWindowError):

@@ -28,7 +28,7 @@ encrypts new objects, every key decrypts (rotation = put a new key first, keep t
 until nothing encrypted with them is retained). Sources: a key file, one `<id> <base64>` per
 line and readable by its owner only (0600 or stricter, else refused), or the variable
 BACKUP_ENCRYPTION_KEYS=`<id>:<base64>[,<id>:<base64>...]` (bind it through Dagster's EnvVar).
-`python -m auction_backup_pipelines.core.crypto new-key FILE --id ID` creates or rotates a
+`python -m auction_backup_pipelines.repository.encryption new-key FILE --id ID` creates or rotates a
 key file; it prints only the key id. Lose every key and the backups are gone: store a copy
 of the key file away from the backups (a password manager, a sealed envelope).
 
@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .storage import Backend, IntegrityError, ObjectInfo, StorageError
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError, ObjectInfo, StorageError
 
 MAGIC = b"ABPENC\x00\x01"
 SEGMENT = 1 << 20
@@ -490,7 +490,7 @@ def add_key(path: str | os.PathLike[str], key: Key) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m auction_backup_pipelines.core.crypto")
+    parser = argparse.ArgumentParser(prog="python -m auction_backup_pipelines.repository.encryption")
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new-key", help="create a key file, or rotate: the new key goes first")
     new.add_argument("file")

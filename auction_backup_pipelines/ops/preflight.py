@@ -10,7 +10,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ..settings import KafkaSettings, PostgresSettings, RedisSettings
-from . import postgres as pg
+from auction_backup_pipelines.postgres import logical_dump as pg
 
 
 class PreflightError(Exception):

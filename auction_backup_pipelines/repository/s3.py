@@ -47,7 +47,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
 
-from .storage import Backend, LockedError, ObjectInfo, StorageError
+from auction_backup_pipelines.repository.storage import Backend, LockedError, ObjectInfo, StorageError
 
 PART_SIZE = 8 << 20
 MIN_PART = 5 << 20  # S3's minimum for every part but the last

@@ -34,9 +34,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from . import retention
-from .repository import MANIFEST, Backup, Repository, RepositoryError, parse_day
-from .storage import StorageError
+from auction_backup_pipelines.policy import retention
+from auction_backup_pipelines.repository.repository import MANIFEST, Backup, Repository, RepositoryError, parse_day
+from auction_backup_pipelines.repository.storage import StorageError
 
 PIN = "PINNED"
 # WAL artifacts and the base backup artifact whose PITR window they serve.
