@@ -35,11 +35,12 @@ from auction_backup_pipelines.postgres.wal_receiver import WalReceiver, default_
 from auction_backup_pipelines.repository.repository import Repository, RepositoryError, parse_day
 from auction_backup_pipelines.repository.storage import StorageError
 from .settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
+from auction_backup_pipelines.errors import BackupError
 
 EXIT_FAILURE = 1
 
 
-class CliError(Exception):
+class CliError(BackupError):
     """A failure to report as one clear line, without a traceback."""
 
 

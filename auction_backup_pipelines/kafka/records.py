@@ -49,6 +49,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from auction_backup_pipelines import errors
+from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
+
 SYSTEM = "kafka"
 ARTIFACT_PREFIX = "topic_export"
 TOPIC_FILE = "topic.json"
@@ -58,11 +61,11 @@ DEFAULT_TIMEOUT_S = 10.0
 _log = logging.getLogger("auction_backup_pipelines.kafka.client")
 
 
-class KafkaBackupError(Exception):
+class KafkaBackupError(BackupError):
     """A Kafka backup or restore cannot proceed; the message names the topic and the cause."""
 
 
-class KafkaUnavailable(KafkaBackupError):
+class KafkaUnavailable(KafkaBackupError, UnavailableError):
     """No broker answered at the bootstrap address."""
 
 
@@ -74,11 +77,11 @@ class RetentionGap(KafkaBackupError):
     """Kafka already deleted messages that may belong to the requested day."""
 
 
-class RestoreRefused(KafkaBackupError):
+class RestoreRefused(KafkaBackupError, RefusedError):
     """A restore would write into a non-empty topic or an in-use group without --force."""
 
 
-class VerificationError(KafkaBackupError):
+class VerificationError(KafkaBackupError, errors.VerificationError):
     """What a restore reads back differs from what the backup recorded."""
 
 

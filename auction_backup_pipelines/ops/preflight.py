@@ -11,9 +11,10 @@ from confluent_kafka.admin import AdminClient
 
 from ..settings import KafkaSettings, PostgresSettings, RedisSettings
 from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.errors import UnavailableError
 
 
-class PreflightError(Exception):
+class PreflightError(UnavailableError):
     """A system is unreachable or misconfigured; the message says which setting is wrong."""
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from auction_backup_pipelines.errors import RefusedError
 
 UTC = dt.timezone.utc
 
 
-class CaptureWindowError(Exception):
+class CaptureWindowError(RefusedError):
     """A partition cannot be captured now; the message says why and what to do instead."""
 
 

@@ -30,6 +30,8 @@ from psycopg import sql
 
 from ..settings import PostgresSettings
 from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.errors import BackupError, RefusedError
+from auction_backup_pipelines import errors
 
 SYSTEM = "postgres"
 LOGICAL_DUMP = "logical_dump"
@@ -37,15 +39,15 @@ DUMP_FILE = "dump.pgc"
 CHUNK = 1 << 20
 
 
-class PostgresError(Exception):
+class PostgresError(BackupError):
     """A PostgreSQL operation failed; the message names the server and the cause."""
 
 
-class RestoreRefused(PostgresError):
+class RestoreRefused(PostgresError, RefusedError):
     """A restore would overwrite data and was not explicitly allowed."""
 
 
-class VerificationError(PostgresError):
+class VerificationError(PostgresError, errors.VerificationError):
     """Restored data does not match what the backup recorded."""
 
 

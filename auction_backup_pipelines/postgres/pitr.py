@@ -36,12 +36,13 @@ from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
 from auction_backup_pipelines.localhost import free_port, port_in_use
 from auction_backup_pipelines.repository.repository import Backup, Repository
 from auction_backup_pipelines.postgres.wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
+from auction_backup_pipelines.errors import BackupError
 
 UTC = dt.timezone.utc
 TIME_FORMATS = "'YYYY-MM-DD HH:MM:SS' (UTC unless --timezone is given) or ISO 8601 with an offset"
 
 
-class PitrError(Exception):
+class PitrError(BackupError):
     """The recovery cannot be done as asked; nothing was created."""
 
 

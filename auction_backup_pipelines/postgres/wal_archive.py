@@ -31,6 +31,7 @@ import zstandard
 
 from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError
 from auction_backup_pipelines.repository.storage import Backend
+from auction_backup_pipelines.errors import BackupError
 
 PREFIX = "postgres/wal"
 HEARTBEAT = "postgres/wal_heartbeat.json"
@@ -40,7 +41,7 @@ SEGMENT_SIZE = 16 * 1024 * 1024
 SEGMENTS_PER_XLOGID = 0x100000000 // SEGMENT_SIZE
 
 
-class WalArchiveError(Exception):
+class WalArchiveError(BackupError):
     """The archive cannot serve or accept a WAL file; the message names it."""
 
 

@@ -89,6 +89,8 @@ from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.redis import rdb_facts
 from auction_backup_pipelines.localhost import free_port, pid_alive
 from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
+from auction_backup_pipelines import errors
 
 SYSTEM = "redis"
 SNAPSHOT = "snapshot"
@@ -102,23 +104,23 @@ BUCKET_MS = 60_000
 MAX_BUCKETS = 2000
 
 
-class RedisBackupError(Exception):
+class RedisBackupError(BackupError):
     """A Redis backup or restore failed; the message names the server and the cause."""
 
 
-class SnapshotUnavailable(RedisBackupError):
+class SnapshotUnavailable(RedisBackupError, UnavailableError):
     """One way of taking a snapshot failed on this server; another way may work."""
 
 
-class LateCaptureRefused(RedisBackupError):
+class LateCaptureRefused(RedisBackupError, RefusedError):
     """A past day was asked for; Redis has no history to reconstruct it from."""
 
 
-class RestoreRefused(RedisBackupError):
+class RestoreRefused(RedisBackupError, RefusedError):
     """A restore would overwrite data and was not explicitly allowed."""
 
 
-class VerificationError(RedisBackupError):
+class VerificationError(RedisBackupError, errors.VerificationError):
     """The data does not match what the backup's manifest recorded."""
 
 

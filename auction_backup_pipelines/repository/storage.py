@@ -20,12 +20,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
+from auction_backup_pipelines.errors import BackupError, VerificationError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-class StorageError(Exception):
+class StorageError(BackupError):
     """A backend could not do what was asked; the message names the object and the cause."""
 
 
@@ -39,7 +40,7 @@ class RepositoryError(StorageError):
     """Base class of the repository's errors."""
 
 
-class IntegrityError(RepositoryError):
+class IntegrityError(RepositoryError, VerificationError):
     """Stored bytes do not match what the manifest recorded (corrupt, truncated or tampered)."""
 
 
