@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 # Load the ports and password the stack wrote, then point Dagster at the project's instance.
-WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" &&
+# The project's .venv is the active environment, as `dg` expects.
+WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" && \
+	export VIRTUAL_ENV="$(CURDIR)/.venv" PATH="$(CURDIR)/.venv/bin:$$PATH" &&
 
 .PHONY: demo test bench stack-up stack-down
 
@@ -17,9 +19,8 @@ stack-down:
 # (http://127.0.0.1:$${DAGSTER_PORT:-3000}).
 demo: stack-up
 	$(WITH_ENV) for job in postgres_backup_job redis_backup_job kafka_backup_job; do \
-	  .venv/bin/dagster job execute -m auction_backup_pipelines.definitions -j $$job \
-	    --tags "{\"dagster/partition\": \"$$(date -u -d yesterday +%F)\"}" || exit 1; done
-	$(WITH_ENV) exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$${DAGSTER_PORT:-3000}"
+	  dg launch --job $$job --partition "$$(date -u -d yesterday +%F)" || exit 1; done
+	$(WITH_ENV) exec dg dev -h 127.0.0.1 -p "$${DAGSTER_PORT:-3000}"
 
 test: stack-up
 	$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)

@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from dagster import DagsterInstance, build_sensor_context  # import time is not tick time
 
-    from auction_backup_pipelines.defs import retention as ret
-    from auction_backup_pipelines.defs.resources import BackupRepositoryResource
+    from auction_backup_pipelines.defs.retention import jobs as ret
+    from auction_backup_pipelines.defs.retention.sensors import build_retention_sensor
+    from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
 
     clock = pruning.utcnow
     pruning.utcnow = lambda: NOW  # fixed clock: the built history ends yesterday (restored below)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctx = build_sensor_context(instance=instance, resources={"backup_repo": resource})
                 with ListCounter() as c:
                     t0 = time.perf_counter()
-                    data = ret.retention_sensor.evaluate_tick(ctx)
+                    data = build_retention_sensor(3600, False).evaluate_tick(ctx)
                     tick_times.append(time.perf_counter() - t0)
                 tick_calls.append(c.calls)
             requested = len(data.run_requests[0].run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"])

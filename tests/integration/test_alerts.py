@@ -33,13 +33,11 @@ from dagster import (
     materialize,
 )
 
-from auction_backup_pipelines.defs import alerts
-from auction_backup_pipelines.defs.alerts import (
-    AlertingResource,
-    check_failure_alert_sensor,
-    default_alerting_resource,
-    run_failure_alert_sensor,
-)
+from auction_backup_pipelines.defs.alerting import sensors as alerts
+from auction_backup_pipelines.defs.alerting.resources import AlertingResource, build_alerting_resource
+from auction_backup_pipelines.defs.alerting.sensors import build_check_failure_alert_sensor, run_failure_alert_sensor
+from auction_backup_pipelines.errors import ConfigurationError
+from auction_backup_pipelines.settings import load_settings
 from tests.unit.test_notify import (
     PASSWORD,
     QUERY_TOKEN,
@@ -277,6 +275,7 @@ def recency_warns() -> AssetCheckResult:
     return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description="only a warning")
 
 
+check_failure_alert_sensor = build_check_failure_alert_sensor(60)
 check_defs = Definitions(assets=[dump], asset_checks=[integrity_fails, restore_passes, recency_warns], sensors=[check_failure_alert_sensor])
 
 
@@ -443,11 +442,11 @@ def test_first_tick_ignores_failures_older_than_the_look_back(instance):
 
 
 def test_default_resource_binds_secrets_with_envvar_only_when_set():
-    bare = default_alerting_resource({})
+    bare = build_alerting_resource(load_settings({}))
     assert bare.webhook_url == "" and bare.smtp_password == "" and bare.sinks() == []
     assert bare.dagster_url == "http://127.0.0.1:3000"
 
-    bound = default_alerting_resource(
+    bound = build_alerting_resource(load_settings(
         {
             "ALERT_WEBHOOK_URL": f"https://hooks.example.test/{TOKEN}",
             "ALERT_SMTP_HOST": "mail.example.test",
@@ -459,7 +458,7 @@ def test_default_resource_binds_secrets_with_envvar_only_when_set():
             "DAGSTER_PORT": "3100",
             "ALERT_CHECK_REPEAT_S": "0",
         }
-    )
+    ))
     assert bound.webhook_url == EnvVar("ALERT_WEBHOOK_URL") and bound.smtp_password == EnvVar("ALERT_SMTP_PASSWORD")
     assert TOKEN not in repr(bound) and PASSWORD not in repr(bound)
     assert (bound.smtp_host, bound.smtp_port, bound.smtp_to) == ("mail.example.test", 2525, ["a@example.test", "b@example.test"])
@@ -471,7 +470,7 @@ def test_the_sensors_load_in_a_definitions_with_the_resource():
         assets=[dump],
         asset_checks=[integrity_fails],
         sensors=[run_failure_alert_sensor, check_failure_alert_sensor],
-        resources={"alerting": default_alerting_resource({})},
+        resources={"alerting": build_alerting_resource(load_settings({}))},
     )
     Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
@@ -480,6 +479,6 @@ def test_the_sensors_load_in_a_definitions_with_the_resource():
 
 
 def test_check_sensor_interval_is_validated():
-    assert alerts.check_sensor_interval_s({"ALERT_CHECK_SENSOR_INTERVAL_S": "120"}) == 120
-    with pytest.raises(ValueError, match="ALERT_CHECK_SENSOR_INTERVAL_S"):
-        alerts.check_sensor_interval_s({"ALERT_CHECK_SENSOR_INTERVAL_S": "5"})
+    assert load_settings({"ALERT_CHECK_SENSOR_INTERVAL_S": "120"}).alerting.check_sensor_interval_s == 120
+    with pytest.raises(ConfigurationError, match="ALERT_CHECK_SENSOR_INTERVAL_S"):
+        load_settings({"ALERT_CHECK_SENSOR_INTERVAL_S": "5"})

@@ -8,13 +8,14 @@ import pytest
 from dagster import DagsterInstance, build_asset_check_context, build_sensor_context, materialize
 
 from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
-from auction_backup_pipelines.definitions import defs
-from auction_backup_pipelines.defs.assets.postgres import WAL_ARCHIVE_KEY, postgres_base_backup
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
-from auction_backup_pipelines.defs.wal import CHECK_NAME, wal_archive_sensor
+from auction_backup_pipelines.defs.postgres.checks import postgres_base_backup_integrity
+from auction_backup_pipelines.defs.postgres.wal import CHECK_NAME, build_wal_archive_sensor
+from auction_backup_pipelines.defs.shared.keys import WAL_ARCHIVE_KEY
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
+from tests.dagster_defs import defs, postgres_base_backup
 
 from tests.conftest import running_wal_receiver
 
@@ -38,7 +39,7 @@ def receiver(pg_settings, resources, tmp_path):
 
 def _sensor_events(resources):
     with DagsterInstance.ephemeral() as instance:
-        result = wal_archive_sensor(build_sensor_context(instance=instance, resources={"backup_repo": resources["backup_repo"]}))
+        result = build_wal_archive_sensor(300, 300.0)(build_sensor_context(instance=instance, resources={"backup_repo": resources["backup_repo"]}))
     return result.asset_events
 
 
@@ -102,7 +103,6 @@ def test_base_backup_integrity_check_reads_the_manifest_and_catches_a_flipped_by
     raw = bytearray(stored.read_bytes())
     raw[len(raw) // 2] ^= 0x04
     stored.write_bytes(bytes(raw))
-    from auction_backup_pipelines.defs.checks import postgres_base_backup_integrity
 
     result = postgres_base_backup_integrity(build_asset_check_context(resources={"backup_repo": resources["backup_repo"]}))
     assert not result.passed and result.severity.value == "ERROR"

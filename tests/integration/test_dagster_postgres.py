@@ -10,11 +10,9 @@ from dagster import AssetSelection, DagsterInstance, Definitions, build_schedule
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.definitions import defs
-from auction_backup_pipelines.defs.assets.postgres import postgres_logical_dump
-from auction_backup_pipelines.defs.checks import postgres_dump_integrity
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
-from auction_backup_pipelines.defs.schedules import postgres_backup_schedule
+from auction_backup_pipelines.defs.postgres.checks import postgres_dump_integrity
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
+from tests.dagster_defs import defs, postgres_logical_dump
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +128,7 @@ def test_restore_job_restores_and_verifies(resources, scratch_db):
 
 
 def test_schedule_fires_at_0200_utc_for_the_previous_day():
-    schedule = defs.resolve_schedule_def(postgres_backup_schedule.name)
+    schedule = defs.resolve_schedule_def("postgres_backup_job_schedule")
     assert schedule.default_status.value == "RUNNING"
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"

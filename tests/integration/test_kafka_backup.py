@@ -23,8 +23,9 @@ from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka import restore as kr
 from auction_backup_pipelines.kafka.records import KafkaUnavailable, RestoreRefused, RetentionGap, KafkaBackupError, TopicNotFound, artifact_name, export_file, read_records
 from auction_backup_pipelines.repository.repository import IntegrityError, NotFoundError
-from auction_backup_pipelines.defs.assets.kafka import build_topic_export_asset
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource
+from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
+from tests.dagster_defs import PARTITIONS
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
 
 pytestmark = pytest.mark.integration
 
@@ -405,7 +406,7 @@ def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     kafka.produce(topic, [Msg(p, at(D1, h)) for p in range(2) for h in range(5)])
     resources = {"kafka": KafkaResource(bootstrap_servers=BOOTSTRAP, topics=[topic]),
                  "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups"))}
-    result = materialize([build_topic_export_asset(topic)], partition_key=D1.isoformat(), resources=resources,
+    result = materialize([build_topic_export_asset(topic, PARTITIONS)], partition_key=D1.isoformat(), resources=resources,
                          instance=DagsterInstance.ephemeral())
     [event] = result.get_asset_materialization_events()
     mat = event.materialization
@@ -414,7 +415,7 @@ def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     assert mat.partition == D1.isoformat()
 
     missing = f"{kafka.stem}-gone"
-    failed = materialize([build_topic_export_asset(missing)], partition_key=D1.isoformat(), resources=resources,
+    failed = materialize([build_topic_export_asset(missing, PARTITIONS)], partition_key=D1.isoformat(), resources=resources,
                          instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not failed.success
     error = failed.get_step_failure_events()[0].step_failure_data.error

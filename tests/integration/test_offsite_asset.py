@@ -9,9 +9,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.defs.assets.offsite import offsite_copy_asset
-from auction_backup_pipelines.defs.assets.redis import SNAPSHOT_KEY, redis_snapshot
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, OffsiteRepositoryResource, RedisResource
+from auction_backup_pipelines.defs.offsite.assets import offsite_copy_asset
+from auction_backup_pipelines.defs.shared.keys import REDIS_SNAPSHOT_KEY as SNAPSHOT_KEY
+from tests.dagster_defs import PARTITIONS, redis_snapshot
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, OffsiteRepositoryResource, RedisResource
 from auction_backup_pipelines.settings import RedisSettings
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_offsite_copy_is_verified_there_idempotent_and_missing_days_show(tmp_pat
     rd = RedisSettings.from_env()
     resources = {"redis": RedisResource(host=rd.host, port=rd.port), "backup_repo": BackupRepositoryResource(root=str(tmp_path / "b")),
                  "offsite_repo": offsite}
-    copy = offsite_copy_asset(SNAPSHOT_KEY)
+    copy = offsite_copy_asset(SNAPSHOT_KEY, PARTITIONS)
     day = capture.default_partition().isoformat()
     instance = DagsterInstance.ephemeral()
 

@@ -21,7 +21,13 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.redis.backup import backup_snapshot
+from auction_backup_pipelines.redis.client import (
+    RDB_FILE, SNAPSHOT, SYSTEM, LateCaptureRefused, RedisBackupError, RestoreRefused, VerificationError, connect,
+)
+from auction_backup_pipelines.redis.restore import place_rdb, restore_snapshot
+from auction_backup_pipelines.redis.scratch import SCRATCH_PREFIX, scratch_server, servers_in, sweep_stale_scratch
+from auction_backup_pipelines.redis.verification import verify_snapshot
 from auction_backup_pipelines.localhost import pid_alive
 from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError, Repository
 from auction_backup_pipelines.settings import RedisSettings
@@ -62,9 +68,9 @@ def servers(tmp_path):
         for attempt in range(3):  # a free port can be taken between the probe and the bind
             port = free_port(cluster_bus)
             try:
-                srv = stack.enter_context(rb.scratch_server(folder, port=port, extra_args=[*FAST_SYNC, *args]))
+                srv = stack.enter_context(scratch_server(folder, port=port, extra_args=[*FAST_SYNC, *args]))
                 return srv, RedisSettings(host="127.0.0.1", port=port, password=password)
-            except rb.RedisBackupError:
+            except RedisBackupError:
                 if attempt == 2:
                     raise
 
@@ -190,7 +196,7 @@ def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, ser
     bids.start()
     try:
         assert started.wait(30), "the workload placed no bid"
-        backup = rb.backup_snapshot(s, repo, TODAY_PARTITION, mode=mode, data_dir=os.environ.get("REDIS_DATA_DIR"))
+        backup = backup_snapshot(s, repo, TODAY_PARTITION, mode=mode, data_dir=os.environ.get("REDIS_DATA_DIR"))
     finally:
         stop.set()
         bids.join(30)
@@ -204,9 +210,9 @@ def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, ser
         assert client(s).info("persistence")["rdb_saves"] > saves_before
 
     target, ts = servers("--enable-debug-command", "yes", name="target")
-    result = rb.restore_snapshot(ts, repo, backup)
-    assert result["keys_verified"] == m["keys_total"] == result["keys_restored"]
-    assert result["digest"] == m["digest"]
+    result = restore_snapshot(ts, repo, backup)
+    assert result.keys_verified == m["keys_total"] == result.keys_restored
+    assert result.digest == m["digest"]
     for db, keys in written.items():  # fixture keys, read with plain commands, as they were written
         assert read_back(client(ts, db), keys) == expected[db]
     in_snapshot = client(ts).xlen("stream:bids")
@@ -216,66 +222,66 @@ def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, ser
     # server started straight from the backup's RDB (placed into a stopped server's data dir).
     placed = tmp_path / "placed"
     placed.mkdir()
-    rb.place_rdb(repo, backup, placed)
+    place_rdb(repo, backup, placed)
     _, ps = servers("--enable-debug-command", "yes", data=placed)
     assert client(ps).dbsize() == client(ts).dbsize()
     assert debug_digest(ps) == debug_digest(ts)
-    assert rb.verify_snapshot(repo, backup)["digest"] == m["digest"]
+    assert verify_snapshot(repo, backup).digest == m["digest"]
 
 
 def test_restore_refuses_non_empty_target_without_force(servers, repo):
     src, ss = servers(name="src")
     keys = fill(client(ss), "r:")
-    backup = rb.backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
     target, ts = servers("--enable-debug-command", "yes", name="target")
     client(ts).set("precious", "keep me")
     client(ts).set(keys[0], "old value, overwritten only with force")
     client(ts, 2).set("elsewhere", "kept")
     before = debug_digest(ts)
 
-    with pytest.raises(rb.RestoreRefused, match="not empty.*--force"):
-        rb.restore_snapshot(ts, repo, backup)
+    with pytest.raises(RestoreRefused, match="not empty.*--force"):
+        restore_snapshot(ts, repo, backup)
     assert debug_digest(ts) == before
 
-    result = rb.restore_snapshot(ts, repo, backup, force=True)
+    result = restore_snapshot(ts, repo, backup, force=True)
     assert client(ts).get("precious") == b"keep me"
-    assert result["keys_kept_from_before"] == 2
+    assert result.keys_kept_from_before == 2
     assert read_back(client(ts), keys) == read_back(client(ss), keys)
 
 
 def test_restore_that_differs_from_the_manifest_is_reported(servers, repo):
     _, ss = servers(name="src")
     fill(client(ss), "v:")
-    backup = rb.backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     doc["metadata"]["content"]["persistent"]["types"]["0"]["string"] += 1  # the manifest now claims one more key
     doc["metadata"]["content"]["dbs"]["0"]["types"]["string"] += 1
     (repo.backend.root / backup.manifest_key).write_text(json.dumps(doc))
     _, ts = servers(name="target")
-    with pytest.raises(rb.VerificationError, match="db0 string: 2 keys without TTL, backup recorded 3"):
-        rb.restore_snapshot(ts, repo, repo.get(rb.SYSTEM, rb.SNAPSHOT, TODAY_PARTITION))
-    with pytest.raises(rb.VerificationError, match="backup recorded 3"):
-        rb.verify_snapshot(repo, repo.get(rb.SYSTEM, rb.SNAPSHOT, TODAY_PARTITION))
+    with pytest.raises(VerificationError, match="db0 string: 2 keys without TTL, backup recorded 3"):
+        restore_snapshot(ts, repo, repo.get(SYSTEM, SNAPSHOT, TODAY_PARTITION))
+    with pytest.raises(VerificationError, match="backup recorded 3"):
+        verify_snapshot(repo, repo.get(SYSTEM, SNAPSHOT, TODAY_PARTITION))
 
 
 def test_corrupt_backup_is_refused_before_any_write(servers, repo):
     _, ss = servers(name="src")
     fill(client(ss), "c:")
-    backup = rb.backup_snapshot(ss, repo, TODAY_PARTITION)
-    stored = repo.backend.root / backup.prefix / backup.file(rb.RDB_FILE).key
+    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
+    stored = repo.backend.root / backup.prefix / backup.file(RDB_FILE).key
     raw = bytearray(stored.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     stored.write_bytes(bytes(raw))
     _, ts = servers(name="target")
     with pytest.raises(IntegrityError, match="checksum mismatch"):
-        rb.restore_snapshot(ts, repo, backup)
+        restore_snapshot(ts, repo, backup)
     assert client(ts).dbsize() == 0
 
 
 def test_redis_down_fails_clearly_and_stores_nothing(repo):
     port = free_port()
-    with pytest.raises(rb.RedisBackupError, match=f"nothing is listening at 127.0.0.1:{port}"):
-        rb.backup_snapshot(RedisSettings(host="127.0.0.1", port=port), repo, TODAY_PARTITION)
+    with pytest.raises(RedisBackupError, match=f"nothing is listening at 127.0.0.1:{port}"):
+        backup_snapshot(RedisSettings(host="127.0.0.1", port=port), repo, TODAY_PARTITION)
     assert repo.list() == []
     assert [p for p in repo.backend.root.rglob("*") if p.is_file()] == []
 
@@ -286,28 +292,28 @@ def test_unresponsive_server_times_out_clearly():
         silent.listen()
         port = silent.getsockname()[1]
         started = time.monotonic()
-        with pytest.raises(rb.RedisBackupError, match=f"Redis at 127.0.0.1:{port} did not answer in time"):
-            rb.connect(RedisSettings(host="127.0.0.1", port=port), timeout=0.5)
+        with pytest.raises(RedisBackupError, match=f"Redis at 127.0.0.1:{port} did not answer in time"):
+            connect(RedisSettings(host="127.0.0.1", port=port), timeout=0.5)
         assert time.monotonic() - started < 5  # no silent retries
 
 
 def test_place_rdb_only_into_a_stopped_server_dir(servers, repo, tmp_path):
     _, s = servers(name="src")
     keys = fill(client(s), "p:")
-    backup = rb.backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, TODAY_PARTITION)
     running, _ = servers(name="running")
-    with pytest.raises(rb.RestoreRefused, match="is running"):
-        rb.place_rdb(repo, backup, running.dir)
+    with pytest.raises(RestoreRefused, match="is running"):
+        place_rdb(repo, backup, running.dir)
     with_aof = tmp_path / "with-aof"
     (with_aof / "appendonlydir").mkdir(parents=True)
-    with pytest.raises(rb.RestoreRefused, match="AOF"):
-        rb.place_rdb(repo, backup, with_aof)
+    with pytest.raises(RestoreRefused, match="AOF"):
+        place_rdb(repo, backup, with_aof)
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     (stopped / "dump.rdb").write_bytes(b"older snapshot")
-    with pytest.raises(rb.RestoreRefused, match="exists"):
-        rb.place_rdb(repo, backup, stopped)
-    placed = rb.place_rdb(repo, backup, stopped, force=True)
+    with pytest.raises(RestoreRefused, match="exists"):
+        place_rdb(repo, backup, stopped)
+    placed = place_rdb(repo, backup, stopped, force=True)
     assert Path(placed["previous_kept_as"]).read_bytes() == b"older snapshot"
     _, ps = servers(data=stopped)  # the server started on that dir loads the snapshot
     assert read_back(client(ps), keys) == read_back(client(s), keys)
@@ -319,8 +325,8 @@ def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch):
     _, s = servers("--requirepass", secret, name="auth", password=secret)
     client(s).set("k", "v")
     for wrong in (dataclasses.replace(s, password="wrong"), dataclasses.replace(s, password="")):
-        with pytest.raises(rb.RedisBackupError, match=f"Redis at 127.0.0.1:{s.port} rejected the credentials for user 'default'"):
-            rb.backup_snapshot(wrong, repo, TODAY_PARTITION)
+        with pytest.raises(RedisBackupError, match=f"Redis at 127.0.0.1:{s.port} rejected the credentials for user 'default'"):
+            backup_snapshot(wrong, repo, TODAY_PARTITION)
     assert repo.list() == []
 
     launched = []
@@ -330,8 +336,8 @@ def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch):
         launched.append((list(argv), kw.get("env") or {}))
         return real_popen(argv, *a, **kw)
 
-    monkeypatch.setattr(rb.subprocess, "Popen", spy)
-    backup = rb.backup_snapshot(s, repo, TODAY_PARTITION)
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    backup = backup_snapshot(s, repo, TODAY_PARTITION)
     cli = [(argv, env) for argv, env in launched if argv[0].endswith("redis-cli")]
     assert cli and all(secret not in " ".join(argv) and env.get("REDISCLI_AUTH") == secret for argv, env in cli)
     assert all(secret not in " ".join(argv) for argv, _ in launched)
@@ -343,10 +349,10 @@ def test_past_day_is_refused_unless_late_capture_is_allowed(servers, repo):
     _, s = servers(name="late")
     client(s).set("k", "v")
     past = TODAY_PARTITION - dt.timedelta(days=5)
-    with pytest.raises(rb.LateCaptureRefused, match="Redis keeps no history"):
-        rb.backup_snapshot(s, repo, past)
+    with pytest.raises(LateCaptureRefused, match="Redis keeps no history"):
+        backup_snapshot(s, repo, past)
     assert repo.list() == []
-    backup = rb.backup_snapshot(s, repo, past, allow_late_capture=True)
+    backup = backup_snapshot(s, repo, past, allow_late_capture=True)
     assert backup.partition == past.isoformat()
     assert backup.metadata["late_capture"] is True
     assert dt.datetime.fromisoformat(backup.metadata["captured_at"].replace("Z", "+00:00")).date() > past
@@ -359,7 +365,7 @@ def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
     expected = {db: read_back(client(s, db), keys) for db in (0, 4)}
     c = client(s)
     with writer_thread(lambda i: c.hincrby("a:counter", "n", 1)):
-        backup = rb.backup_snapshot(s, repo, TODAY_PARTITION, data_dir=str(srv.dir))
+        backup = backup_snapshot(s, repo, TODAY_PARTITION, data_dir=str(srv.dir))
     m = backup.metadata
     assert m["mode"] == "aof" and m["transfer"] == "aof copy"
     assert [f.split(":")[0] for f in m["fallbacks"]] == ["bgsave", "network"]
@@ -369,8 +375,8 @@ def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
     assert client(s).config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "77"  # restored
 
     _, ts = servers(name="target")
-    result = rb.restore_snapshot(ts, repo, backup)
-    assert result["digest"] == m["digest"] and result["keys_verified"] == m["keys_total"]
+    result = restore_snapshot(ts, repo, backup)
+    assert result.digest == m["digest"] and result.keys_verified == m["keys_total"]
     for db in (0, 4):
         assert read_back(client(ts, db), keys) == expected[db]
     counter = int(client(ts).hget("a:counter", "n"))
@@ -393,8 +399,8 @@ def test_killed_transfer_publishes_nothing(servers, repo, monkeypatch):
         return original(self, source)
 
     monkeypatch.setattr(ArtifactStream, "copy_from", kill_after_first_block)
-    with pytest.raises(rb.RedisBackupError, match=r"redis-cli --rdb failed \(exit -9\)"):
-        rb.backup_snapshot(s, repo, TODAY_PARTITION)
+    with pytest.raises(RedisBackupError, match=r"redis-cli --rdb failed \(exit -9\)"):
+        backup_snapshot(s, repo, TODAY_PARTITION)
     assert repo.list() == []
     assert [p for p in repo.backend.root.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
 
@@ -407,8 +413,9 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
     script = textwrap.dedent(
         f"""
         import datetime as dt, os, signal
-        from auction_backup_pipelines.core import repository
-        from auction_backup_pipelines.core import redis as rb
+        from auction_backup_pipelines.redis import facts, rdb_facts
+        from auction_backup_pipelines.redis.backup import backup_snapshot
+        from auction_backup_pipelines.repository import repository
         from auction_backup_pipelines.settings import RedisSettings
 
         def die_mid_stream(self, source, chunk=1 << 16):
@@ -421,10 +428,10 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
         if {when!r} == "transfer":
             repository.ArtifactStream.copy_from = die_mid_stream
         else:  # the scratch-server digest, which runs when the rdb-facts helper is missing
-            rb.rdb_facts.helper_path = lambda: None
-            rb.server_facts = die_during_digest
-        rb.backup_snapshot(RedisSettings(host="127.0.0.1", port={s.port}), repository.Repository.local({str(root)!r}),
-                           dt.date.fromisoformat({TODAY_PARTITION.isoformat()!r}))
+            rdb_facts.helper_path = lambda: None
+            facts.server_facts = die_during_digest  # looked up there by snapshot_facts
+        backup_snapshot(RedisSettings(host="127.0.0.1", port={s.port}), repository.Repository.local({str(root)!r}),
+                        dt.date.fromisoformat({TODAY_PARTITION.isoformat()!r}))
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(scratch)})
@@ -438,11 +445,11 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
     # What `finally` could not clean after SIGKILL, the next run does: the private copy of the
     # data and, if it was running, the orphaned scratch server.
     stale = sorted(p.name for p in scratch.iterdir())
-    assert stale and all(name.startswith(rb.SCRATCH_PREFIX) for name in stale)
-    orphans = rb._servers_in(scratch)
+    assert stale and all(name.startswith(SCRATCH_PREFIX) for name in stale)
+    orphans = servers_in(scratch)
     assert bool(orphans) == (when == "digest")
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    assert sorted(rb.sweep_stale_scratch()) == stale
+    assert sorted(sweep_stale_scratch()) == stale
     assert list(scratch.iterdir()) == []
     for pid in orphans:
         deadline = time.monotonic() + 10
@@ -464,7 +471,7 @@ def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
     assert len({rc.nodes_manager.get_node_from_slot(slot).port for slot in slots_used}) == 3
 
     with writer_thread(lambda i: rc.set(f"live:{i}", i)) as written:
-        backup = rb.backup_snapshot(source, repo, TODAY_PARTITION)
+        backup = backup_snapshot(source, repo, TODAY_PARTITION)
     m = backup.metadata
     assert m["mode"] == "cluster"
     nodes = m["cluster"]["nodes"]
@@ -475,8 +482,8 @@ def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
     assert 0 < m["keys_total"] - len(keys) <= written[0]  # some, not necessarily all, of the live writes
 
     target = start_cluster(servers, "dst")
-    result = rb.restore_snapshot(target, repo, backup)
-    assert result["cluster_target"] and result["keys_verified"] == m["keys_total"] and result["digest"] == m["digest"]
+    result = restore_snapshot(target, repo, backup)
+    assert result.cluster_target and result.keys_verified == m["keys_total"] and result.digest == m["digest"]
     tc = RedisCluster(host=target.host, port=target.port, protocol=2)
     assert read_back(tc, keys) == expected
     per_node = [tc.get_redis_connection(n).dbsize() for n in tc.get_primaries()]
@@ -486,22 +493,22 @@ def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
     # read back through the cluster client and compared with the manifest.
     tc.set(keys[0], "changed")
     tc.set("{zz}not-in-backup", "kept")
-    forced = rb.restore_snapshot(target, repo, backup, force=True)
-    assert forced["digest"] == m["digest"] and forced["keys_kept_from_before"] == 1
+    forced = restore_snapshot(target, repo, backup, force=True)
+    assert forced.digest == m["digest"] and forced.keys_kept_from_before == 1
     assert read_back(tc, keys) == expected
 
     # A cluster backup also restores into one standalone server (db 0), e.g. to inspect it.
     _, single = servers(name="single")
-    assert rb.restore_snapshot(single, repo, backup)["digest"] == m["digest"]
+    assert restore_snapshot(single, repo, backup).digest == m["digest"]
 
 
 def test_cluster_target_refuses_keys_outside_db0(servers, repo):
     _, s = servers(name="src")
     client(s, 5).set("in-db5", "x")
-    backup = rb.backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, TODAY_PARTITION)
     target = start_cluster(servers, "dst")
-    with pytest.raises(rb.RestoreRefused, match="only db 0"):
-        rb.restore_snapshot(target, repo, backup)
+    with pytest.raises(RestoreRefused, match="only db 0"):
+        restore_snapshot(target, repo, backup)
     rc = RedisCluster(host=target.host, port=target.port, protocol=2)
     assert sum(rc.get_redis_connection(n).dbsize() for n in rc.get_primaries()) == 0
 
@@ -509,7 +516,7 @@ def test_cluster_target_refuses_keys_outside_db0(servers, repo):
 def test_manifest_is_plain_json_without_secrets(servers, repo):
     _, s = servers(name="json")
     client(s).set("k", "v")
-    backup = rb.backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, TODAY_PARTITION)
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     assert doc["metadata"]["content"]["digest"] == backup.metadata["digest"]
     assert doc["metadata"]["digest_method"] == "rdb-facts"  # computed while streaming, no scratch server
@@ -522,8 +529,8 @@ def test_manifest_is_plain_json_without_secrets(servers, repo):
 def test_asset_materializes_with_metadata_and_refuses_past_days(servers, tmp_path):
     from dagster import DagsterInstance, materialize
 
-    from auction_backup_pipelines.defs.assets.redis import redis_snapshot
-    from auction_backup_pipelines.defs.resources import BackupRepositoryResource, RedisResource
+    from tests.dagster_defs import redis_snapshot
+    from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, RedisResource
 
     _, s = servers(name="asset")
     fill(client(s), "d:")

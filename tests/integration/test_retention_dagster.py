@@ -12,8 +12,11 @@ from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
 from auction_backup_pipelines.policy import pruning
 from auction_backup_pipelines.repository.storage import LocalBackend
-from auction_backup_pipelines.defs import retention as ret
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource
+from auction_backup_pipelines.defs.retention import jobs as ret
+from auction_backup_pipelines.defs.retention.sensors import build_retention_sensor
+from auction_backup_pipelines.errors import ConfigurationError
+from auction_backup_pipelines.settings import load_settings
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
 
 NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)
 DAYS = [dt.date(2026, 12, 9) - dt.timedelta(days=i) for i in range(40)]  # 2026-10-31 .. 2026-12-09
@@ -55,7 +58,7 @@ def filled(resource, clock):
 
 def tick(instance, resource):
     ctx = build_sensor_context(instance=instance, resources={"backup_repo": resource})
-    return ret.retention_sensor.evaluate_tick(ctx)
+    return build_retention_sensor(3600, False).evaluate_tick(ctx)
 
 
 def cleanup(instance, resource, request, **kwargs):
@@ -165,16 +168,18 @@ def test_empty_repository_skips(resource, clock):
 
 
 def test_sensor_and_job_load_in_one_definitions_with_the_shared_resource(resource):
-    defs = Definitions(jobs=[ret.cleanup_job], sensors=[ret.retention_sensor], resources={"backup_repo": resource})
+    defs = Definitions(jobs=[ret.cleanup_job], sensors=[build_retention_sensor(3600, False)], resources={"backup_repo": resource})
     Definitions.validate_loadable(defs)
     sensor = defs.resolve_sensor_def("retention_sensor")
     assert sensor.default_status.value == "RUNNING"
     assert sensor.job_name == "retention_cleanup_job"
 
 
-def test_sensor_interval_and_dry_run_come_from_the_environment():
-    assert ret.sensor_interval_s({}) == 3600
-    assert ret.sensor_interval_s({"RETENTION_SENSOR_INTERVAL_S": "900"}) == 900
-    with pytest.raises(ValueError, match="RETENTION_SENSOR_INTERVAL_S"):
-        ret.sensor_interval_s({"RETENTION_SENSOR_INTERVAL_S": "hourly"})
-    assert ret.dry_run_from_env({}) is False and ret.dry_run_from_env({"RETENTION_DRY_RUN": "1"}) is True
+def test_sensor_interval_and_dry_run_come_from_the_settings():
+    assert load_settings({}).retention.sensor_interval_s == 3600
+    assert load_settings({"RETENTION_SENSOR_INTERVAL_S": "900"}).retention.sensor_interval_s == 900
+    with pytest.raises(ConfigurationError, match="RETENTION_SENSOR_INTERVAL_S"):
+        load_settings({"RETENTION_SENSOR_INTERVAL_S": "hourly"})
+    assert load_settings({}).retention.dry_run is False and load_settings({"RETENTION_DRY_RUN": "1"}).retention.dry_run is True
+    dry = build_retention_sensor(900, True)
+    assert dry.minimum_interval_seconds == 900

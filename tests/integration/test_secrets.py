@@ -20,8 +20,10 @@ import pytest
 import redis as redis_py
 
 from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.redis import snapshot as rd
+from auction_backup_pipelines.redis.backup import backup_snapshot
+from auction_backup_pipelines.redis.client import connect as redis_connect
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
@@ -99,10 +101,10 @@ def test_less_than_that_is_refused_clearly(make_role, tmp_path):
     no_read = make_role("LOGIN REPLICATION")
     # The fingerprint query may hit "permission denied" first and abort the transaction whose
     # snapshot pg_dump imports; pg_dump then reports the lost snapshot instead.
-    with pytest.raises(pg.PostgresError, match="permission denied|could not import the requested snapshot"):
+    with pytest.raises(pg_client.PostgresError, match="permission denied|could not import the requested snapshot"):
         pg.backup_logical(no_read, repo, DAY)
     no_replication = make_role("LOGIN", "pg_read_all_data")
-    with pytest.raises(pg.PostgresError, match="replication"):
+    with pytest.raises(pg_client.PostgresError, match="replication"):
         basebackup.take_base_backup(no_replication, repo, DAY)
     assert repo.list() == []
 
@@ -113,9 +115,9 @@ def test_restore_role_needs_only_createdb(backup_role, make_role, tmp_path):
     restorer = make_role("LOGIN CREATEDB")
     target = f"abp_restored_{secrets.token_hex(3)}"
     result = pg.restore_logical(restorer, repo, dump, target)  # dropped with the role's databases
-    assert result["rows_total"] == dump.metadata["rows_total"]
+    assert result.rows_total == dump.metadata["rows_total"]
     cannot = make_role("LOGIN")
-    with pytest.raises(pg.RestoreRefused, match="may not create databases.*needs CREATEDB"):
+    with pytest.raises(pg_client.RestoreRefused, match="may not create databases.*needs CREATEDB"):
         pg.restore_logical(cannot, repo, dump, target + "_x")
 
 
@@ -124,9 +126,9 @@ def test_restore_role_needs_only_createdb(backup_role, make_role, tmp_path):
 
 def test_redis_backup_user_can_snapshot_but_not_write(redis_backup_user, tmp_path):
     repo = Repository.local(tmp_path / "repo")
-    backup = rd.backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
+    backup = backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
     assert backup.metadata["transfer"] == "redis-cli --rdb" and backup.metadata["keys_total"] >= 0
-    client = rd.connect(redis_backup_user)
+    client = redis_connect(redis_backup_user)
     try:
         for command in (("SET", "abp:x", "1"), ("GET", "abp:x"), ("FLUSHALL",), ("CONFIG", "SET", "save", ""), ("ACL", "LIST")):
             with pytest.raises(redis_py.exceptions.NoPermissionError):
@@ -194,7 +196,7 @@ def test_password_never_in_argv_logs_or_manifest(backup_role, redis_backup_user,
     try:
         dump = pg.backup_logical(backup_role, repo, DAY)
         pg.dump_toc(repo, dump)
-        snap = rd.backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
+        snap = backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
     finally:
         watch.stop()
     assert any("pg_dump" in a for a in watch.argvs) and any("redis-cli" in a for a in watch.argvs)
@@ -213,8 +215,8 @@ def test_password_not_in_dagster_event_logs_or_storage(backup_role, tmp_path, mo
     from dagster import DagsterInstance, EnvVar, materialize
     from dagster._serdes import serialize_value
 
-    from auction_backup_pipelines.defs.assets.postgres import postgres_logical_dump
-    from auction_backup_pipelines.defs.resources import BackupRepositoryResource, PostgresResource
+    from tests.dagster_defs import postgres_logical_dump
+    from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
 
     monkeypatch.setenv("POSTGRES_PASSWORD", backup_role.password)
     day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()

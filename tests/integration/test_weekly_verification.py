@@ -8,11 +8,13 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.kafka.records import admin_client
-from auction_backup_pipelines.definitions import defs
-from auction_backup_pipelines.defs.alerts import AlertingResource, check_failure_alert_sensor
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
+from auction_backup_pipelines.defs.alerting.resources import AlertingResource
+from auction_backup_pipelines.defs.alerting.sensors import build_check_failure_alert_sensor
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
+from tests.dagster_defs import defs
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
 from tests.conftest import running_wal_receiver
 from tests.unit.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
@@ -89,7 +91,7 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
         assert damaged[key].severity.value == "ERROR"
         assert "corrupt or truncated" in damaged[key].description
     assert damaged["postgres/base_backup:pitr_restores"].passed  # untouched backups still verify
-    with pg.connect(resources["postgres"].settings(), dbname="postgres") as admin:
+    with pg_client.connect(resources["postgres"].settings(), dbname="postgres") as admin:
         leftovers = admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'verify\\_%'").fetchone()[0]
     assert leftovers == 0  # scratch databases are always dropped
 
@@ -99,7 +101,7 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
                                     smtp_from="backup@auctionflow.test", smtp_to=["sre@auctionflow.test"],
                                     smtp_user="alerts", smtp_password=PASSWORD)
         context = build_sensor_context(instance=instance, cursor=None, resources={"alerting": alerting}, definitions=defs)
-        check_failure_alert_sensor(context)
+        build_check_failure_alert_sensor(60)(context)
         posts = [hook.next_post() for _ in range(2)]
         mails = [mail.next_mail() for _ in range(2)]
     texts = " ".join(json.dumps(p.json()) for p in posts)

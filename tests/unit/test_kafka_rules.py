@@ -6,21 +6,18 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from dagster import AssetSelection, DefaultScheduleStatus, Definitions, build_schedule_from_partitioned_job, define_asset_job
+from dagster import Definitions
 
 from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo
 from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
 from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
-from auction_backup_pipelines.defs.assets.kafka import (
-    KAFKA_EXPORT_KEYS,
-    KAFKA_TOPICS,
-    kafka_assets,
-    kafka_topic_exports,
-    topic_export_key,
-    topic_source_key,
-)
-from auction_backup_pipelines.defs.partitions import daily_partitions
-from auction_backup_pipelines.defs.resources import BackupRepositoryResource, KafkaResource
+from auction_backup_pipelines.defs.kafka.assets import build_kafka_assets
+from auction_backup_pipelines.defs.kafka.jobs import build_kafka_backup_job
+from auction_backup_pipelines.defs.shared.backup_jobs import daily_schedule
+from auction_backup_pipelines.defs.shared.keys import topic_export_key, topic_source_key
+from auction_backup_pipelines.defs.shared.partitions import daily_partitions
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
+from auction_backup_pipelines.settings import AUCTION_TOPICS
 
 UTC = dt.timezone.utc
 RESOURCES = {"kafka": KafkaResource(), "backup_repo": BackupRepositoryResource(root="unused")}
@@ -28,6 +25,11 @@ NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 WEEK = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=-1, deletes=True)
 FOREVER = RetentionPolicy(retention_ms=-1, retention_bytes=-1, deletes=True)
 YESTERDAY, LONG_AGO = dt.date(2026, 11, 26), dt.date(2026, 11, 10)
+KAFKA_TOPICS = AUCTION_TOPICS
+PARTITIONS = daily_partitions("2026-11-01")
+kafka_assets = build_kafka_assets(KAFKA_TOPICS, PARTITIONS)
+kafka_topic_exports = [a for a in kafka_assets if hasattr(a, "op")]
+KAFKA_EXPORT_KEYS = [topic_export_key(t) for t in KAFKA_TOPICS]
 
 
 def test_nothing_deleted_means_nothing_gone():
@@ -105,16 +107,15 @@ def test_one_partitioned_asset_per_topic_downstream_of_its_source():
     for topic in KAFKA_TOPICS:
         node = graph.get(topic_export_key(topic))
         assert node.parent_keys == {topic_source_key(topic)}
-        assert node.partitions_def == daily_partitions
+        assert node.partitions_def == PARTITIONS
         assert node.group_name == "kafka" and node.kinds == {"kafka"}
         assert not graph.get(topic_source_key(topic)).is_executable
     assert {a.op.pools.pop() for a in kafka_topic_exports} == {"kafka"}
 
 
-def test_backup_job_and_schedule_snippet():
-    # The same shape as the snippet handed over for jobs.py / schedules.py.
-    job = define_asset_job("kafka_backup_job", selection=AssetSelection.assets(*KAFKA_EXPORT_KEYS).without_checks())
-    schedule = build_schedule_from_partitioned_job(job, hour_of_day=4, minute_of_hour=0, default_status=DefaultScheduleStatus.RUNNING)
+def test_backup_job_and_schedule():
+    job = build_kafka_backup_job(KAFKA_TOPICS, offsite=False)
+    schedule = daily_schedule(job, 4, "Kafka")
     defs = Definitions(assets=kafka_assets, jobs=[job], schedules=[schedule], resources=RESOURCES)
     resolved = defs.resolve_schedule_def("kafka_backup_job_schedule")
     assert resolved.cron_schedule == "0 4 * * *" and resolved.execution_timezone == "UTC"

@@ -1,20 +1,17 @@
-"""Asset checks on backup assets.
+"""Integrity checks of the PostgreSQL backups, run by the daily job right after each backup.
 
 Checks are unpartitioned and find the newest complete backup in the repository themselves
 (partitioned checks are a preview API in Dagster 1.13); each records which partition it
 examined in its metadata.
 """
 
-
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from auction_backup_pipelines.postgres import base_backup as basebackup
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.redis import snapshot as rb
 from auction_backup_pipelines.repository.repository import IntegrityError
-from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
-from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
-from .resources import BackupRepositoryResource
+from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
+from ..shared.resources import BackupRepositoryResource
 
 
 @asset_check(
@@ -46,23 +43,6 @@ def postgres_dump_integrity(context: AssetCheckExecutionContext, backup_repo: Ba
             "tables_with_data": MetadataValue.int(table_data),
         },
     )
-
-
-@asset_check(asset=REDIS_SNAPSHOT_KEY, name="snapshot_integrity",
-             description="The newest Redis snapshot's files decompress to exactly the bytes their manifest's sha256 describes.")
-def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
-    repo = backup_repo.repository()
-    latest = repo.latest(rb.SYSTEM, rb.SNAPSHOT)
-    if latest is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=f"no Redis snapshot in {repo.describe()} yet")
-    meta = {"partition": latest.partition, "backup_id": latest.backup_id, "mode": str(latest.metadata.get("mode"))}
-    try:
-        verified = repo.verify(latest, deep=True)
-    except IntegrityError as exc:
-        context.log.error(str(exc))
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(passed=True, metadata={**meta, "files": MetadataValue.int(verified["files"]),
-                                                   "bytes_checked": MetadataValue.int(verified["bytes_checked"])})
 
 
 @asset_check(asset=BASE_BACKUP_KEY, name="base_backup_integrity",

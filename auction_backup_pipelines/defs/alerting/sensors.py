@@ -1,8 +1,6 @@
 """Alerting: a failed run or a failed ERROR check reaches people, not only the UI.
 
-- `AlertingResource` holds the sinks' configuration (core.notify does the sending). Secrets
-  (the webhook URL, an auth header, the SMTP password) are bound with `EnvVar`, only when the
-  variable is set, so an unset optional variable never breaks a run launch or a sensor tick.
+- `AlertingResource` (resources.py) holds the sinks' configuration.
 - `run_failure_alert_sensor` alerts once per failed run of this code location: the failed
   asset(s) (from the run's planned asset events, by failed step), the partition, the step
   error and a link to the run.
@@ -28,16 +26,14 @@ Ticks never raise (a raising tick loses its cursor update, and would alert again
 stops starting new alerts after `tick_budget_s` (ticks time out after about 60 s) and
 continues where it stopped on the next one.
 
-Environment: the ALERT_* variables of core.notify, DAGSTER_WEBSERVER_URL (links; default
-http://127.0.0.1:$DAGSTER_PORT, port 3000), ALERT_CHECK_SENSOR_INTERVAL_S (default 60),
-ALERT_CHECK_REPEAT_S, ALERT_CHECK_LOOKBACK_S.
+Settings: the ALERT_* variables, DAGSTER_WEBSERVER_URL (links), ALERT_CHECK_SENSOR_INTERVAL_S,
+ALERT_CHECK_REPEAT_S, ALERT_CHECK_LOOKBACK_S (see settings.py).
 
 No `from __future__ import annotations` here: Dagster reads the resource annotations at decoration.
 """
 
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,11 +41,10 @@ from typing import Any
 from dagster import (
     AssetCheckKey,
     AssetCheckSeverity,
-    ConfigurableResource,
     DagsterEventType,
     DefaultSensorStatus,
-    EnvVar,
     RunFailureSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     run_failure_sensor,
@@ -58,113 +53,17 @@ from dagster import (
 
 from auction_backup_pipelines.ops import notify as nt
 
-SYSTEM_TAG = "auction_backup/system"  # as in jobs.py; not imported, to keep this module light
+from ..shared.keys import SYSTEM_TAG
+from .resources import AlertingResource
+
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-DEFAULT_CHECK_INTERVAL_S = 60
 HISTORY_LIMIT = 50
 """Newest executions read per check and tick (the WAL check: about four hours of evaluations)."""
 PENDING_MAX_AGE_S = 86400
 """A check still PLANNED after this long never ran (its run died first): stop waiting for it."""
-
-
-def check_sensor_interval_s(environ: Mapping[str, str] = os.environ) -> int:
-    raw = environ.get("ALERT_CHECK_SENSOR_INTERVAL_S", "") or str(DEFAULT_CHECK_INTERVAL_S)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 30:  # the daemon's tick granularity
-        raise ValueError(f"ALERT_CHECK_SENSOR_INTERVAL_S must be a whole number of seconds >= 30, got {raw!r}")
-    return value
-
-
-class AlertingResource(ConfigurableResource):
-    """Where alerts go (ALERT_* variables); no sink configured: alerts are only logged."""
-
-    webhook_url: str = ""
-    """Slack-compatible incoming webhook; a secret (the token is in the URL): bind with EnvVar."""
-    webhook_secret_header: str = ""
-    """Optional "Name: value" header for webhooks that authenticate by header; a secret."""
-    webhook_timeout_s: float = 5.0
-    smtp_host: str = ""
-    smtp_port: int = 0
-    """0: 25, or 587 with STARTTLS."""
-    smtp_from: str = ""
-    smtp_to: list[str] = []
-    smtp_user: str = ""
-    smtp_password: str = ""
-    """A secret: bind with EnvVar."""
-    smtp_starttls: bool = False
-    smtp_timeout_s: float = 10.0
-    dagster_url: str = "http://127.0.0.1:3000"
-    """Base URL of the Dagster webserver, for links in alerts."""
-    check_repeat_after_s: int = 86400
-    """Alert a check that keeps failing (same partition) again after this long; 0: every failed evaluation."""
-    check_lookback_s: int = 86400
-    """On the check sensor's first tick, failures older than this are history, not alerts."""
-    tick_budget_s: float = 25.0
-    """The check sensor starts no new alert after this long in one tick."""
-
-    def sinks(self) -> list:
-        return nt.build_sinks(
-            webhook_url=self.webhook_url,
-            webhook_secret_header=self.webhook_secret_header,
-            webhook_timeout_s=self.webhook_timeout_s,
-            smtp_host=self.smtp_host,
-            smtp_port=self.smtp_port,
-            smtp_from=self.smtp_from,
-            smtp_to=list(self.smtp_to),
-            smtp_user=self.smtp_user,
-            smtp_password=self.smtp_password,
-            smtp_starttls=self.smtp_starttls,
-            smtp_timeout_s=self.smtp_timeout_s,
-        )
-
-    def run_url(self, run_id: str) -> str:
-        return f"{self.dagster_url.rstrip('/')}/runs/{run_id}"
-
-    def asset_checks_url(self, asset_path: list[str]) -> str:
-        return f"{self.dagster_url.rstrip('/')}/assets/{'/'.join(asset_path)}?view=checks"
-
-    def send(self, alert: nt.Alert, logger) -> list[nt.NotifyResult]:
-        """Notify every configured sink; never raises (a configuration error is logged and returned)."""
-        try:
-            sinks = self.sinks()
-        except ValueError as exc:
-            logger.error(f"alerting is misconfigured, alert only logged: {exc}")
-            nt.notify(alert, [], logger)
-            return [nt.NotifyResult("configuration", False, 0, str(exc))]
-        return nt.notify(alert, sinks, logger)
-
-
-def default_alerting_resource(environ: Mapping[str, str] = os.environ) -> AlertingResource:
-    """The resource bound from the environment: secrets as EnvVar (only when set), the rest as values."""
-    settings: dict[str, Any] = nt.alert_settings_from_env(environ)
-    for field_name, variable in nt.SECRET_SETTINGS.items():
-        settings[field_name] = EnvVar(variable) if environ.get(variable, "").strip() else ""
-    port = environ.get("DAGSTER_PORT", "").strip() or "3000"
-    return AlertingResource(
-        **settings,
-        dagster_url=environ.get("DAGSTER_WEBSERVER_URL", "").strip() or f"http://127.0.0.1:{port}",
-        check_repeat_after_s=_env_seconds(environ, "ALERT_CHECK_REPEAT_S", 86400),
-        check_lookback_s=_env_seconds(environ, "ALERT_CHECK_LOOKBACK_S", 86400),
-    )
-
-
-def _env_seconds(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{name} must be a whole number of seconds >= 0, got {raw!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- run failures
@@ -404,49 +303,54 @@ def _load_cursor(raw: str | None, log) -> dict[str, dict]:
         return {}
 
 
-@sensor(
-    name="check_failure_alert_sensor",
-    minimum_interval_seconds=check_sensor_interval_s(),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Sends an alert (webhook, email) for each asset check of this code location that fails with severity ERROR.",
-)
-def check_failure_alert_sensor(context: SensorEvaluationContext, alerting: AlertingResource) -> SkipReason:
-    started = time.monotonic()
-    repo = context.repository_def
-    if repo is None:
-        return SkipReason("no repository definition in the sensor context: cannot list the asset checks")
-    try:
-        check_keys: list[AssetCheckKey] = sorted(repo.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
-    except Exception as exc:  # noqa: BLE001
-        context.log.error(f"could not list the asset checks: {type(exc).__name__}: {exc}")
-        return SkipReason("could not list the asset checks")
-    states = _load_cursor(context.cursor, context.log)
-    storage = context.instance.event_log_storage
-    now = time.time()
-    sent: list[str] = []
-    failed_deliveries = 0
+def build_check_failure_alert_sensor(interval_s: int) -> SensorDefinition:
+    """Scans the checks every `interval_s` (ALERT_CHECK_SENSOR_INTERVAL_S)."""
 
-    def send(alert: nt.Alert) -> None:
-        nonlocal failed_deliveries
-        results = alerting.send(alert, context.log)
-        failed_deliveries += sum(not r.ok for r in results)
-        sent.append(alert.title)
-
-    def may_send() -> bool:
-        return time.monotonic() - started < alerting.tick_budget_s
-
-    new_states: dict[str, dict] = {}
-    for key in check_keys:
-        name = key.to_user_string()
+    @sensor(
+        name="check_failure_alert_sensor",
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Sends an alert (webhook, email) for each asset check of this code location that fails with severity ERROR.",
+    )
+    def check_failure_alert_sensor(context: SensorEvaluationContext, alerting: AlertingResource) -> SkipReason:
+        started = time.monotonic()
+        repo = context.repository_def
+        if repo is None:
+            return SkipReason("no repository definition in the sensor context: cannot list the asset checks")
         try:
-            records = list(storage.get_asset_check_execution_history(key, limit=HISTORY_LIMIT))
-            new_states[name] = scan_check(records, states.get(name), now, alerting, send, may_send, context.log)
-        except Exception as exc:  # noqa: BLE001 - one unreadable check must not stop the others
-            context.log.error(f"could not scan check {name}: {type(exc).__name__}: {exc}")
-            if name in states:
-                new_states[name] = states[name]
-    context.update_cursor(json.dumps({"v": 1, "checks": new_states}, sort_keys=True))
-    if not sent:
-        return SkipReason(f"no new ERROR check failure among {len(check_keys)} check(s)")
-    delivery = f"; {failed_deliveries} delivery failure(s), see the log" if failed_deliveries else ""
-    return SkipReason(f"alerted {len(sent)} check failure(s): {'; '.join(sent)}{delivery}")
+            check_keys: list[AssetCheckKey] = sorted(repo.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+        except Exception as exc:  # noqa: BLE001
+            context.log.error(f"could not list the asset checks: {type(exc).__name__}: {exc}")
+            return SkipReason("could not list the asset checks")
+        states = _load_cursor(context.cursor, context.log)
+        storage = context.instance.event_log_storage
+        now = time.time()
+        sent: list[str] = []
+        failed_deliveries = 0
+
+        def send(alert: nt.Alert) -> None:
+            nonlocal failed_deliveries
+            results = alerting.send(alert, context.log)
+            failed_deliveries += sum(not r.ok for r in results)
+            sent.append(alert.title)
+
+        def may_send() -> bool:
+            return time.monotonic() - started < alerting.tick_budget_s
+
+        new_states: dict[str, dict] = {}
+        for key in check_keys:
+            name = key.to_user_string()
+            try:
+                records = list(storage.get_asset_check_execution_history(key, limit=HISTORY_LIMIT))
+                new_states[name] = scan_check(records, states.get(name), now, alerting, send, may_send, context.log)
+            except Exception as exc:  # noqa: BLE001 - one unreadable check must not stop the others
+                context.log.error(f"could not scan check {name}: {type(exc).__name__}: {exc}")
+                if name in states:
+                    new_states[name] = states[name]
+        context.update_cursor(json.dumps({"v": 1, "checks": new_states}, sort_keys=True))
+        if not sent:
+            return SkipReason(f"no new ERROR check failure among {len(check_keys)} check(s)")
+        delivery = f"; {failed_deliveries} delivery failure(s), see the log" if failed_deliveries else ""
+        return SkipReason(f"alerted {len(sent)} check failure(s): {'; '.join(sent)}{delivery}")
+
+    return check_failure_alert_sensor

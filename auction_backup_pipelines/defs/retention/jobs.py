@@ -1,62 +1,35 @@
-"""Retention in Dagster: a sensor that decides and an op job that deletes.
+"""Retention in Dagster: a sensor that decides (sensors.py) and this op job, which deletes.
 
-The sensor lists the repository once, asks core.retention, and requests a cleanup run naming
+The sensor lists the repository once, asks policy.retention, and requests a cleanup run naming
 exactly the backups to delete (sensor ticks time out after about 60 s, so they never delete).
 The run key is a hash of that set: the daemon skips a run key it has seen, so one set of
 expired backups is requested once however many ticks see it. The job re-plans before each
-deletion (core.pruning.delete_expired), deletes the manifest first, and records an
+deletion (policy.pruning.delete_expired), deletes the manifest first, and records an
 AssetObservation with status "deleted" on the backup's asset partition
 (instance.wipe_asset_partitions is not implemented on the OSS SQL event log).
-
-Environment: RETENTION_SENSOR_INTERVAL_S (default 3600), RETENTION_DRY_RUN=1 (runs only report).
 
 No `from __future__ import annotations` here: Dagster reads the Config annotation at decoration.
 """
 
 import hashlib
-import os
 from collections import Counter
-from collections.abc import Mapping
 
 from dagster import (
     AssetKey,
     AssetObservation,
     Config,
-    DefaultSensorStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
-    RunConfig,
-    RunRequest,
-    SensorEvaluationContext,
-    SkipReason,
     job,
     op,
-    sensor,
 )
 
 from auction_backup_pipelines.policy import pruning
-from auction_backup_pipelines.policy import retention
 from auction_backup_pipelines.repository.repository import Backup
-from .resources import BackupRepositoryResource
+from ..shared.resources import BackupRepositoryResource
 
 CLEANUP_OP = "delete_expired_backups"
-DEFAULT_INTERVAL_S = 3600
-
-
-def sensor_interval_s(environ: Mapping[str, str] = os.environ) -> int:
-    raw = environ.get("RETENTION_SENSOR_INTERVAL_S", "") or str(DEFAULT_INTERVAL_S)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 30:  # the daemon's tick granularity; smaller values only add load
-        raise ValueError(f"RETENTION_SENSOR_INTERVAL_S must be a whole number of seconds >= 30, got {raw!r}")
-    return value
-
-
-def dry_run_from_env(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get("RETENTION_DRY_RUN", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def run_key_for(keys: list[str], dry_run: bool) -> str:
@@ -125,33 +98,3 @@ def delete_expired_backups(
 )
 def cleanup_job() -> None:
     delete_expired_backups()
-
-
-def _kept_summary(decisions: list[retention.Decision]) -> str:
-    per_artifact = Counter(d.backup.artifact for d in decisions)
-    pinned = sum(d.backup.pinned for d in decisions)
-    parts = ", ".join(f"{a}: {n}" for a, n in sorted(per_artifact.items()))
-    return f"nothing expired; keeping all {len(decisions)} backup(s) ({parts}; {pinned} pinned)"
-
-
-@sensor(
-    job=cleanup_job,
-    minimum_interval_seconds=sensor_interval_s(),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Lists the backup repository once, applies the GFS policy, requests a cleanup run for what expired.",
-)
-def retention_sensor(context: SensorEvaluationContext, backup_repo: BackupRepositoryResource):
-    repo = backup_repo.repository()
-    decisions = pruning.plan(repo)
-    if not decisions:
-        return SkipReason(f"no backups in {repo.describe()}")
-    doomed = sorted(b.key for b in retention.expired(decisions))
-    if not doomed:
-        return SkipReason(_kept_summary(decisions))
-    dry_run = dry_run_from_env()
-    context.log.info(f"{len(doomed)} of {len(decisions)} backup(s) expired{' (dry run)' if dry_run else ''}")
-    return RunRequest(
-        run_key=run_key_for(doomed, dry_run),
-        run_config=RunConfig(ops={CLEANUP_OP: CleanupConfig(backup_keys=doomed, dry_run=dry_run)}),
-        tags={"auction_backup/retention_expired": str(len(doomed))},
-    )

@@ -7,28 +7,27 @@ export reconstructs the day from the log by timestamp, or fails if retention rem
 """
 
 
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, AssetsDefinition, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+)
 
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka.records import KafkaBackupError
 from auction_backup_pipelines.repository.repository import RepositoryError
-from ...settings import KafkaSettings
-from ..metadata import backup_metadata
-from ..partitions import daily_partitions
-from ..resources import BackupRepositoryResource, KafkaResource
+
+from ..shared.keys import topic_export_key, topic_source_key
+from ..shared.metadata import backup_metadata
+from ..shared.resources import BackupRepositoryResource, KafkaResource
 
 GROUP = "kafka"
-# Read at load time, like the resource's defaults: KAFKA_TOPICS picks the topics to back up.
-KAFKA_TOPICS: tuple[str, ...] = KafkaSettings.from_env().topics
-
-
-def topic_source_key(topic: str) -> AssetKey:
-    return AssetKey(["kafka", "topic", topic])
-
-
-def topic_export_key(topic: str) -> AssetKey:
-    return AssetKey(["kafka", "topic_export", topic])
 
 
 def partitions_markdown(partitions: dict[str, dict]) -> MetadataValue:
@@ -40,17 +39,17 @@ def partitions_markdown(partitions: dict[str, dict]) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
-def build_topic_export_asset(topic: str) -> AssetsDefinition:
+def build_topic_export_asset(topic: str, partitions: PartitionsDefinition) -> AssetsDefinition:
     @asset(
         key=topic_export_key(topic),
         deps=[topic_source_key(topic)],
-        partitions_def=daily_partitions,
+        partitions_def=partitions,
         group_name=GROUP,
         pool="kafka",
         kinds={"kafka"},
         description=(
-            f"Every message of `{topic}` in the partition day (UTC, by offsets_for_times; see core/kafka_export.py), "
-            "as zstd-compressed binary records (kafka-records-v2, see core/kafka.py) with keys, values, headers and "
+            f"Every message of `{topic}` in the partition day (UTC, by offsets_for_times; see kafka/export.py), "
+            "as zstd-compressed binary records (kafka-records-v2, see kafka/records.py) with keys, values, headers and "
             "timestamps, plus partition count, dynamic configs and consumer-group offsets."
         ),
     )
@@ -85,10 +84,10 @@ def build_topic_export_asset(topic: str) -> AssetsDefinition:
     return _export
 
 
-kafka_topic_sources = [
-    AssetSpec(topic_source_key(t), group_name=GROUP, kinds={"kafka"}, description=f"The live Kafka topic `{t}`.")
-    for t in KAFKA_TOPICS
-]
-kafka_topic_exports = [build_topic_export_asset(t) for t in KAFKA_TOPICS]
-KAFKA_EXPORT_KEYS = [topic_export_key(t) for t in KAFKA_TOPICS]
-kafka_assets = [*kafka_topic_sources, *kafka_topic_exports]
+def build_kafka_assets(topics: tuple[str, ...], partitions: PartitionsDefinition) -> list[AssetSpec | AssetsDefinition]:
+    """For each topic (KAFKA_TOPICS), the live topic as a source asset and its daily export."""
+    sources = [
+        AssetSpec(topic_source_key(t), group_name=GROUP, kinds={"kafka"}, description=f"The live Kafka topic `{t}`.")
+        for t in topics
+    ]
+    return [*sources, *(build_topic_export_asset(t, partitions) for t in topics)]

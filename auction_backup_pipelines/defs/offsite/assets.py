@@ -5,26 +5,20 @@ there. A missing offsite copy is a missing partition of that asset in the UI.
 Only defined when an offsite store is configured (OFFSITE_S3_BUCKET).
 """
 
-from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Failure, MaterializeResult, MetadataValue, PartitionsDefinition, asset
 
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.repository.storage import StorageError
-from ..partitions import daily_partitions
-from ..resources import BackupRepositoryResource, OffsiteRepositoryResource, offsite_configured
-from .kafka import KAFKA_EXPORT_KEYS
-from .postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
-from .redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
+
+from ..shared.keys import offsite_key
+from ..shared.resources import BackupRepositoryResource, OffsiteRepositoryResource
 
 
-def offsite_key(upstream: AssetKey) -> AssetKey:
-    return AssetKey(["offsite", *upstream.path])
-
-
-def offsite_copy_asset(upstream: AssetKey):
+def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> AssetsDefinition:
     """`offsite/<system>/<artifact>`: the upstream partition's backup copied offsite and verified there."""
     system, artifact = upstream.path[0], "/".join(upstream.path[1:])
 
-    @asset(key=offsite_key(upstream), deps=[upstream], partitions_def=daily_partitions, group_name="offsite",
+    @asset(key=offsite_key(upstream), deps=[upstream], partitions_def=partitions, group_name="offsite",
            pool="offsite", kinds={"s3"},
            description=(f"Offsite copy of {system}/{artifact}: files then manifest streamed to the S3-compatible offsite "
                         "repository (re-encrypted with its keys), read back and checked. Idempotent."))
@@ -44,8 +38,3 @@ def offsite_copy_asset(upstream: AssetKey):
             "replaced": ", ".join(report.replaced) or "-", "duration_s": MetadataValue.float(report.duration_s)})
 
     return _copy
-
-
-BACKUP_KEYS = [LOGICAL_DUMP_KEY, BASE_BACKUP_KEY, REDIS_SNAPSHOT_KEY, *KAFKA_EXPORT_KEYS]
-offsite_assets = [offsite_copy_asset(k) for k in BACKUP_KEYS] if offsite_configured() else []
-OFFSITE_KEYS = {k: offsite_key(k) for k in BACKUP_KEYS} if offsite_configured() else {}

@@ -6,10 +6,6 @@ database, a scratch PostgreSQL instance, scratch redis-servers, prefixed scratch
 removes that target afterwards, also on failure. A mismatch fails the check with severity
 ERROR and the differences in its metadata. The checks are unpartitioned (partitioned checks
 are a preview API in Dagster 1.13) and name the partition they verified.
-
-`verified_recently` checks, run with every daily backup, fail once the newest successful
-restore verification of their asset is more than VERIFICATION_MAX_AGE_DAYS (8) days old, so a
-broken weekly job shows on the asset page instead of going unnoticed.
 """
 
 import datetime as dt
@@ -39,17 +35,14 @@ from auction_backup_pipelines.kafka import restore as kafka_restore
 from auction_backup_pipelines.postgres import logical_day
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.redis import backup as rb
 from auction_backup_pipelines.kafka.records import admin_client, artifact_name
 from auction_backup_pipelines.repository.repository import Backup, Repository
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
-from .assets.kafka import KAFKA_TOPICS, topic_export_key
-from .assets.postgres import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
-from .assets.redis import SNAPSHOT_KEY as REDIS_SNAPSHOT_KEY
-from .resources import BackupRepositoryResource, KafkaResource, PostgresResource
 
-MAX_AGE_DAYS = float(os.environ.get("VERIFICATION_MAX_AGE_DAYS", "8"))
+from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY, REDIS_SNAPSHOT_KEY, topic_export_key
+from ..shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource
 
 
 def _missing(repo: Repository, what: str) -> AssetCheckResult:
@@ -182,48 +175,6 @@ def _kafka_restore_check(topic: str) -> AssetChecksDefinition:
     return check
 
 
-kafka_restore_checks = [_kafka_restore_check(t) for t in KAFKA_TOPICS]
-
-restore_checks = [postgres_dump_restores, postgres_pitr_restores, redis_snapshot_restores, *kafka_restore_checks]
-
-
-# -- freshness of verification ----------------------------------------------------------------
-
-def _verified_recently_check(asset_key: AssetKey, restore_check: str) -> AssetChecksDefinition:
-    @asset_check(asset=asset_key, name="verified_recently",
-                 description=f"The newest successful `{restore_check}` is at most {MAX_AGE_DAYS:g} days old.")
-    def check(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        key = AssetCheckKey(asset_key, restore_check)
-        history = context.instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
-        )
-        if not history:
-            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                    description=f"`{restore_check}` never succeeded: run weekly_verification_job")
-        when = dt.datetime.fromtimestamp(history[0].create_timestamp, dt.timezone.utc)
-        age_days = (dt.datetime.now(dt.timezone.utc) - when).total_seconds() / 86400
-        return AssetCheckResult(
-            passed=age_days <= MAX_AGE_DAYS,
-            severity=AssetCheckSeverity.ERROR,
-            description=f"last verified {when:%Y-%m-%d %H:%M} UTC ({age_days:.1f} days ago)",
-            metadata={"last_verified": when.isoformat(), "age_days": MetadataValue.float(round(age_days, 2))},
-        )
-
-    return check
-
-
-# one `verified_recently` per asset, watching that asset's restore check
-freshness_checks = {
-    key.asset_key: _verified_recently_check(key.asset_key, key.name) for c in restore_checks for key in c.check_keys
-}
-
-weekly_verification_job = define_asset_job(
-    name="weekly_verification_job",
-    selection=AssetSelection.checks(*restore_checks),
-    description="Restore the newest backup of every asset into scratch targets and compare (Sunday 05:00 UTC).",
-)
-
-weekly_verification_schedule = ScheduleDefinition(
-    job=weekly_verification_job, cron_schedule="0 5 * * 0", execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-)
+def build_restore_checks(topics: tuple[str, ...]) -> list[AssetChecksDefinition]:
+    """Every weekly restore check: the dump, PITR, the Redis snapshot and each Kafka topic's export."""
+    return [postgres_dump_restores, postgres_pitr_restores, redis_snapshot_restores, *(_kafka_restore_check(t) for t in topics)]

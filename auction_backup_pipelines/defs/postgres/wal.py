@@ -6,8 +6,6 @@ segment, how far the archive reaches, the lag behind now, gaps) and the result o
 `archive_fresh_and_complete` check; the same check can be run on demand from the UI.
 """
 
-import os
-
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
@@ -17,6 +15,7 @@ from dagster import (
     AssetSpec,
     DefaultSensorStatus,
     MetadataValue,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     asset_check,
@@ -26,11 +25,11 @@ from dagster import (
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
-from .assets.postgres import WAL_ARCHIVE_KEY
-from .resources import BackupRepositoryResource
+from ..shared.keys import WAL_ARCHIVE_KEY
+from ..shared.loading import current_settings
+from ..shared.resources import BackupRepositoryResource
 
 CHECK_NAME = "archive_fresh_and_complete"
-MAX_LAG_S = float(os.environ.get("WAL_ARCHIVE_MAX_LAG_S", "300"))
 
 wal_archive = AssetSpec(
     WAL_ARCHIVE_KEY,
@@ -40,7 +39,7 @@ wal_archive = AssetSpec(
 )
 
 
-def archive_status(repo: Repository, max_lag_s: float = MAX_LAG_S) -> tuple[bool, str, dict]:
+def archive_status(repo: Repository, max_lag_s: float) -> tuple[bool, str, dict]:
     archive = WalArchive(repo.backend)
     records = list(archive.records())
     h = health(records, archive.heartbeat())
@@ -66,24 +65,29 @@ def archive_status(repo: Repository, max_lag_s: float = MAX_LAG_S) -> tuple[bool
 
 @asset_check(asset=WAL_ARCHIVE_KEY, name=CHECK_NAME, description="The archive has no gap and lags less than WAL_ARCHIVE_MAX_LAG_S.")
 def wal_archive_check(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
-    passed, description, metadata = archive_status(backup_repo.repository())
+    passed, description, metadata = archive_status(backup_repo.repository(), current_settings().wal.max_lag_s)
     return AssetCheckResult(passed=passed, description=description, metadata=metadata, severity=AssetCheckSeverity.ERROR)
 
 
-@sensor(
-    minimum_interval_seconds=int(os.environ.get("WAL_ARCHIVE_SENSOR_INTERVAL_S", "300")),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Observes the WAL archive's health and records its check.",
-)
-def wal_archive_sensor(context: SensorEvaluationContext, backup_repo: BackupRepositoryResource) -> SensorResult:
-    passed, description, metadata = archive_status(backup_repo.repository())
-    context.log.info(description)
-    return SensorResult(
-        asset_events=[
-            AssetObservation(WAL_ARCHIVE_KEY, metadata={**metadata, "status": "healthy" if passed else description}),
-            AssetCheckEvaluation(
-                asset_key=WAL_ARCHIVE_KEY, check_name=CHECK_NAME, passed=passed, metadata={**metadata, "summary": description},
-                severity=AssetCheckSeverity.ERROR,
-            ),
-        ]
+def build_wal_archive_sensor(interval_s: int, max_lag_s: float) -> SensorDefinition:
+    """Observes the archive every `interval_s` (WAL_ARCHIVE_SENSOR_INTERVAL_S)."""
+
+    @sensor(
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Observes the WAL archive's health and records its check.",
     )
+    def wal_archive_sensor(context: SensorEvaluationContext, backup_repo: BackupRepositoryResource) -> SensorResult:
+        passed, description, metadata = archive_status(backup_repo.repository(), max_lag_s)
+        context.log.info(description)
+        return SensorResult(
+            asset_events=[
+                AssetObservation(WAL_ARCHIVE_KEY, metadata={**metadata, "status": "healthy" if passed else description}),
+                AssetCheckEvaluation(
+                    asset_key=WAL_ARCHIVE_KEY, check_name=CHECK_NAME, passed=passed, metadata={**metadata, "summary": description},
+                    severity=AssetCheckSeverity.ERROR,
+                ),
+            ]
+        )
+
+    return wal_archive_sensor

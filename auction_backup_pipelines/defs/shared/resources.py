@@ -5,15 +5,14 @@ same code paths serve the CLI (which reads the environment directly) and Dagster
 Passwords are only ever bound through `EnvVar`, which Dagster never displays.
 """
 
-
-import os
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 
 from auction_backup_pipelines.repository.encryption import Encryption
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
-from ..settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
+from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
 
 
 class PostgresResource(ConfigurableResource):
@@ -88,36 +87,34 @@ class OffsiteRepositoryResource(ConfigurableResource):
                           encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys))
 
 
-def _secret(name: str):
-    """EnvVar when set (Dagster stores the name only), else empty: an unset EnvVar fails at launch."""
-    return EnvVar(name) if os.environ.get(name) else ""
+def _secret(name: str, value: str):
+    """EnvVar when set (Dagster stores and shows the variable's name only), else empty: an unset
+    EnvVar would fail every run launch."""
+    return EnvVar(name) if value else ""
 
 
-def offsite_configured() -> bool:
-    return bool(os.environ.get("OFFSITE_S3_BUCKET"))
-
-
-def default_resources() -> dict[str, ConfigurableResource]:
-    """Resources bound from the environment, with Auction Flow's defaults when unset."""
-    pg, rd, kf, repo = (PostgresSettings.from_env(), RedisSettings.from_env(), KafkaSettings.from_env(), RepositorySettings.from_env())
+def build_resources(s: Any) -> dict[str, ConfigurableResource]:
+    """Resources bound from the settings, with Auction Flow's defaults when unset."""
+    pg, rd, kf, repo = s.postgres, s.redis, s.kafka, s.repository
     resources: dict[str, ConfigurableResource] = {
         "postgres": PostgresResource(
             host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD")
         ),
         "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, data_dir=rd.data_dir,
-                               password=_secret("REDIS_PASSWORD")),
+                               password=_secret("REDIS_PASSWORD", rd.password)),
         "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
         "backup_repo": BackupRepositoryResource(
-            root=repo.root, compression=repo.compression,
-            encryption_key_file=os.environ.get("BACKUP_ENCRYPTION_KEY_FILE", ""), encryption_keys=_secret("BACKUP_ENCRYPTION_KEYS"),
+            root=repo.root, compression=repo.compression, encryption_key_file=s.encryption.key_file,
+            encryption_keys=_secret("BACKUP_ENCRYPTION_KEYS", s.encryption.keys),
         ),
     }
-    if offsite_configured():
-        env = os.environ.get
+    off = s.offsite
+    if off.configured:
         resources["offsite_repo"] = OffsiteRepositoryResource(
-            bucket=env("OFFSITE_S3_BUCKET", ""), prefix=env("OFFSITE_S3_PREFIX", ""), endpoint_url=env("OFFSITE_S3_ENDPOINT_URL", ""),
-            region=env("OFFSITE_S3_REGION", ""), access_key_id=_secret("OFFSITE_S3_ACCESS_KEY_ID"),
-            secret_access_key=_secret("OFFSITE_S3_SECRET_ACCESS_KEY"), encryption_key_file=env("OFFSITE_ENCRYPTION_KEY_FILE", ""),
-            encryption_keys=_secret("OFFSITE_ENCRYPTION_KEYS"),
+            bucket=off.bucket, prefix=off.prefix, endpoint_url=off.endpoint_url, region=off.region,
+            access_key_id=_secret("OFFSITE_S3_ACCESS_KEY_ID", off.access_key_id),
+            secret_access_key=_secret("OFFSITE_S3_SECRET_ACCESS_KEY", off.secret_access_key),
+            encryption_key_file=off.encryption_key_file,
+            encryption_keys=_secret("OFFSITE_ENCRYPTION_KEYS", off.encryption_keys),
         )
     return resources

@@ -1,0 +1,77 @@
+"""PostgreSQL restore jobs: a dump into a database you name, or PITR into a new instance, each verified.
+
+The Dagster face of the same core functions the CLI calls; a restore needs no schedule, so
+these are op jobs launched from the Launchpad with their config.
+"""
+
+from pathlib import Path
+
+from dagster import Config, Failure, OpExecutionContext, job, op
+
+from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from ..shared.keys import SYSTEM_TAG
+from ..shared.resources import BackupRepositoryResource, PostgresResource
+
+
+class PostgresRestoreConfig(Config):
+    date: str
+    """Partition day of the dump to restore (YYYY-MM-DD)."""
+    target_db: str
+    """Database to restore into (created if missing)."""
+    force: bool = False
+    """Replace the target database if it is not empty."""
+
+
+@op(pool="postgres")
+def restore_postgres_dump(
+    context: OpExecutionContext, config: PostgresRestoreConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource
+) -> dict:
+    repo = backup_repo.repository()
+    try:
+        backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, config.date)
+        result = pg.restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
+    except (pg.PostgresError, RepositoryError) as exc:
+        raise Failure(description=str(exc)) from None
+    context.log.info(f"restored {result['backup']} into {result['target_db']}: {result['rows_total']} rows verified")
+    context.add_output_metadata(result)
+    return result
+
+
+@job(tags={SYSTEM_TAG: "postgres"}, description="Restore a logical dump into a database you name, verified against its manifest.")
+def postgres_restore_job() -> None:
+    restore_postgres_dump()
+
+
+class PitrConfig(Config):
+    target_time: str
+    """Moment to recover to, e.g. "2024-01-15 14:30:00"."""
+    target_dir: str
+    """New or empty folder for the recovered instance (never the primary's)."""
+    timezone: str = "UTC"
+    """Timezone of target_time when it has no offset."""
+    port: int = 0
+    """Port of the recovered instance (0: a free one)."""
+    stop_after: bool = False
+    """Stop the recovered instance once recovery is proven."""
+
+
+@op(pool="postgres")
+def pitr_restore(context: OpExecutionContext, config: PitrConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource) -> dict:
+    repo = backup_repo.repository()
+    try:
+        target = pitr.parse_target(config.target_time, config.timezone)
+        result = pitr.restore_to_time(postgres.settings(), repo, WalArchive(repo.backend), target, Path(config.target_dir),
+                                      port=config.port or None, stop_after=config.stop_after)
+    except (pitr.PitrError, pg.PostgresError, RepositoryError) as exc:
+        raise Failure(description=str(exc)) from None
+    context.log.info(f"recovered to {result['reached_transaction_time']} in {result['data_dir']} (port {result['port']})")
+    context.add_output_metadata({k: str(v) for k, v in result.items()})
+    return result
+
+
+@job(tags={SYSTEM_TAG: "postgres"}, description="Point-in-time recovery into a new instance; never touches the primary.")
+def postgres_pitr_job() -> None:
+    pitr_restore()

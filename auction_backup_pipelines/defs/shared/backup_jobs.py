@@ -1,0 +1,43 @@
+"""How every system's daily backup job and schedule is shaped, so the three stay alike.
+
+A daily job selects the system's backup assets (and their offsite copies when an offsite store is
+configured) without their checks: `AssetSelection.assets` would also pull in the weekly restore
+checks. The cheap integrity checks are added back, so every backup is read back right after it is
+written, and the `verified_recently` checks, so a stale weekly verification shows every day.
+"""
+
+from collections.abc import Sequence
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetSelection,
+    DefaultScheduleStatus,
+    ScheduleDefinition,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from .keys import SYSTEM_TAG, offsite_key
+
+VERIFIED_RECENTLY = "verified_recently"
+
+
+def backup_job(name: str, system: str, keys: Sequence[AssetKey], integrity_checks: Sequence[AssetCheckKey],
+               *, offsite: bool, description: str) -> UnresolvedAssetJobDefinition:
+    copies = [offsite_key(k) for k in keys] if offsite else []
+    freshness = [AssetCheckKey(k, VERIFIED_RECENTLY) for k in keys]
+    return define_asset_job(
+        name=name,
+        selection=AssetSelection.assets(*keys, *copies).without_checks() | AssetSelection.checks(*integrity_checks, *freshness),
+        tags={SYSTEM_TAG: system},
+        description=description,
+    )
+
+
+def daily_schedule(job: UnresolvedAssetJobDefinition, hour: int, description: str) -> ScheduleDefinition:
+    """Fires at `hour`:00 UTC on D+1 for partition D (the partitions' timezone is the schedule's)."""
+    return build_schedule_from_partitioned_job(
+        job, hour_of_day=hour, minute_of_hour=0, default_status=DefaultScheduleStatus.RUNNING, description=description
+    )

@@ -1,0 +1,34 @@
+"""Asset keys and run tags of the code location, in one place.
+
+Keys follow the repository layout (`repository/layout.py`): an asset's path is its backup's
+system and artifact, so `kafka/topic_export/<topic>` is both a key prefix and an asset key.
+"""
+
+from dagster import AssetKey
+
+LOGICAL_DUMP_KEY = AssetKey(["postgres", "logical_dump"])
+BASE_BACKUP_KEY = AssetKey(["postgres", "base_backup"])
+WAL_ARCHIVE_KEY = AssetKey(["postgres", "wal_archive"])
+REDIS_SNAPSHOT_KEY = AssetKey(["redis", "snapshot"])
+
+SYSTEM_TAG = "auction_backup/system"
+"""Runs carrying the same value of this tag never run at once (dagster.yaml's run queue)."""
+
+
+def topic_source_key(topic: str) -> AssetKey:
+    """The live Kafka topic, upstream of its export."""
+    return AssetKey(["kafka", "topic", topic])
+
+
+def topic_export_key(topic: str) -> AssetKey:
+    return AssetKey(["kafka", "topic_export", topic])
+
+
+def offsite_key(upstream: AssetKey) -> AssetKey:
+    """`offsite/<system>/<artifact>`: the offsite copy of a backup asset."""
+    return AssetKey(["offsite", *upstream.path])
+
+
+def backup_keys(topics: tuple[str, ...]) -> list[AssetKey]:
+    """Every daily backup asset, in the order the UI lists them."""
+    return [LOGICAL_DUMP_KEY, BASE_BACKUP_KEY, REDIS_SNAPSHOT_KEY, *(topic_export_key(t) for t in topics)]
