@@ -30,7 +30,9 @@ from pathlib import Path
 
 import redis
 
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.redis.backup import backup_snapshot
+from auction_backup_pipelines.redis.restore import restore_snapshot
+from auction_backup_pipelines.redis.scratch import scratch_server
 from auction_backup_pipelines.localhost import free_port
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
         (work / "src").mkdir()
         port = free_port()
-        stack.enter_context(rb.scratch_server(work / "src", port=port, extra_args=[
+        stack.enter_context(scratch_server(work / "src", port=port, extra_args=[
             "--enable-debug-command", "yes", "--repl-diskless-sync-delay", "0"]))
         settings = RedisSettings(host="127.0.0.1", port=port)
         r = redis.Redis(port=port, protocol=2)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             raw_file.unlink()
 
             t = time.monotonic()
-            backup = rb.backup_snapshot(settings, repo, day, mode="network")
+            backup = backup_snapshot(settings, repo, day, mode="network")
             ours.append(time.monotonic() - t)
             m = backup.metadata
             assert m["keys_total"] == keys, (m["keys_total"], keys)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.bgsave:
             t = time.monotonic()
-            b2 = rb.backup_snapshot(settings, repo, day, mode="bgsave", data_dir=str(work / "src"))
+            b2 = backup_snapshot(settings, repo, day, mode="bgsave", data_dir=str(work / "src"))
             s = time.monotonic() - t
             print(f"ours  backup_snapshot bgsave  {s:7.2f} s   transfer {b2.metadata['transfer_duration_s']:.2f} s")
             out.update(bgsave_s=round(s, 2), bgsave_transfer_s=b2.metadata["transfer_duration_s"])
@@ -130,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.restore:
             (work / "dst").mkdir()
             dport = free_port()
-            stack.enter_context(rb.scratch_server(work / "dst", port=dport))
+            stack.enter_context(scratch_server(work / "dst", port=dport))
             t = time.monotonic()
-            res = rb.restore_snapshot(RedisSettings(host="127.0.0.1", port=dport), repo, backup)
+            res = restore_snapshot(RedisSettings(host="127.0.0.1", port=dport), repo, backup)
             s = time.monotonic() - t
-            print(f"restore (DUMP/RESTORE + verify) {s:7.2f} s for {res['keys_verified']} keys")
+            print(f"restore (DUMP/RESTORE + verify) {s:7.2f} s for {res.keys_verified} keys")
             out.update(restore_s=round(s, 2))
 
         self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from auction_backup_pipelines.redis import rdb_facts
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.redis.capture import Captured
+from auction_backup_pipelines.redis.client import RDB_FILE
+from auction_backup_pipelines.redis.facts import BUCKET_MS, Facts, server_facts, snapshot_facts
+from auction_backup_pipelines.redis.scratch import scratch_server
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +59,7 @@ def fill_every_encoding(c) -> int:
 
 
 def helper_facts(rdb: Path, captured_ms: int) -> tuple[dict | None, str]:
-    with rdb_facts.streaming(rb.BUCKET_MS, captured_ms) as sink, open(rdb, "rb") as f:
+    with rdb_facts.streaming(BUCKET_MS, captured_ms) as sink, open(rdb, "rb") as f:
         while chunk := f.read(1 << 16):
             sink.write(chunk)
         return sink.result(), sink.problem
@@ -64,16 +67,16 @@ def helper_facts(rdb: Path, captured_ms: int) -> tuple[dict | None, str]:
 
 @pytest.fixture
 def server(tmp_path):
-    with rb.scratch_server(tmp_path) as srv:
+    with scratch_server(tmp_path) as srv:
         yield srv
 
 
 def saved(srv) -> Path:
     srv.client().save()
-    return srv.dir / rb.RDB_FILE
+    return srv.dir / RDB_FILE
 
 
-def comparable(facts: rb.Facts) -> dict:
+def comparable(facts: Facts) -> dict:
     doc = facts.to_json()
     doc.pop("observed_at")
     return doc
@@ -93,7 +96,7 @@ def test_helper_facts_equal_live_facts_for_every_encoding(server):
     doc, problem = helper_facts(saved(server), now_ms)
     assert doc is not None, problem
     assert doc["undecoded"] == {} and doc["expired"] == 0
-    ours, live = rb.Facts.from_rdb_facts(doc, now_ms), rb.server_facts(server)
+    ours, live = Facts.from_rdb_facts(doc, now_ms), server_facts(server)
     assert comparable(ours) == comparable(live)
     assert ours.keys == sum(c.dbsize() for c in (server.client(0), server.client(5)))
     assert sum(n for (_, _, v), n in ours.counts.items() if v) == volatile
@@ -122,9 +125,9 @@ def test_streams_are_read_from_a_scratch_server_and_merged(server):
     doc, _ = helper_facts(saved(server), now_ms)
     assert doc["undecoded"] == {"0": 1}
 
-    facts, method = rb.snapshot_facts(rb.Captured(server.dir, None, now_ms, doc), 16)
+    facts, method = snapshot_facts(Captured(server.dir, None, now_ms, doc), 16)
     assert method == "rdb-facts, and a scratch server for 1 stream keys"
-    assert comparable(facts) == comparable(rb.server_facts(server))
+    assert comparable(facts) == comparable(server_facts(server))
 
 
 def test_without_the_helper_the_scratch_server_gives_the_same_facts(server, monkeypatch):
@@ -132,12 +135,12 @@ def test_without_the_helper_the_scratch_server_gives_the_same_facts(server, monk
     now_ms = int(time.time() * 1000)
     doc, _ = helper_facts(saved(server), now_ms)
     monkeypatch.setattr(rdb_facts, "helper_path", lambda: None)
-    missing, problem = helper_facts(server.dir / rb.RDB_FILE, now_ms)
+    missing, problem = helper_facts(server.dir / RDB_FILE, now_ms)
     assert missing is None and "not installed" in problem
 
-    facts, method = rb.snapshot_facts(rb.Captured(server.dir, None, now_ms, None, problem), 16)
+    facts, method = snapshot_facts(Captured(server.dir, None, now_ms, None, problem), 16)
     assert method.startswith("scratch server (rdb-facts is not installed")
-    assert comparable(facts) == comparable(rb.Facts.from_rdb_facts(doc, now_ms))
+    assert comparable(facts) == comparable(Facts.from_rdb_facts(doc, now_ms))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])

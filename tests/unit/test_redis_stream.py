@@ -1,5 +1,5 @@
 """How a `redis-cli --rdb -` stream is judged complete, the bulk connection's RESP2 parser, and the
-small parsers and checks of core/redis.py."""
+small parsers and checks of the redis package."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import datetime as dt
 import io
 
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.redis import aof, backup, capture, client, cluster, resp
+from auction_backup_pipelines.settings import RedisSettings
 
 RDB = b"REDIS0010" + b"\xfa\x09redis-ver\x067.0.15" + b"\x00" * 300 + b"\xff" + b"\x12\x34\x56\x78\x9a\xbc\xde\xf0"
 MARK = b"6a17a12c9ba9b669e20e5681df8dd52bc64d1e9b"
@@ -35,7 +37,7 @@ class FakeCli:
 def run(stdout: bytes, stderr: str, rc: int = 0) -> bytes:
     err = io.BytesIO(stderr.encode())
     tee = io.BytesIO()
-    source = rb._RedisCliRdb(FakeCli(stdout, stderr, rc), err, tee, "Redis at h:1", stall_timeout=60)  # type: ignore[arg-type]
+    source = capture.RedisCliRdb(FakeCli(stdout, stderr, rc), err, tee, "Redis at h:1", stall_timeout=60)  # type: ignore[arg-type]
     out = b""
     try:
         while block := source.read(100):
@@ -73,12 +75,12 @@ def test_fixed_redis_cli_without_marker_on_stdout_is_accepted():
     ],
 )
 def test_incomplete_or_failed_streams_raise(stdout, stderr, rc, message):
-    with pytest.raises(rb.SnapshotUnavailable, match=message):
+    with pytest.raises(client.SnapshotUnavailable, match=message):
         run(stdout, stderr, rc)
 
 
 def test_check_rdb_returns_version():
-    assert rb.check_rdb(RDB[:16], RDB[-16:], len(RDB), "x") == "0010"
+    assert capture.check_rdb(RDB[:16], RDB[-16:], len(RDB), "x") == "0010"
 
 
 def test_cluster_nodes_parsing():
@@ -88,40 +90,40 @@ def test_cluster_nodes_parsing():
         "c3 10.0.0.3:7003@17003 master - 0 0 3 connected 10923-16000 16001 16002-16383\n"
         "d4 10.0.0.4:7004@17004 slave c3 0 0 3 connected\n"
     )
-    masters = rb.parse_cluster_nodes(text)
+    masters = cluster.parse_cluster_nodes(text)
     assert [(m["id"], m["host"], m["port"]) for m in masters] == [("a1", "10.0.0.1", 7001), ("b2", "10.0.0.2", 7002), ("c3", "10.0.0.3", 7003)]
     assert masters[2]["slots"] == [[10923, 16000], [16001, 16001], [16002, 16383]]
-    with pytest.raises(rb.RedisBackupError, match="degraded"):
-        rb.parse_cluster_nodes(text.replace("b2 10.0.0.2:7002@17002,node-b master", "b2 10.0.0.2:7002@17002 master,fail"))
-    assert rb.node_file("fe80::1", 7001) == "node-fe80__1-7001.rdb"
+    with pytest.raises(client.RedisBackupError, match="degraded"):
+        cluster.parse_cluster_nodes(text.replace("b2 10.0.0.2:7002@17002,node-b master", "b2 10.0.0.2:7002@17002 master,fail"))
+    assert cluster.node_file("fe80::1", 7001) == "node-fe80__1-7001.rdb"
 
 
 def test_aof_manifest_parsing():
     text = "file appendonly.aof.3.base.rdb seq 3 type b\nfile appendonly.aof.2.incr.aof seq 2 type h\nfile appendonly.aof.4.incr.aof seq 4 type i\n"
-    assert rb.parse_aof_manifest(text) == [("appendonly.aof.3.base.rdb", "b"), ("appendonly.aof.2.incr.aof", "h"), ("appendonly.aof.4.incr.aof", "i")]
-    with pytest.raises(rb.SnapshotUnavailable):
-        rb.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
+    assert aof.parse_aof_manifest(text) == [("appendonly.aof.3.base.rdb", "b"), ("appendonly.aof.2.incr.aof", "h"), ("appendonly.aof.4.incr.aof", "i")]
+    with pytest.raises(client.SnapshotUnavailable):
+        aof.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
 
 
 def test_capture_window():
     now = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
-    assert rb.check_capture_window(dt.date(2026, 11, 26), now=now).on_time
-    with pytest.raises(rb.LateCaptureRefused, match="Redis keeps no history.*allow_late_capture"):
-        rb.check_capture_window(dt.date(2026, 11, 20), now=now)
-    assert not rb.check_capture_window(dt.date(2026, 11, 20), allow_late_capture=True, now=now).on_time
+    assert backup.check_capture_window(dt.date(2026, 11, 26), now=now).on_time
+    with pytest.raises(client.LateCaptureRefused, match="Redis keeps no history.*allow_late_capture"):
+        backup.check_capture_window(dt.date(2026, 11, 20), now=now)
+    assert not backup.check_capture_window(dt.date(2026, 11, 20), allow_late_capture=True, now=now).on_time
 
 
 @pytest.mark.parametrize(
     "exc, message",
     [
-        (rb.redis.ConnectionError("Error 111 connecting to h:1. Connection refused."), "nothing is listening at h:1"),
-        (rb.redis.AuthenticationError("invalid username-password pair"), "rejected the credentials for user 'default'"),
-        (rb.redis.ResponseError("NOAUTH Authentication required."), "rejected the credentials"),
-        (rb.redis.TimeoutError("Timeout reading from socket"), "did not answer in time"),
+        (redis.ConnectionError("Error 111 connecting to h:1. Connection refused."), "nothing is listening at h:1"),
+        (redis.AuthenticationError("invalid username-password pair"), "rejected the credentials for user 'default'"),
+        (redis.ResponseError("NOAUTH Authentication required."), "rejected the credentials"),
+        (redis.TimeoutError("Timeout reading from socket"), "did not answer in time"),
     ],
 )
 def test_errors_are_explained(exc, message):
-    assert message in rb.explain(exc, "h", 1)
+    assert message in client.explain(exc, "h", 1)
 
 
 # -- the bulk connection's RESP2 parser ------------------------------------------------------------
@@ -162,20 +164,20 @@ class ChunkedSocket:
 @settings(max_examples=200)
 @given(st.lists(replies, min_size=1, max_size=5), st.lists(st.integers(1, 64), max_size=20))
 def test_parser_reads_any_reply_split_anywhere(values, sizes):
-    conn = rb.BulkConnection.__new__(rb.BulkConnection)
+    conn = resp.BulkConnection.__new__(resp.BulkConnection)
     conn._sock = ChunkedSocket(b"".join(encode(v) for v in values) + b"+string\r\n-WRONGTYPE no\r\n", sizes)
     conn._buf, conn._pos = b"", 0
     got = conn.run([("GET", b"k")] * (len(values) + 2))
     assert got[:-2] == values
-    assert got[-2] == b"string" and isinstance(got[-1], rb.ReplyError) and str(got[-1]) == "WRONGTYPE no"
+    assert got[-2] == b"string" and isinstance(got[-1], resp.ReplyError) and str(got[-1]) == "WRONGTYPE no"
     assert conn._sock.sent == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * (len(values) + 2)
-    assert rb._pack(("RESTORE", b"k", 0, b"\x00p", "ABSTTL")) == b"*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$1\r\n0\r\n$2\r\n\x00p\r\n$6\r\nABSTTL\r\n"
+    assert resp.pack_command(("RESTORE", b"k", 0, b"\x00p", "ABSTTL")) == b"*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$1\r\n0\r\n$2\r\n\x00p\r\n$6\r\nABSTTL\r\n"
 
 
 def test_restore_target_parsing_keeps_credentials():
-    base = rb.RedisSettings(host="prod", port=7001, password="pw", username="backup")
-    assert rb.parse_target("10.0.0.5:7100", base) == rb.RedisSettings(host="10.0.0.5", port=7100, password="pw", username="backup")
-    assert rb.parse_target("[::1]:7001", base).host == "::1"
+    base = RedisSettings(host="prod", port=7001, password="pw", username="backup")
+    assert client.parse_target("10.0.0.5:7100", base) == RedisSettings(host="10.0.0.5", port=7100, password="pw", username="backup")
+    assert client.parse_target("[::1]:7001", base).host == "::1"
     for bad in ("localhost", ":7001", "h:0", "h:x", "h:70000"):
-        with pytest.raises(rb.RedisBackupError, match="host:port"):
-            rb.parse_target(bad, base)
+        with pytest.raises(client.RedisBackupError, match="host:port"):
+            client.parse_target(bad, base)

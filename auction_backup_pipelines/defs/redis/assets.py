@@ -13,9 +13,9 @@ from dagster import (
     asset,
 )
 
-from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.redis import backup as rb
-from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.redis.backup import backup_snapshot
+
 from ..shared.keys import REDIS_SNAPSHOT_KEY
 from ..shared.metadata import backup_metadata
 from ..shared.resources import BackupRepositoryResource, RedisResource
@@ -58,7 +58,7 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
         day = dt.date.fromisoformat(context.partition_key)
         repo = backup_repo.repository()
         try:
-            backup = rb.backup_snapshot(
+            backup = backup_snapshot(
                 redis.settings(),
                 repo,
                 day,
@@ -67,7 +67,7 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
                 data_dir=getattr(redis, "data_dir", "") or None,
                 mode=config.mode,
             )
-        except (rb.RedisBackupError, RepositoryError, capture.CaptureWindowError) as exc:
+        except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
         for note in m.get("fallbacks", []):

@@ -2,7 +2,7 @@
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from auction_backup_pipelines.redis import backup as rb
+from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
 from auction_backup_pipelines.repository.repository import IntegrityError
 
 from ..shared.keys import REDIS_SNAPSHOT_KEY
@@ -13,7 +13,7 @@ from ..shared.resources import BackupRepositoryResource
              description="The newest Redis snapshot's files decompress to exactly the bytes their manifest's sha256 describes.")
 def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(rb.SYSTEM, rb.SNAPSHOT)
+    latest = repo.latest(SYSTEM, SNAPSHOT)
     if latest is None:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=f"no Redis snapshot in {repo.describe()} yet")
     meta = {"partition": latest.partition, "backup_id": latest.backup_id, "mode": str(latest.metadata.get("mode"))}

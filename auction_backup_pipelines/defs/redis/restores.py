@@ -2,8 +2,9 @@
 
 from dagster import Config, Failure, OpExecutionContext, job, op
 
-from auction_backup_pipelines.redis import backup as rb
-from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM, parse_target
+from auction_backup_pipelines.redis.restore import restore_snapshot
 
 from ..shared.keys import SYSTEM_TAG
 from ..shared.resources import BackupRepositoryResource, RedisResource
@@ -24,13 +25,13 @@ def restore_redis_snapshot(
 ) -> dict:
     repo = backup_repo.repository()
     try:
-        backup = repo.get(rb.SYSTEM, rb.SNAPSHOT, config.date)
-        result = rb.restore_snapshot(rb.parse_target(config.target, redis.settings()), repo, backup, force=config.force)
-    except (rb.RedisBackupError, RepositoryError) as exc:
+        backup = repo.get(SYSTEM, SNAPSHOT, config.date)
+        result = restore_snapshot(parse_target(config.target, redis.settings()), repo, backup, force=config.force)
+    except BackupError as exc:
         raise Failure(description=str(exc)) from None
-    context.log.info(f"restored {result['backup']} into {result['target']}: {result['keys_verified']} keys verified")
-    context.add_output_metadata(result)
-    return result
+    context.log.info(f"restored {result.backup} into {result.target}: {result.keys_verified} keys verified")
+    context.add_output_metadata(result.as_dict())
+    return result.as_dict()
 
 
 @job(tags={SYSTEM_TAG: "redis"}, description="Restore a Redis snapshot into a server or cluster you name, verified against its manifest.")
