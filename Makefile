@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 # Load the ports and password the stack wrote, then point Dagster at the project's instance.
 # The project's .venv is the active environment, as `dg` expects.
-WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" && \
+WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/instance/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" && \
 	export VIRTUAL_ENV="$(CURDIR)/.venv" PATH="$(CURDIR)/.venv/bin:$$PATH" &&
 
 .PHONY: demo test bench stack-up stack-down

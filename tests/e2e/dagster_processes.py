@@ -21,10 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 
 
+def dg_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment `dg` runs in, as the Makefile sets it: the project's .venv active, its own instance."""
+    return {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(ROOT / ".venv"),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+
+
 def dagster_home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "instance" / "dagster.yaml", home / "dagster.yaml")
     return home
 
 

@@ -1,4 +1,4 @@
-"""The operator's view: a running `dagster dev` (webserver + daemon) driven as a user would,
+"""The operator's view: a running `dg dev` (webserver + daemon) driven as a user would,
 through the GraphQL API (a partition backfill) and through a real browser (headless Chromium)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.localhost import free_port
 
-from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
+from .dagster_processes import BIN, ROOT, dagster_home, dg_env, graphql, process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"
@@ -37,12 +37,12 @@ query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __t
 
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
-    """`dagster dev` on a free port with its own instance and an empty backup repository."""
+    """`dg dev` on a free port with its own instance and an empty backup repository."""
     tmp = tmp_path_factory.mktemp("dev")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(tmp)), "BACKUP_ROOT": str(tmp / "backups")}
+    env = dg_env(dagster_home(tmp), BACKUP_ROOT=str(tmp / "backups"))
     log = tmp / "dagster-dev.log"
-    argv = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    argv = [str(BIN / "dg"), "dev", "-h", "127.0.0.1", "-p", str(port)]
     with process_group(argv, env, log) as proc:
         def loaded():
             data = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }")

@@ -9,7 +9,7 @@ import pytest
 
 from auction_backup_pipelines.localhost import free_port
 
-from .dagster_processes import BIN, ROOT, dagster_home, graphql, process_group, wait_until
+from .dagster_processes import BIN, ROOT, dagster_home, dg_env, graphql, process_group, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +24,25 @@ WORKSPACE = """
 """
 
 
-def test_definitions_validate(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(tmp_path))}
-    proc = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+def test_dg_check_defs_passes_without_warnings(tmp_path):
+    """`dg check defs` loads every definition; nothing it prints is a beta, supersession or instance warning."""
+    proc = subprocess.run([str(BIN / "dg"), "check", "defs"], cwd=ROOT, env=dg_env(dagster_home(tmp_path)),
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "All definitions loaded successfully" in out
+    for warning in ("BetaWarning", "PreviewWarning", "superseded", "Found a dagster instance configuration", "does not match"):
+        assert warning not in out, out
+
+
+def test_dg_list_defs_shows_every_domain(tmp_path):
+    proc = subprocess.run([str(BIN / "dg"), "list", "defs", "--json"], cwd=ROOT, env=dg_env(dagster_home(tmp_path)),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Validation successful" in proc.stdout + proc.stderr
+    listed = proc.stdout
+    for name in ("postgres/logical_dump", "redis/snapshot", "kafka/topic_export/bid-events", "postgres_backup_job",
+                 "weekly_verification_job", "retention_sensor", "check_failure_alert_sensor", "postgres_backup_job_schedule"):
+        assert name in listed, name
 
 
 def test_webserver_loads_the_code_location(tmp_path):

@@ -72,7 +72,7 @@ def test_run_launcher_passes_every_backup_setting_to_run_containers(compose):
 
 
 def test_local_instance_queues_runs_with_one_run_per_system(tmp_path):
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "instance" / "dagster.yaml", tmp_path / "dagster.yaml")
     instance = DagsterInstance.from_config(str(tmp_path))
     try:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
