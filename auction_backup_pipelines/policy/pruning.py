@@ -5,7 +5,8 @@ job and the CLI share one code path. ``retention.evaluate`` decides; this module
 what the repository holds into retention records and acts on the decisions.
 
 Retention key
-    The backup's prefix, ``<system>/<artifact>/<day>/<backup_id>``. It names one published
+    The backup's key, ``<system>/<artifact>/<day>/<backup_id>`` (layout.BackupRef; a Kafka
+    artifact has a slash of its own, ``topic_export/<topic>``). It names one published
     backup: when a day is backed up again (a new backup_id), a deletion request made for the
     old backup cannot touch the new bytes. ``depends_on`` lists keys in the same form. The
     retention artifact is ``<system>/<artifact>``, which the policy patterns (``postgres/*``)
@@ -15,9 +16,8 @@ Status (from the manifest's metadata)
     one of retention.STATUSES: an unknown value raises rather than guess about a deletion);
     else ``"good"``.
 Pins
-    An object ``<system>/<artifact>/<day>/PINNED`` (a JSON note) pins every backup of that
-    day, including one taken again later. NB: ``Repository.gc_incomplete`` currently treats
-    it as an orphan and removes it.
+    An object ``<system>/<artifact>/<day>/PINNED`` (a JSON note; layout.PartitionRef.pin_key)
+    pins every backup of that day, including one taken again later.
 One listing
     A plan lists the backend exactly once and derives manifests and pins from that pass, so
     a sensor tick costs one listing whatever the repository holds.
@@ -34,11 +34,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.policy import retention
-from auction_backup_pipelines.repository.repository import MANIFEST, Backup, Repository, RepositoryError, parse_day
+from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository.layout import BackupRef, PartitionRef
+from auction_backup_pipelines.repository.repository import Backup, Repository, RepositoryError, parse_day
 from auction_backup_pipelines.repository.storage import StorageError
 
-PIN = "PINNED"
 # WAL artifacts and the base backup artifact whose PITR window they serve.
 WAL_FOR = {"postgres/wal": "postgres/base_backup"}
 TZ = "UTC"  # partition days are UTC days
@@ -87,17 +89,18 @@ def _status(b: Backup) -> str:
     return status
 
 
-def _record(b: Backup, pins: set[str]) -> retention.Backup:
+def _record(b: Backup, pins: set[PartitionRef]) -> retention.Backup:
     deps = b.metadata.get("depends_on", [])
     if not isinstance(deps, (list, tuple)):
         raise PruningError(f"manifest {b.manifest_key}: depends_on must be a list of backup keys, got {deps!r}")
-    artifact = f"{b.system}/{b.artifact}"
+    ref = b.ref
+    artifact = layout.artifact_key(b.system, b.artifact)
     return retention.Backup(
-        key=b.prefix,
+        key=ref.key,
         artifact=artifact,
         day=b.day,
         status=_status(b),
-        pinned=f"{artifact}/{b.partition}" in pins,
+        pinned=ref.partition_ref in pins,
         depends_on=frozenset(deps),
         wal_for=WAL_FOR.get(artifact),
     )
@@ -105,11 +108,11 @@ def _record(b: Backup, pins: set[str]) -> retention.Backup:
 
 def _scan(repo: Repository) -> _Snapshot:
     objects = [o.key for o in repo.backend.list("")]  # the one listing
-    pins = {k.rsplit("/", 1)[0] for k in objects if k.count("/") == 3 and k.endswith("/" + PIN)}
+    pins = {pin for k in objects if (pin := layout.parse_pin_key(k)) is not None}
     backups: dict[str, Backup] = {}
     for key in objects:
-        if key.endswith("/" + MANIFEST):
-            b = repo._load_manifest(key)  # same parsing and errors as Repository.list
+        if layout.is_manifest_key(key):
+            b = repo.load_manifest(key)  # same parsing and errors as Repository.list
             backups[b.prefix] = b
     return _Snapshot(backups, [_record(b, pins) for b in backups.values()], objects)
 
@@ -161,8 +164,13 @@ def delete_expired(
 def _finish_half_deleted(repo: Repository, key: str, objects: list[str], dry_run: bool) -> Outcome:
     # No manifest under `key`. A requested key had one when it was planned, and a backup still
     # being written has a fresh backup_id that no plan has seen, so files left under this exact
-    # prefix are what an interrupted deletion left behind: finish the job.
-    leftovers = [k for k in objects if k.startswith(key + "/")] if key.count("/") == 3 else []
+    # prefix are what an interrupted deletion left behind: finish the job. A key that names no
+    # backup (malformed) has no leftovers: nothing is deleted for it.
+    try:
+        ref = BackupRef.parse(key)
+    except ConfigurationError:
+        ref = None
+    leftovers = [k for k in objects if ref.owns(k)] if ref is not None else []
     if leftovers and not dry_run:
         for k in leftovers:
             repo.backend.delete(k)
@@ -174,10 +182,10 @@ def _finish_half_deleted(repo: Repository, key: str, objects: list[str], dry_run
 
 
 def _pin_key(system: str, artifact: str, day: str | dt.date) -> str:
-    for name, value in (("system", system), ("artifact", artifact)):
-        if not value or "/" in value or value.startswith("."):
-            raise PruningError(f"invalid {name} {value!r}")
-    return f"{system}/{artifact}/{parse_day(day).isoformat()}/{PIN}"
+    try:
+        return PartitionRef(system, artifact, parse_day(day)).pin_key
+    except ConfigurationError as exc:
+        raise PruningError(str(exc)) from None
 
 
 def pin(repo: Repository, system: str, artifact: str, day: str | dt.date, note: str = "") -> str:

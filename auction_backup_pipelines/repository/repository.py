@@ -1,6 +1,6 @@
 """The backup repository: every artifact of every system, with a manifest that makes it whole.
 
-Layout (keys in a storage backend, see storage.py)::
+Layout (keys in a storage backend, built by layout.py)::
 
     <system>/<artifact>/<YYYY-MM-DD>/<backup_id>/<file>[.zst|.gz]
     <system>/<artifact>/<YYYY-MM-DD>/<backup_id>/manifest.json
@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import queue
-import secrets
 import threading
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,8 @@ import zstandard
 
 from auction_backup_pipelines.repository.encryption import MAGIC as _ENCRYPTED_MAGIC
 from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, peek_key_id
+from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository.layout import MANIFEST, BackupRef, PartitionRef
 from auction_backup_pipelines.repository.storage import Backend, IntegrityError, LocalBackend, LockedError, RepositoryError, StorageError
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "RepositoryError",
 ]
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 COMPRESSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
@@ -110,12 +110,21 @@ class Backup:
     format: int = MANIFEST_FORMAT
 
     @property
+    def ref(self) -> BackupRef:
+        return BackupRef(self.system, self.artifact, self.day, self.backup_id)
+
+    @property
     def prefix(self) -> str:
-        return f"{self.system}/{self.artifact}/{self.partition}/{self.backup_id}"
+        """The backup's key, `<system>/<artifact>/<day>/<backup_id>` (see layout.BackupRef)."""
+        return self.ref.key
 
     @property
     def manifest_key(self) -> str:
-        return f"{self.prefix}/{MANIFEST}"
+        return self.ref.manifest_key
+
+    def object_key(self, entry: FileEntry) -> str:
+        """The key under which one of this backup's files is stored."""
+        return self.ref.file_key(entry.key)
 
     @property
     def day(self) -> dt.date:
@@ -275,14 +284,15 @@ class BackupWriter:
         self.artifact = artifact
         self.partition = partition
         self.started_at = started_at
-        self.backup_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+        self.ref = BackupRef.new(system, artifact, parse_day(partition), started_at)
+        self.backup_id = self.ref.backup_id
         self.metadata: dict[str, Any] = {}
         self._files: list[FileEntry] = []
         self.committed: Backup | None = None
 
     @property
     def prefix(self) -> str:
-        return f"{self.system}/{self.artifact}/{self.partition}/{self.backup_id}"
+        return self.ref.key
 
     @contextlib.contextmanager
     def open_file(self, name: str, compression: str | None = None) -> Iterator[ArtifactStream]:
@@ -292,7 +302,7 @@ class BackupWriter:
         if "/" in name or name == MANIFEST or name.startswith("."):
             raise RepositoryError(f"invalid backup file name {name!r}")
         compression = compression or self._repo.compression
-        key = f"{self.prefix}/{name}{COMPRESSIONS[compression]}"
+        key = self.ref.file_key(name + COMPRESSIONS[compression])
         with self._repo.backend.writer(key) as target:
             stream = ArtifactStream(name, compression, target, self._repo.zstd_level, self._repo.zstd_threads)
             yield stream
@@ -319,7 +329,7 @@ class BackupWriter:
 
     def abort(self) -> None:
         for entry in self._files:
-            self._repo.backend.delete(f"{self.prefix}/{entry.key}")
+            self._repo.backend.delete(self.ref.file_key(entry.key))
         self._files.clear()
 
 
@@ -442,8 +452,9 @@ class Repository:
         already) and older backups of the same partition are then removed; on any exception
         the files written so far are deleted and nothing is published.
         """
-        day = parse_day(partition).isoformat()
-        with self.backend.lock(f"{system}/{artifact}/{day}"):
+        part = PartitionRef(system, artifact, parse_day(partition))
+        day = part.day.isoformat()
+        with self.backend.lock(part.lock_name):
             writer = BackupWriter(self, system, artifact, day, started_at or utcnow())
             try:
                 yield writer
@@ -461,18 +472,18 @@ class Repository:
 
     def list(self, system: str | None = None, artifact: str | None = None, partition: str | None = None) -> list[Backup]:
         """Complete backups (those with a manifest), oldest partition first."""
-        prefix = "/".join(p for p in (system, artifact, partition) if p)
-        prefix = prefix + "/" if prefix else ""
+        prefix = layout.backups_prefix(system or None, artifact or None, parse_day(partition) if partition else None)
         found = []
         for obj in self.backend.list(prefix):
-            if obj.key.endswith("/" + MANIFEST):
-                backup = self._load_manifest(obj.key)
+            if layout.is_manifest_key(obj.key):
+                backup = self.load_manifest(obj.key)
                 if artifact is not None and backup.artifact != artifact:
                     continue  # an artifact whose name is a prefix of another's
                 found.append(backup)
         return sorted(found, key=lambda b: (b.system, b.artifact, b.partition, b.backup_id))
 
-    def _load_manifest(self, key: str) -> Backup:
+    def load_manifest(self, key: str) -> Backup:
+        """The manifest stored under `key`, decrypted and parsed (IntegrityError if unreadable)."""
         with self.backend.reader(key) as f:
             raw = f.read()
         if self.encryption is None and raw.startswith(_ENCRYPTED_MAGIC):
@@ -503,9 +514,9 @@ class Repository:
     def open(self, backup: Backup, name: str) -> BinaryIO:
         """Stream a file's original bytes; raises IntegrityError at the end if anything differs."""
         entry = backup.file(name)
-        where = f"{backup.prefix}/{entry.key}"
+        where = backup.object_key(entry)
         try:
-            stored = self.backend.reader(f"{backup.prefix}/{entry.key}")
+            stored = self.backend.reader(where)
         except FileNotFoundError:
             raise IntegrityError(f"{where}: file listed in the manifest is missing") from None
         return io.BufferedReader(_VerifyingReader(stored, entry, where), buffer_size=CHUNK)  # type: ignore[arg-type]
@@ -518,7 +529,7 @@ class Repository:
         """
         checked = 0
         for entry in backup.files:
-            where = f"{backup.prefix}/{entry.key}"
+            where = backup.object_key(entry)
             if deep:
                 with self.open(backup, entry.name) as f:
                     while f.read(CHUNK * 8):
@@ -527,7 +538,7 @@ class Repository:
                 sha = hashlib.sha256()
                 size = 0
                 try:
-                    with self.backend.reader(f"{backup.prefix}/{entry.key}") as f:
+                    with self.backend.reader(where) as f:
                         while block := f.read(CHUNK * 8):
                             sha.update(block)
                             size += len(block)
@@ -546,7 +557,7 @@ class Repository:
     def delete(self, backup: Backup) -> None:
         """Remove a backup: the manifest first, so a half-deleted backup never looks complete."""
         self.backend.delete(backup.manifest_key)
-        self.backend.delete_many(f"{backup.prefix}/{entry.key}" for entry in backup.files)
+        self.backend.delete_many(backup.object_key(entry) for entry in backup.files)
 
     def gc_incomplete(self, system: str | None = None) -> list[str]:
         """Delete files that belong to no manifest (left by crashed runs). Returns their keys.
@@ -554,11 +565,11 @@ class Repository:
         Call it only when no backup is being written: a running backup's files have no
         manifest yet either.
         """
-        prefix = f"{system}/" if system else ""
-        objects = list(self.backend.list(prefix))
-        complete = {o.key.rsplit("/", 1)[0] for o in objects if o.key.endswith("/" + MANIFEST)}
-        # A day's pin marker (<system>/<artifact>/<day>/PINNED, see pruning.py) belongs to no
-        # backup on purpose; removing it would silently unpin the day.
-        orphans = [o.key for o in objects if o.key.rsplit("/", 1)[0] not in complete and not o.key.endswith("/PINNED")]
+        prefix = layout.backups_prefix(system or None)
+        # Only keys inside a backup's folder are candidates: a day's pin (see pruning.py) belongs
+        # to no backup on purpose, and the WAL archive (postgres/wal/...) has no manifests at all.
+        inside = {o.key: found for o in self.backend.list(prefix) if (found := layout.parse_file_key(o.key))}
+        complete = {ref for ref, name in inside.values() if name == MANIFEST}
+        orphans = [key for key, (ref, _) in inside.items() if ref not in complete]
         self.backend.delete_many(orphans)
         return orphans + self.backend.remove_temporaries(prefix)

@@ -15,12 +15,12 @@ import errno
 import fcntl
 import os
 import stat
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 from auction_backup_pipelines.errors import BackupError, VerificationError
+from auction_backup_pipelines.repository import layout
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -141,7 +141,7 @@ class LocalBackend(Backend):
         final = self._path(key)
         self._ensure_dir(final.parent)
         # A dot-prefixed temp name is never listed, so a crash leaves nothing that looks published.
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+        tmp = final.with_name(layout.temp_name(final.name))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         f = os.fdopen(fd, "wb", buffering=1 << 20)
         try:
@@ -199,7 +199,7 @@ class LocalBackend(Backend):
     def remove_temporaries(self, prefix: str = "") -> list[str]:
         start = self._path(prefix) if prefix.strip("/") else self.root
         removed = []
-        for tmp in list(start.rglob(".*.tmp-*")) if start.is_dir() else ():
+        for tmp in list(start.rglob(layout.TEMP_GLOB)) if start.is_dir() else ():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed.append(tmp.relative_to(self.root).as_posix())
@@ -208,9 +208,8 @@ class LocalBackend(Backend):
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        lock_dir = self.root / ".locks"
-        self._ensure_dir(lock_dir)
-        path = lock_dir / (name.replace("/", "__") + ".lock")
+        path = self._path(layout.lock_key(name))
+        self._ensure_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             try:

@@ -11,6 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
 from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.repository.layout import BackupRef
 from auction_backup_pipelines.repository.storage import LocalBackend
 from auction_backup_pipelines.defs.retention import jobs as ret
 from auction_backup_pipelines.defs.retention.sensors import build_retention_sensor
@@ -56,9 +57,9 @@ def filled(resource, clock):
     return repo
 
 
-def tick(instance, resource):
+def tick(instance, resource, dry_run=False):
     ctx = build_sensor_context(instance=instance, resources={"backup_repo": resource})
-    return build_retention_sensor(3600, False).evaluate_tick(ctx)
+    return build_retention_sensor(3600, dry_run).evaluate_tick(ctx)
 
 
 def cleanup(instance, resource, request, **kwargs):
@@ -124,14 +125,13 @@ def test_next_day_expires_a_new_set_under_a_new_run_key(filled, resource, clock)
     [nxt] = tick(instance, resource).run_requests
     assert nxt.run_key != request.run_key
     keys = nxt.run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"]
-    assert [k.split("/")[:3] for k in keys] == [["redis", "snapshot", "2026-12-03"]]
+    assert [BackupRef.parse(k).partition_ref.key for k in keys] == ["redis/snapshot/2026-12-03"]
 
 
-def test_dry_run_env_requests_a_report_only_run_under_its_own_key(filled, resource, monkeypatch):
+def test_dry_run_requests_a_report_only_run_under_its_own_key(filled, resource):
     instance = DagsterInstance.ephemeral()
     real = tick(instance, resource).run_requests[0]
-    monkeypatch.setenv("RETENTION_DRY_RUN", "1")
-    [dry] = tick(instance, resource).run_requests
+    [dry] = tick(instance, resource, dry_run=True).run_requests
     assert dry.run_config["ops"][ret.CLEANUP_OP]["config"]["dry_run"] is True
     assert dry.run_key != real.run_key  # a dry run must not use up the real run's key
     result = cleanup(instance, resource, dry)
@@ -157,9 +157,23 @@ def test_a_failed_deletion_fails_the_run_after_recording_the_others(filled, reso
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert "1 backup(s) could not be deleted" in failure.step_failure_data.error.message
-    assert days_in(filled, "redis", "snapshot") == KEEP_REDIS | {stuck.split("/")[2]}
+    stuck_day = BackupRef.parse(stuck).day.isoformat()
+    assert days_in(filled, "redis", "snapshot") == KEEP_REDIS | {stuck_day}
     obs = observed(instance, AssetKey(["redis", "snapshot"]))
-    assert len(obs) == 40 - len(KEEP_REDIS) - 1 and stuck.split("/")[2] not in {o.partition for o in obs}
+    assert len(obs) == 40 - len(KEEP_REDIS) - 1 and stuck_day not in {o.partition for o in obs}
+
+
+def test_a_deleted_kafka_backup_is_observed_on_its_topic_asset(resource, clock):
+    repo = resource.repository()
+    for day in DAYS[:10]:
+        put(repo, "kafka", "topic_export/bid-events", day)
+    instance = DagsterInstance.ephemeral()
+    request = tick(instance, resource).run_requests[0]
+    refs = [BackupRef.parse(k) for k in request.run_config["ops"][ret.CLEANUP_OP]["config"]["backup_keys"]]
+    assert [r.artifact for r in refs] == ["topic_export/bid-events"] * 3  # kafka/*: daily 7
+    assert cleanup(instance, resource, request).success
+    obs = observed(instance, AssetKey(["kafka", "topic_export", "bid-events"]))  # the asset defs/kafka defines
+    assert sorted(o.partition for o in obs) == sorted(r.day.isoformat() for r in refs)
 
 
 def test_empty_repository_skips(resource, clock):

@@ -8,7 +8,8 @@ Only defined when an offsite store is configured (OFFSITE_S3_BUCKET).
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Failure, MaterializeResult, MetadataValue, PartitionsDefinition, asset
 
 from auction_backup_pipelines.ops import offsite
-from auction_backup_pipelines.repository.storage import StorageError
+from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.errors import BackupError
 
 from ..shared.keys import offsite_key
 from ..shared.resources import BackupRepositoryResource, OffsiteRepositoryResource
@@ -16,7 +17,7 @@ from ..shared.resources import BackupRepositoryResource, OffsiteRepositoryResour
 
 def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> AssetsDefinition:
     """`offsite/<system>/<artifact>`: the upstream partition's backup copied offsite and verified there."""
-    system, artifact = upstream.path[0], "/".join(upstream.path[1:])
+    system, artifact = layout.artifact_from_asset_path(upstream.path)
 
     @asset(key=offsite_key(upstream), deps=[upstream], partitions_def=partitions, group_name="offsite",
            pool="offsite", kinds={"s3"},
@@ -27,7 +28,7 @@ def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> 
         src, dst = backup_repo.repository(), offsite_repo.repository()
         try:
             report = offsite.copy_partition(src, dst, system, artifact, context.partition_key)
-        except (StorageError, OSError) as exc:  # Repository/Integrity/Locked errors are StorageErrors
+        except (BackupError, OSError) as exc:  # OSError: the local disk, read or written by the copy itself
             raise Failure(description=str(exc)) from None
         context.log.info(report.summary())
         return MaterializeResult(metadata={

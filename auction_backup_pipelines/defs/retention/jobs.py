@@ -48,7 +48,7 @@ class CleanupConfig(Config):
 def _observe(context: OpExecutionContext, outcome: pruning.Outcome, b: Backup) -> None:
     context.log_event(
         AssetObservation(
-            asset_key=AssetKey([b.system, b.artifact]),
+            asset_key=AssetKey(list(b.ref.asset_path)),
             partition=b.partition,
             metadata={"status": "deleted", "backup_id": b.backup_id, "reason": outcome.reason},
         )
@@ -76,7 +76,7 @@ def delete_expired_backups(
         level(f"{o.action}: {o.key} ({o.reason})")
         if o.action == pruning.DELETED and o.backup:
             _observe(context, o, o.backup)
-            deleted.append(f"{o.backup.system}/{o.backup.artifact}/{o.backup.partition}")
+            deleted.append(o.backup.ref.partition_ref.key)
     counts = Counter(o.action for o in outcomes)
     metadata = {
         "dry_run": config.dry_run,

@@ -6,10 +6,19 @@ system and artifact, so `kafka/topic_export/<topic>` is both a key prefix and an
 
 from dagster import AssetKey
 
-LOGICAL_DUMP_KEY = AssetKey(["postgres", "logical_dump"])
-BASE_BACKUP_KEY = AssetKey(["postgres", "base_backup"])
-WAL_ARCHIVE_KEY = AssetKey(["postgres", "wal_archive"])
-REDIS_SNAPSHOT_KEY = AssetKey(["redis", "snapshot"])
+from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA
+from auction_backup_pipelines.kafka.records import artifact_name
+from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP
+from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
+from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP
+from auction_backup_pipelines.redis.client import SNAPSHOT
+from auction_backup_pipelines.redis.client import SYSTEM as REDIS
+from auction_backup_pipelines.repository import layout
+
+LOGICAL_DUMP_KEY = AssetKey(list(layout.asset_path(POSTGRES, LOGICAL_DUMP)))
+BASE_BACKUP_KEY = AssetKey(list(layout.asset_path(POSTGRES, BASE_BACKUP)))
+WAL_ARCHIVE_KEY = AssetKey([POSTGRES, "wal_archive"])
+REDIS_SNAPSHOT_KEY = AssetKey(list(layout.asset_path(REDIS, SNAPSHOT)))
 
 SYSTEM_TAG = "auction_backup/system"
 """Runs carrying the same value of this tag never run at once (dagster.yaml's run queue)."""
@@ -21,7 +30,7 @@ def topic_source_key(topic: str) -> AssetKey:
 
 
 def topic_export_key(topic: str) -> AssetKey:
-    return AssetKey(["kafka", "topic_export", topic])
+    return AssetKey(list(layout.asset_path(KAFKA, artifact_name(topic))))
 
 
 def offsite_key(upstream: AssetKey) -> AssetKey:
