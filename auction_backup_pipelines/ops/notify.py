@@ -11,10 +11,8 @@ password) never appear in a log line, a result or an exception message: sinks de
 themselves by scheme and host only, and every error text is scrubbed of the secret values
 before it leaves the sink.
 
-Environment (`sinks_from_env`): ALERT_WEBHOOK_URL, ALERT_WEBHOOK_SECRET_HEADER ("Name: value"),
-ALERT_WEBHOOK_TIMEOUT_S, ALERT_SMTP_HOST, ALERT_SMTP_PORT (default 25, 587 with STARTTLS),
-ALERT_SMTP_FROM, ALERT_SMTP_TO (comma list), ALERT_SMTP_USER, ALERT_SMTP_PASSWORD,
-ALERT_SMTP_STARTTLS, ALERT_SMTP_TIMEOUT_S. Nothing configured: no sink, alerts are only logged.
+Configuration (`sinks_from_settings`): the ALERT_* variables, parsed by settings.AlertingSettings.
+Nothing configured: no sink, alerts are only logged.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import email.utils
 import http.client
 import json
 import logging
-import os
 import smtplib
 import ssl
 import time
@@ -37,17 +34,18 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
 
+from auction_backup_pipelines.settings import AlertingSettings
+
 __all__ = [
     "Alert",
     "NotifyResult",
     "SinkError",
     "SmtpSink",
     "WebhookSink",
-    "alert_settings_from_env",
     "build_sinks",
     "notify",
     "redact_url",
-    "sinks_from_env",
+    "sinks_from_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -406,23 +404,6 @@ SECRET_SETTINGS = {
 """Settings that are secrets, with their variables (the Dagster resource binds these with EnvVar)."""
 
 
-def alert_settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """The ALERT_* variables as keyword arguments of `build_sinks` (and fields of the Dagster resource)."""
-    return {
-        "webhook_url": environ.get("ALERT_WEBHOOK_URL", "").strip(),
-        "webhook_secret_header": environ.get("ALERT_WEBHOOK_SECRET_HEADER", "").strip(),
-        "webhook_timeout_s": _float(environ, "ALERT_WEBHOOK_TIMEOUT_S", 5.0),
-        "smtp_host": environ.get("ALERT_SMTP_HOST", "").strip(),
-        "smtp_port": _int(environ, "ALERT_SMTP_PORT", 0),
-        "smtp_from": environ.get("ALERT_SMTP_FROM", "").strip(),
-        "smtp_to": _split_list(environ.get("ALERT_SMTP_TO", "")),
-        "smtp_user": environ.get("ALERT_SMTP_USER", "").strip(),
-        "smtp_password": environ.get("ALERT_SMTP_PASSWORD", ""),
-        "smtp_starttls": _truthy(environ.get("ALERT_SMTP_STARTTLS", "")),
-        "smtp_timeout_s": _float(environ, "ALERT_SMTP_TIMEOUT_S", 10.0),
-    }
-
-
 def build_sinks(
     *,
     webhook_url: str = "",
@@ -461,9 +442,9 @@ def build_sinks(
     return sinks
 
 
-def sinks_from_env(environ: Mapping[str, str] = os.environ) -> list[Sink]:
-    """Sinks from the ALERT_* variables; none configured gives an empty list (alerts only logged)."""
-    return build_sinks(**alert_settings_from_env(environ))
+def sinks_from_settings(settings: AlertingSettings) -> list[Sink]:
+    """The sinks the alerting settings describe; none configured gives an empty list (alerts only logged)."""
+    return build_sinks(**settings.sink_arguments())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -518,31 +499,3 @@ def _slack_escape(text: str) -> str:
 
 def _split_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.replace(";", ",").split(",") if item.strip()]
-
-
-def _truthy(raw: str) -> bool:
-    return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-
-
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
-

@@ -24,14 +24,15 @@ copied segment by segment with `copy_wal` (record last, same rule).
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import EncryptedBackend
 from auction_backup_pipelines.repository.repository import CHUNK, Backup, IntegrityError, Repository, RepositoryError, parse_day
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.settings import OffsiteSettings
 
 COPIED = "copied"
 PRESENT = "already present"
@@ -39,7 +40,7 @@ PRESENT = "already present"
 
 @dataclass(frozen=True)
 class CopyReport:
-    backup: str  # the backup's prefix (system/artifact/day/backup_id)
+    backup: str  # the backup's key (system/artifact/day/backup_id)
     status: str  # COPIED or PRESENT
     files: int
     bytes: int  # stored bytes moved (0 when already present)
@@ -54,7 +55,7 @@ class CopyReport:
 
 
 def _copy_file(src: Repository, dst: Repository, backup: Backup, key: str, size: int, sha256: str) -> int:
-    where = f"{backup.prefix}/{key}"
+    where = backup.ref.file_key(key)
     sha, n = hashlib.sha256(), 0
     try:
         source = src.backend.reader(where)
@@ -74,7 +75,7 @@ def _copy_file(src: Repository, dst: Repository, backup: Backup, key: str, size:
 def _present(dst: Repository, backup: Backup) -> Backup | None:
     if not any(o.key == backup.manifest_key for o in dst.backend.list(backup.manifest_key)):
         return None
-    there = dst._load_manifest(backup.manifest_key)
+    there = dst.load_manifest(backup.manifest_key)
     return there if there.files == backup.files else None
 
 
@@ -93,7 +94,7 @@ def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_old
     _refuse_downgrade(src, dst, allow_plaintext)
     started = time.monotonic()
     moved = 0
-    with dst.backend.lock(f"{backup.system}/{backup.artifact}/{backup.partition}"):
+    with dst.backend.lock(backup.ref.partition_ref.lock_name):
         there = _present(dst, backup)
         status = PRESENT
         verified: dict[str, Any] = {"files": len(backup.files), "bytes_checked": 0, "deep": False}
@@ -114,7 +115,7 @@ def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_old
                 # Manifest first (a half-removed backup never looks complete), then the files
                 # copied so far, so a failed copy leaves no orphans for gc to find.
                 dst.backend.delete(backup.manifest_key)
-                dst.backend.delete_many(f"{backup.prefix}/{e.key}" for e in backup.files)
+                dst.backend.delete_many(backup.object_key(e) for e in backup.files)
                 raise
         replaced = []
         if replace_older:
@@ -129,16 +130,14 @@ def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_old
                       round(time.monotonic() - started, 3), replaced)
 
 
-def repository_from_env(prefix: str = "OFFSITE_") -> Repository:
-    """The offsite repository the environment names: OFFSITE_S3_* (see S3Backend.from_env),
-    OFFSITE_COMPRESSION (for backups written there directly), and its own keys in
-    OFFSITE_ENCRYPTION_KEY_FILE / OFFSITE_ENCRYPTION_KEYS (may be the same keys as the source's)."""
+def repository_from_settings(settings: OffsiteSettings) -> Repository:
+    """The offsite repository the settings name: its S3 bucket (see S3Backend.from_settings), its
+    compression (for backups written there directly) and its own keys (may be the source's)."""
     from auction_backup_pipelines.repository.encryption import Encryption
     from auction_backup_pipelines.repository.s3 import S3Backend
 
-    env = os.environ.get
-    return Repository(S3Backend.from_env(prefix + "S3_"), compression=env(prefix + "COMPRESSION") or "zstd",
-                      encryption=Encryption.from_settings(env(prefix + "ENCRYPTION_KEY_FILE", ""), env(prefix + "ENCRYPTION_KEYS", "")))
+    return Repository(S3Backend.from_settings(settings), compression=settings.compression,
+                      encryption=Encryption.from_settings(settings.encryption_key_file, settings.encryption_keys))
 
 
 def copy_partition(src: Repository, dst: Repository, system: str, artifact: str, partition: str, **kwargs: Any) -> CopyReport:
@@ -172,8 +171,7 @@ def copy_wal(src: WalArchive, dst: WalArchive, allow_plaintext: bool = False) ->
         old = have.get(record.name)
         if old is not None and old.sha256 == record.sha256:
             continue
-        base = src._base(record.name)
-        data_key = base + ".zst"
+        data_key, record_key = layout.wal_data_key(record.name), layout.wal_record_key(record.name)
         sha, n = hashlib.sha256(), 0
         with src.backend.reader(data_key) as source, dst.backend.writer(data_key) as out:
             while block := source.read(CHUNK * 4):
@@ -182,7 +180,7 @@ def copy_wal(src: WalArchive, dst: WalArchive, allow_plaintext: bool = False) ->
                 out.write(block)
             if n != record.stored_size or sha.hexdigest() != record.stored_sha256:
                 raise IntegrityError(f"archived WAL {record.name} does not match its record; not copied")
-        with src.backend.reader(base + ".json") as f, dst.backend.writer(base + ".json") as out:
+        with src.backend.reader(record_key) as f, dst.backend.writer(record_key) as out:
             out.write(f.read())
         copied.append(record.name)
         moved += n

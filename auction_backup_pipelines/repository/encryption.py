@@ -176,10 +176,6 @@ class Encryption:
             ring += list(cls.from_string(keys).keys.values())
         return cls(ring) if ring else None
 
-    @classmethod
-    def from_env(cls) -> "Encryption | None":
-        return cls.from_settings(os.environ.get(ENV_KEY_FILE, ""), os.environ.get(ENV_KEYS, ""))
-
     # -- objects ---------------------------------------------------------------------------
 
     def header(self) -> tuple[bytes, _Sealer]:

@@ -47,12 +47,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
 
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.storage import Backend, LockedError, ObjectInfo, StorageError
+from auction_backup_pipelines.settings import OffsiteSettings
 
 PART_SIZE = 8 << 20
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 DELETE_BATCH = 1000
-LOCKS = ".locks/"
 THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
               "ServiceUnavailable", "RequestThrottled"}
 _NO_FLEXIBLE_CHECKSUMS = {"NotImplemented", "InvalidArgument", "InvalidRequest", "XAmzContentSHA256Mismatch"}
@@ -106,13 +107,13 @@ class S3Backend(Backend):
             aws_access_key_id=access_key_id or None, aws_secret_access_key=secret_access_key or None)
 
     @classmethod
-    def from_env(cls, prefix: str = "OFFSITE_S3_", **kwargs: Any) -> "S3Backend":
-        """<prefix>BUCKET, _PREFIX, _ENDPOINT_URL, _REGION, _ACCESS_KEY_ID, _SECRET_ACCESS_KEY (the last four optional)."""
-        env = lambda name: os.environ.get(prefix + name) or None  # noqa: E731
-        if not env("BUCKET"):
-            raise StorageError(f"{prefix}BUCKET is not set")
-        return cls(env("BUCKET"), env("PREFIX") or "", endpoint_url=env("ENDPOINT_URL"), region=env("REGION"),
-                   access_key_id=env("ACCESS_KEY_ID"), secret_access_key=env("SECRET_ACCESS_KEY"), **kwargs)
+    def from_settings(cls, settings: OffsiteSettings, **kwargs: Any) -> "S3Backend":
+        """The offsite bucket (OFFSITE_S3_BUCKET, required), its prefix, endpoint, region and credentials."""
+        if not settings.bucket:
+            raise StorageError("OFFSITE_S3_BUCKET is not set")
+        return cls(settings.bucket, settings.prefix, endpoint_url=settings.endpoint_url or None,
+                   region=settings.region or None, access_key_id=settings.access_key_id or None,
+                   secret_access_key=settings.secret_access_key or None, **kwargs)
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
@@ -201,7 +202,7 @@ class S3Backend(Backend):
                 for obj in page.get("Contents", []):
                     key = obj["Key"][len(self.prefix):]
                     # dot-names are ours (locks), like the local backend's temp files and .locks
-                    if any(p.startswith(".") for p in key.split("/")):
+                    if layout.is_hidden(key):
                         continue
                     yield ObjectInfo(key, int(obj["Size"]))
         except ClientError as exc:
@@ -253,7 +254,7 @@ class S3Backend(Backend):
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        key = LOCKS + name.replace("/", "__") + ".lock"
+        key = layout.lock_key(name)
         token = uuid.uuid4().hex
         now = dt.datetime.now(dt.timezone.utc)
         body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),

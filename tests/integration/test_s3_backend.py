@@ -7,6 +7,7 @@ every successful attempt reaches the real server.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, Ke
 from auction_backup_pipelines.repository.repository import IntegrityError, Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
 from auction_backup_pipelines.repository.storage import LockedError, StorageError
+from auction_backup_pipelines.settings import OffsiteSettings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +52,7 @@ def s3_env():
 @pytest.fixture
 def backend(s3_env):
     """A backend on a fresh prefix of the stack's bucket; emptied afterwards."""
-    b = S3Backend.from_env("OFFSITE_S3_", part_size=5 * MiB, backoff=0.01)
+    b = S3Backend.from_settings(OffsiteSettings.from_env(), part_size=5 * MiB, backoff=0.01)
     b.prefix = f"test-{uuid.uuid4().hex[:10]}/"
     yield b
     b.remove_temporaries()
@@ -73,7 +75,7 @@ def test_multipart_round_trip_with_sha256_checksums(backend):
     repo = Repository(backend, compression="none")
     data = os.urandom(12 * MiB + 123)
     backup = _write(repo, data)
-    key = backend._k(f"{backup.prefix}/dump.pgc")
+    key = backend._k(backup.ref.file_key("dump.pgc"))
     head = backend.client.head_object(Bucket=backend.bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(data)
     assert head.get("ChecksumSHA256", "").endswith("-3")  # three parts, each checked by the server
@@ -128,7 +130,8 @@ def test_killed_writer_leaves_an_invisible_upload_that_gc_aborts(backend):
         import os, signal
         from auction_backup_pipelines.repository.repository import Repository
         from auction_backup_pipelines.repository.s3 import S3Backend
-        b = S3Backend.from_env("OFFSITE_S3_", part_size={5 * MiB})
+        from auction_backup_pipelines.settings import OffsiteSettings
+        b = S3Backend.from_settings(OffsiteSettings.from_env(), part_size={5 * MiB})
         b.prefix = {backend.prefix!r}
         with Repository(b, compression="none").begin("postgres", "logical_dump", "{DAY}") as w:
             with w.open_file("dump.pgc") as f:
@@ -287,7 +290,7 @@ def test_reader_resumes_after_a_dropped_connection(backend):
 
 def test_offsite_copy_of_a_real_dump_to_encrypted_s3_then_restore_from_there(backend, tmp_path, pg_settings, scratch_db):
     local = Repository.local(tmp_path / "local")
-    backup = pg.backup_logical(pg_settings, local, pg.dt.date(2026, 11, 20))
+    backup = pg.backup_logical(pg_settings, local, dt.date(2026, 11, 20))
     remote = Repository(backend, encryption=Encryption([Key("offsite", os.urandom(32))]))
     report = offsite.copy_partition(local, remote, "postgres", "logical_dump", "2026-11-20")
     assert report.status == offsite.COPIED and report.bytes == backup.stored_size
@@ -296,7 +299,7 @@ def test_offsite_copy_of_a_real_dump_to_encrypted_s3_then_restore_from_there(bac
     [there] = remote.list()
     assert there == backup
     result = pg.restore_logical(pg_settings, remote, there, scratch_db)
-    assert result["rows_total"] == backup.metadata["rows_total"]
+    assert result.rows_total == backup.metadata["rows_total"]
 
 
 def test_offsite_copy_failure_leaves_nothing_at_the_destination(backend, tmp_path):

@@ -12,6 +12,7 @@ from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.repository.encryption import Encryption, EncryptionError, Key, WrongKeyError
 from auction_backup_pipelines.repository.repository import IntegrityError, Repository, RepositoryError
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.settings import EncryptionSettings
 
 DAY = "2026-11-20"
 K1 = Key("k1", bytes(range(32)))
@@ -181,7 +182,7 @@ def test_key_file_must_be_private_and_rotation_cli_prepends(tmp_path, capsys):
         Encryption.from_file(path)
 
 
-def test_keys_from_env_string_and_no_secret_in_messages_or_repr(monkeypatch):
+def test_keys_from_settings_string_and_no_secret_in_messages_or_repr():
     b1, b2 = base64.b64encode(K1.secret).decode(), base64.b64encode(K2.secret).decode()
     enc = Encryption.from_string(f"k2:{b2}, k1:{b1}")
     assert enc.current.id == "k2" and set(enc.keys) == {"k1", "k2"}
@@ -191,11 +192,11 @@ def test_keys_from_env_string_and_no_secret_in_messages_or_repr(monkeypatch):
     assert "secretvalue" not in str(err.value)
     with pytest.raises(EncryptionError, match="32"):
         Encryption.from_string("k1:" + base64.b64encode(b"short").decode())
-    monkeypatch.setenv(crypto.ENV_KEYS, f"k1:{b1}")
-    monkeypatch.delenv(crypto.ENV_KEY_FILE, raising=False)
-    assert Encryption.from_env().current.id == "k1"
-    monkeypatch.delenv(crypto.ENV_KEYS)
-    assert Encryption.from_env() is None
+    configured = EncryptionSettings.from_env({crypto.ENV_KEYS: f"k1:{b1}"})
+    assert Encryption.from_settings(configured.key_file, configured.keys).current.id == "k1"
+    assert b1 not in repr(configured)
+    unset = EncryptionSettings.from_env({})
+    assert Encryption.from_settings(unset.key_file, unset.keys) is None
 
 
 # -- WAL archive and offsite copies ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from auction_backup_pipelines.ops import notify as nt
+from auction_backup_pipelines.settings import AlertingSettings
 
 WAIT_S = 10
 
@@ -402,12 +403,16 @@ def test_a_bad_webhook_url_is_rejected_without_echoing_it():
 # --------------------------------------------------------------------------- environment
 
 
-def test_sinks_from_env_nothing_configured():
-    assert nt.sinks_from_env({}) == []
+def sinks_from(environ):
+    return nt.sinks_from_settings(AlertingSettings.from_env(environ))
 
 
-def test_sinks_from_env_both_sinks():
-    webhook_sink, smtp_sink_ = nt.sinks_from_env(
+def test_sinks_from_settings_nothing_configured():
+    assert sinks_from({}) == []
+
+
+def test_sinks_from_settings_both_sinks():
+    webhook_sink, smtp_sink_ = sinks_from(
         {
             "ALERT_WEBHOOK_URL": f"https://hooks.example.test/{TOKEN}",
             "ALERT_WEBHOOK_SECRET_HEADER": f"Authorization: {HEADER_SECRET}",
@@ -427,8 +432,8 @@ def test_sinks_from_env_both_sinks():
     assert_no_secret(repr(webhook_sink) + repr(smtp_sink_))
 
 
-def test_sinks_from_env_plain_smtp_defaults_to_port_25():
-    [sink] = nt.sinks_from_env({"ALERT_SMTP_HOST": "mx", "ALERT_SMTP_FROM": "f@x.test", "ALERT_SMTP_TO": "t@x.test"})
+def test_sinks_from_settings_plain_smtp_defaults_to_port_25():
+    [sink] = sinks_from({"ALERT_SMTP_HOST": "mx", "ALERT_SMTP_FROM": "f@x.test", "ALERT_SMTP_TO": "t@x.test"})
     assert (sink.port, sink.starttls, sink.username) == (25, False, None)
 
 
@@ -443,7 +448,7 @@ def test_sinks_from_env_plain_smtp_defaults_to_port_25():
         ({"ALERT_WEBHOOK_URL": f"https://h.test/{TOKEN}", "ALERT_WEBHOOK_SECRET_HEADER": "novalue"}, "Name: value"),
     ],
 )
-def test_sinks_from_env_half_configured_is_an_error(environ, message):
+def test_sinks_from_settings_half_configured_is_an_error(environ, message):
     with pytest.raises(ValueError, match=message) as err:
-        nt.sinks_from_env(environ)
+        sinks_from(environ)
     assert TOKEN not in str(err.value)

@@ -10,6 +10,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 
 from auction_backup_pipelines.ops import notify as nt
+from auction_backup_pipelines.settings import Settings
 
 
 
@@ -72,7 +73,7 @@ class AlertingResource(ConfigurableResource):
         return nt.notify(alert, sinks, logger)
 
 
-def build_alerting_resource(s: Any) -> AlertingResource:
+def build_alerting_resource(s: Settings) -> AlertingResource:
     """The resource bound from the settings: secrets as EnvVar (only when set), the rest as values."""
     fields: dict[str, Any] = s.alerting.sink_arguments()
     for field_name, variable in nt.SECRET_SETTINGS.items():

@@ -12,7 +12,7 @@ from dagster import ConfigurableResource, EnvVar
 from auction_backup_pipelines.repository.encryption import Encryption
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
-from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
+from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings, Settings
 
 
 class PostgresResource(ConfigurableResource):
@@ -23,9 +23,12 @@ class PostgresResource(ConfigurableResource):
     dbname: str = PostgresSettings.dbname
     user: str = PostgresSettings.user
     password: str = ""
+    bin_dir: str = ""
+    """Folder of PostgreSQL's programs (PGBIN); empty: the packaged folder, then PATH."""
 
     def settings(self) -> PostgresSettings:
-        return PostgresSettings(host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password)
+        return PostgresSettings(host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password,
+                                bin_dir=self.bin_dir)
 
 
 class RedisResource(ConfigurableResource):
@@ -93,12 +96,13 @@ def _secret(name: str, value: str):
     return EnvVar(name) if value else ""
 
 
-def build_resources(s: Any) -> dict[str, ConfigurableResource]:
+def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
     """Resources bound from the settings, with Auction Flow's defaults when unset."""
     pg, rd, kf, repo = s.postgres, s.redis, s.kafka, s.repository
     resources: dict[str, ConfigurableResource] = {
         "postgres": PostgresResource(
-            host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD")
+            host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD"),
+            bin_dir=pg.bin_dir,
         ),
         "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, data_dir=rd.data_dir,
                                password=_secret("REDIS_PASSWORD", rd.password)),
