@@ -1,8 +1,8 @@
 """`auction-backup`: list, take, verify and restore backups without Dagster.
 
 Everything here calls the core modules directly, so an operator can restore at 3 a.m. even
-when the Dagster webserver, daemon or its storage are down. Settings come from the same
-environment variables as the code location (POSTGRES_*, REDIS_*, KAFKA_*, BACKUP_ROOT).
+when the Dagster webserver, daemon or its storage are down. Settings are the code location's:
+`main` reads them once (settings.load_settings) and hands each command the groups it needs.
 """
 
 from __future__ import annotations
@@ -25,16 +25,22 @@ from auction_backup_pipelines.postgres import logical_day
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.ops import preflight
 from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.redis import snapshot as rb
+from auction_backup_pipelines.ops import restore_checks
+from auction_backup_pipelines.redis import backup as redis_backup
+from auction_backup_pipelines.redis import client as redis_client
+from auction_backup_pipelines.redis import restore as redis_restore
+from auction_backup_pipelines.redis import verification as redis_verification
 from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import Encryption
 from auction_backup_pipelines.kafka.records import KafkaBackupError
 from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
-from auction_backup_pipelines.postgres.wal_receiver import WalReceiver, default_spool
+from auction_backup_pipelines.postgres.wal_receiver import WalReceiver
 from auction_backup_pipelines.repository.repository import Repository, RepositoryError, parse_day
 from auction_backup_pipelines.repository.storage import StorageError
-from .settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings
+from auction_backup_pipelines.settings import Settings, load_settings
 from auction_backup_pipelines.errors import BackupError
 
 EXIT_FAILURE = 1
@@ -44,18 +50,19 @@ class CliError(BackupError):
     """A failure to report as one clear line, without a traceback."""
 
 
-def _repo(args: argparse.Namespace) -> Repository:
+def _repo(args: argparse.Namespace, settings: Settings) -> Repository:
     """The repository, encrypted when BACKUP_ENCRYPTION_KEY_FILE or BACKUP_ENCRYPTION_KEYS is set."""
-    settings = RepositorySettings.from_env()
-    return Repository.local(args.repo or settings.root, compression=settings.compression, encryption=Encryption.from_env())
+    local, keys = settings.repository, settings.encryption
+    return Repository.local(args.repo or local.root, compression=local.compression,
+                            encryption=Encryption.from_settings(keys.key_file, keys.keys))
 
 
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    repo = _repo(args)
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(args, settings)
     backups = repo.list(args.system, args.artifact)
     if args.json:
         _print([{"key": b.prefix, "partition": b.partition, "size": b.size, "stored_size": b.stored_size,
@@ -66,63 +73,64 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'system/artifact':<28} {'day':<10}  {'stored':>12}  {'captured_at':<26} backup_id")
     for b in backups:
-        print(f"{b.system + '/' + b.artifact:<28} {b.partition:<10}  {b.stored_size:>12}  "
+        print(f"{layout.artifact_key(b.system, b.artifact):<28} {b.partition:<10}  {b.stored_size:>12}  "
               f"{str(b.metadata.get('captured_at', '')):<26} {b.backup_id}")
     return 0
 
 
-def cmd_backup_postgres(args: argparse.Namespace) -> int:
+def cmd_backup_postgres(args: argparse.Namespace, settings: Settings) -> int:
     day = parse_day(args.date) if args.date else capture.default_partition()
-    backup = logical_day.backup_logical_day(PostgresSettings.from_env(), _repo(args), day, allow_late_capture=args.allow_late_capture)
+    backup = logical_day.backup_logical_day(settings.postgres, _repo(args, settings), day, allow_late_capture=args.allow_late_capture)
     m = backup.metadata
     _print({"backup": backup.prefix, "source": m["source"], "stored_size": backup.stored_size, "rows_total": m["rows_total"],
             "captured_at": m["captured_at"]})
     return 0
 
 
-def cmd_backup_postgres_base(args: argparse.Namespace) -> int:
+def cmd_backup_postgres_base(args: argparse.Namespace, settings: Settings) -> int:
     day = parse_day(args.date) if args.date else capture.default_partition()
-    backup = basebackup.take_base_backup_for_day(PostgresSettings.from_env(), _repo(args), day, args.allow_late_capture)
+    backup = basebackup.take_base_backup_for_day(settings.postgres, _repo(args, settings), day, args.allow_late_capture)
     m = backup.metadata
     _print({"backup": backup.prefix, "size": backup.size, "stored_size": backup.stored_size, "start_lsn": m["start_lsn"],
             "stop_lsn": m["stop_lsn"], "timeline": m["timeline"], "stop_time": m["stop_time"]})
     return 0
 
 
-def cmd_pitr(args: argparse.Namespace) -> int:
-    repo = _repo(args)
+def cmd_pitr(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(args, settings)
     archive = WalArchive(repo.backend)
     if args.show_window:
         window = pitr.recovery_window(repo, archive)
         print(window.describe())
         for r in sorted(window.reaches, key=lambda r: r.start):
             gap = " (ends at a gap in the WAL archive)" if r.ends_at_gap else ""
-            print(f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr._fmt(r.start)} .. {pitr._fmt(r.end)}{gap}")
+            print(f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr.format_utc(r.start)} .. {pitr.format_utc(r.end)}{gap}")
         return 0
     if not args.target_time or not args.target_dir:
         raise CliError("give a target time and --target-dir (or --show-window), e.g. "
                        "`auction-backup pitr \"2024-01-15 14:30:00\" --target-dir /srv/pitr`")
     target = pitr.parse_target(args.target_time, args.timezone)
-    result = pitr.restore_to_time(PostgresSettings.from_env(), repo, archive, target, Path(args.target_dir), port=args.port,
+    result = pitr.restore_to_time(settings.postgres, repo, archive, target, Path(args.target_dir), port=args.port,
                                   stop_after=args.stop_after)
-    _print(result)
+    _print(result.as_dict())
     return 0
 
 
-def cmd_wal_receive(args: argparse.Namespace) -> int:
+def cmd_wal_receive(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    repo = _repo(args)
-    receiver = WalReceiver(PostgresSettings.from_env(), WalArchive(repo.backend), Path(args.spool), slot=args.slot)
+    repo = _repo(args, settings)
+    spool = Path(args.spool or settings.wal.spool_dir)
+    receiver = WalReceiver(settings.postgres, WalArchive(repo.backend), spool, slot=args.slot)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"receiving WAL with slot {args.slot!r} into {repo.describe()}/postgres/wal (spool {args.spool})", flush=True)
+    print(f"receiving WAL with slot {args.slot!r} into {repo.describe()}/{layout.WAL_AREA} (spool {spool})", flush=True)
     receiver.run(stop)
     return 0
 
 
-def cmd_wal_status(args: argparse.Namespace) -> int:
-    archive = WalArchive(_repo(args).backend)
+def cmd_wal_status(args: argparse.Namespace, settings: Settings) -> int:
+    archive = WalArchive(_repo(args, settings).backend)
     h = health(list(archive.records()), archive.heartbeat())
     lag = h.lag_seconds()
     _print({"newest": h.newest.name if h.newest else None, "completed_segments": h.completed,
@@ -131,10 +139,10 @@ def cmd_wal_status(args: argparse.Namespace) -> int:
     return 0 if h.newest and not h.gaps else EXIT_FAILURE
 
 
-def cmd_backup_redis(args: argparse.Namespace) -> int:
+def cmd_backup_redis(args: argparse.Namespace, settings: Settings) -> int:
     day = parse_day(args.date) if args.date else capture.default_partition()
-    backup = rb.backup_snapshot(RedisSettings.from_env(), _repo(args), day, allow_late_capture=args.allow_late_capture,
-                                data_dir=args.data_dir or None, mode=args.mode)
+    backup = redis_backup.backup_snapshot(settings.redis, _repo(args, settings), day, allow_late_capture=args.allow_late_capture,
+                                          data_dir=args.data_dir or None, mode=args.mode)
     m = backup.metadata
     _print({"backup": backup.prefix, "mode": m["mode"], "transfer": m["transfer"], "stored_size": backup.stored_size,
             "keys_total": m["keys_total"], "digest": m["digest"], "captured_at": m["captured_at"],
@@ -142,22 +150,22 @@ def cmd_backup_redis(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restore_redis(args: argparse.Namespace) -> int:
-    repo = _repo(args)
-    backup = repo.get(rb.SYSTEM, rb.SNAPSHOT, args.date)
-    target = rb.parse_target(args.target, RedisSettings.from_env())  # the REDIS_USERNAME/REDIS_PASSWORD credentials
-    _print(rb.restore_snapshot(target, repo, backup, force=args.force))
+def cmd_restore_redis(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(args, settings)
+    backup = repo.get(redis_client.SYSTEM, redis_client.SNAPSHOT, args.date)
+    target = redis_client.parse_target(args.target, settings.redis)  # the REDIS_USERNAME/REDIS_PASSWORD credentials
+    _print(redis_restore.restore_snapshot(target, repo, backup, force=args.force).as_dict())
     return 0
 
 
-def cmd_backup_kafka(args: argparse.Namespace) -> int:
-    settings = KafkaSettings.from_env()
+def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    kafka = settings.kafka
     day = parse_day(args.date) if args.date else capture.default_partition()
-    repo = _repo(args)
+    repo = _repo(args, settings)
     done, failed = [], []
-    for topic in args.topics or settings.topics:
+    for topic in args.topics or kafka.topics:
         try:
-            b = kafka_export.backup_topic_day(settings.bootstrap_servers, repo, topic, day)
+            b = kafka_export.backup_topic_day(kafka.bootstrap_servers, repo, topic, day)
         except KafkaBackupError as exc:  # one topic's failure does not stop the others
             failed.append(f"{topic}: {exc}")
             continue
@@ -169,23 +177,27 @@ def cmd_backup_kafka(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else 0
 
 
-def cmd_restore_kafka(args: argparse.Namespace) -> int:
+def cmd_restore_kafka(args: argparse.Namespace, settings: Settings) -> int:
     _print(kafka_restore.restore_topics(
-        _repo(args), (args.from_day, args.to_day), args.topics,
-        args.target_bootstrap or KafkaSettings.from_env().bootstrap_servers,
+        _repo(args, settings), (args.from_day, args.to_day), args.topics,
+        args.target_bootstrap or settings.kafka.bootstrap_servers,
         topic_prefix=args.topic_prefix, force=args.force, apply_offsets=args.apply_offsets))
     return 0
 
 
-def cmd_restore_postgres(args: argparse.Namespace) -> int:
-    repo = _repo(args)
-    backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, args.date)
-    _print(pg.restore_logical(PostgresSettings.from_env(), repo, backup, args.target_db, force=args.force))
+def cmd_restore_postgres(args: argparse.Namespace, settings: Settings) -> int:
+    repo = _repo(args, settings)
+    backup = repo.get(pg_client.SYSTEM, pg.LOGICAL_DUMP, args.date)
+    _print(pg.restore_logical(settings.postgres, repo, backup, args.target_db, force=args.force).as_dict())
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    repo = _repo(args)
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    if args.restore:
+        return cmd_verify_restore(args, settings)
+    if args.json:
+        raise CliError("--json goes with --restore")
+    repo = _repo(args, settings)
     if args.date and not (args.system and args.artifact):
         raise CliError("--date needs a system and an artifact, e.g. `verify postgres logical_dump --date 2026-11-26`")
     backups = [repo.get(args.system, args.artifact, args.date)] if args.date else repo.list(args.system, args.artifact)
@@ -195,42 +207,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for b in backups:
         try:
             repo.verify(b, deep=args.deep)
-            if b.system == pg.SYSTEM and b.artifact == pg.LOGICAL_DUMP:
-                pg.dump_toc(repo, b)
-            if b.system == rb.SYSTEM and b.artifact == rb.SNAPSHOT and args.deep:
-                rb.verify_snapshot(repo, b)
+            if b.system == pg_client.SYSTEM and b.artifact == pg.LOGICAL_DUMP:
+                pg.dump_toc(repo, b, settings.postgres.bin_dir)
+            if b.system == redis_client.SYSTEM and b.artifact == redis_client.SNAPSHOT and args.deep:
+                redis_verification.verify_snapshot(repo, b)
             print(f"ok      {b.prefix}")
-        except (RepositoryError, pg.PostgresError, rb.RedisBackupError) as exc:
+        except (RepositoryError, pg_client.PostgresError, redis_client.RedisBackupError) as exc:
             failed += 1
             print(f"FAILED  {b.prefix}: {exc}")
     return EXIT_FAILURE if failed else 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    results = preflight.check_all(PostgresSettings.from_env(), RedisSettings.from_env(), KafkaSettings.from_env())
+def cmd_verify_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """The weekly restore checks, now: the newest backup of each asset restored into scratch targets."""
+    if args.artifact or args.date or args.deep:
+        raise CliError("--restore checks the newest backup of each asset; it takes a system but no artifact, --date or --deep")
+    repo = _repo(args, settings)
+    kafka = settings.kafka
+    checks = restore_checks.planned_checks(repo, kafka.topics, [args.system] if args.system else None)
+    postgres = settings.postgres
+    outcomes = []
+    for check in checks:
+        outcome = restore_checks.run_check(check, repo, postgres, kafka.bootstrap_servers)
+        outcomes.append(outcome)
+        if not args.json:
+            print(outcome.summary(), flush=True)
+    if args.json:
+        _print([o.as_dict() for o in outcomes])
+    return EXIT_FAILURE if any(not o.passed for o in outcomes) else 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    results = preflight.check_all(settings.postgres, settings.redis, settings.kafka)
     for r in results:
         print(f"{'ok    ' if r.ok else 'FAILED'}  {r.system:<9} {r.detail}")
     return 0 if all(r.ok for r in results) else EXIT_FAILURE
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
-    return pruning.prune_command(_repo(args), dry_run=args.dry_run)
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    return pruning.prune_command(_repo(args, settings), dry_run=args.dry_run)
 
 
-def cmd_pin(args: argparse.Namespace) -> int:
-    key = pruning.pin(_repo(args), args.system, args.artifact, args.date, note=args.note)
+def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
+    key = pruning.pin(_repo(args, settings), args.system, args.artifact, args.date, note=args.note)
     print(f"pinned {args.system}/{args.artifact} {args.date}: retention keeps every backup of that day ({key})")
     return 0
 
 
-def cmd_unpin(args: argparse.Namespace) -> int:
-    existed = pruning.unpin(_repo(args), args.system, args.artifact, args.date)
+def cmd_unpin(args: argparse.Namespace, settings: Settings) -> int:
+    existed = pruning.unpin(_repo(args, settings), args.system, args.artifact, args.date)
     print(f"{'unpinned' if existed else 'was not pinned:'} {args.system}/{args.artifact} {args.date}")
     return 0
 
 
-def cmd_offsite(args: argparse.Namespace) -> int:
-    src, dst = _repo(args), offsite.repository_from_env()
+def cmd_offsite(args: argparse.Namespace, settings: Settings) -> int:
+    src, dst = _repo(args, settings), offsite.repository_from_settings(settings.offsite)
     if args.date and not (args.system and args.artifact):
         raise CliError("--date needs --system and --artifact")
     reports = ([offsite.copy_partition(src, dst, args.system, args.artifact, args.date)] if args.date
@@ -270,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("redis", help="snapshot of the Redis server, or of every master of a cluster")
     b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
-    b.add_argument("--mode", choices=list(rb.MODES), default="auto", help="auto (default), bgsave, network or aof")
+    b.add_argument("--mode", choices=list(redis_client.MODES), default="auto", help="auto (default), bgsave, network or aof")
     b.add_argument("--data-dir", help="the server's data dir on this machine (default: $REDIS_DATA_DIR)")
     b.set_defaults(func=cmd_backup_redis)
     b = bsub.add_parser("kafka", help="export one day of Kafka topics (messages, configs, consumer-group offsets)")
@@ -310,18 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pitr)
 
     p = sub.add_parser("wal-receive", help="stream WAL from the primary into the archive (runs until stopped)")
-    p.add_argument("--spool", default=str(default_spool()), help="local folder for pg_receivewal ($WAL_SPOOL_DIR)")
+    p.add_argument("--spool", help="local folder for pg_receivewal (default: $WAL_SPOOL_DIR or ./wal_spool)")
     p.add_argument("--slot", default="auction_backup_wal", help="replication slot name")
     p.set_defaults(func=cmd_wal_receive)
 
     p = sub.add_parser("wal-status", help="newest archived WAL, lag and gaps (exit 1 on a gap or an empty archive)")
     p.set_defaults(func=cmd_wal_status)
 
-    p = sub.add_parser("verify", help="check backups against their manifests (nothing is written)")
+    p = sub.add_parser("verify", help="check backups against their manifests (nothing is written), "
+                       "or with --restore restore the newest ones into scratch targets and compare")
     p.add_argument("system", nargs="?", choices=["postgres", "redis", "kafka"])
     p.add_argument("artifact", nargs="?")
     p.add_argument("--date")
     p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
+    p.add_argument("--restore", action="store_true",
+                   help="run the weekly restore checks now on the newest backup of each asset of SYSTEM (default: all); "
+                   "scratch databases, instances, servers and topics are removed afterwards; exit 1 if one fails")
+    p.add_argument("--json", action="store_true", help="with --restore: print the outcomes as JSON")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("offsite", help="copy backups to the S3-compatible offsite repository (OFFSITE_S3_*) and verify there")
@@ -351,11 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.func
+    handler: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
-        return handler(args)
-    except (CliError, RepositoryError, StorageError, pg.PostgresError, capture.CaptureWindowError, pitr.PitrError,
-            rb.RedisBackupError, KafkaBackupError, ValueError) as exc:
+        return handler(args, load_settings())
+    except (CliError, RepositoryError, StorageError, pg_client.PostgresError, capture.CaptureWindowError, pitr.PitrError,
+            redis_client.RedisBackupError, KafkaBackupError, ValueError) as exc:
         print(f"auction-backup: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from auction_backup_pipelines.postgres import base_backup as basebackup
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.localhost import free_port
 from auction_backup_pipelines.postgres.logical_day import scratch_dir
 from auction_backup_pipelines.repository.repository import Repository
@@ -116,13 +116,13 @@ def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Pa
                 f"restore_command = 'cp \"{wal_dir}/%f\" \"%p\"'\nrecovery_target_time = '{target.isoformat()}'\n"
                 "recovery_target_action = 'promote'\n")
     (data / "recovery.signal").touch()
-    pitr._chown_postgres(work / "manual")
+    pitr.chown_postgres(work / "manual")
     os.chmod(data, 0o700)
-    subprocess.run(pitr._as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
+    subprocess.run(pitr.as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
                    check=True, capture_output=True)
     inst = pitr.RestoredInstance(data, port, work / "manual" / "log")
     try:
-        assert pitr._wait_promoted(inst, PostgresSettings.from_env()) is not None
+        assert pitr.wait_promoted(inst, PostgresSettings.from_env()) is not None
         return time.perf_counter() - t
     finally:
         inst.stop()
@@ -158,10 +158,10 @@ def main() -> None:
         manual = _manual_recovery(raw_dir, wal_dir, target, work, free_port())
         report("PITR to the same target after pgbench", [
             ("pgbench traffic replayed (s of pgbench)", args.pgbench_seconds),
-            ("ours: verify + extract + stage WAL + recover (s)", f"{ours['duration_s']:.2f}"),
+            ("ours: verify + extract + stage WAL + recover (s)", f"{ours.duration_s:.2f}"),
             ("manual: untar + recover from plain WAL (s)", f"{manual:.2f}"),
-            ("ratio ours/manual", f"{ours['duration_s'] / manual:.2f}x"),
-            ("WAL files staged by ours", ours["wal_files_staged"]),
+            ("ratio ours/manual", f"{ours.duration_s / manual:.2f}x"),
+            ("WAL files staged by ours", ours.wal_files_staged),
         ])
     finally:
         stop.set()

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.settings import PostgresSettings
 
 from .common import python_child, report, run_timed
@@ -44,7 +44,7 @@ def measure(s: PostgresSettings, dbname: str, checksums: bool) -> dict:
         os.remove(raw_file)
         ours = python_child(
             "import datetime as dt, dataclasses, time\n"
-            "from auction_backup_pipelines.core import postgres as pg\n"
+            "from auction_backup_pipelines.postgres import logical_dump as pg\n"
             "from auction_backup_pipelines.repository.repository import Repository\n"
             "from auction_backup_pipelines.settings import PostgresSettings\n"
             f"s = dataclasses.replace(PostgresSettings.from_env(), dbname={dbname!r})\n"

@@ -48,10 +48,9 @@ def build(root: Path, n: int) -> Repository:
                 break
             b = Backup(system, artifact, day, f"{day.replace('-', '')}T020000Z-{i:06x}",
                        f"{day}T02:00:00Z", f"{day}T02:00:05Z", (entry,))
-            folder = root / b.prefix
-            folder.mkdir(parents=True)
-            (folder / "data.bin").write_bytes(payload)
-            (folder / "manifest.json").write_bytes(b.to_json())
+            (root / b.prefix).mkdir(parents=True)
+            (root / b.object_key(entry)).write_bytes(payload)
+            (root / b.manifest_key).write_bytes(b.to_json())
             written += 1
     return repo
 

@@ -45,7 +45,7 @@ def pg_settings():
 @pytest.fixture
 def scratch_db(pg_settings):
     """A database name that does not exist yet; dropped (with any staging copies) afterwards."""
-    from auction_backup_pipelines.postgres import logical_dump as pg
+    from auction_backup_pipelines.postgres import client as pg
 
     name = f"scratch_{secrets.token_hex(4)}"
     yield name

@@ -9,9 +9,9 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from ..settings import KafkaSettings, PostgresSettings, RedisSettings
-from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.errors import UnavailableError
+from auction_backup_pipelines.postgres.client import PostgresError, connect
+from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 
 
 class PreflightError(UnavailableError):
@@ -27,9 +27,9 @@ class CheckResult:
 
 def check_postgres(s: PostgresSettings) -> str:
     try:
-        with pg.connect(s) as conn:
+        with connect(s) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    except pg.PostgresError as exc:
+    except PostgresError as exc:
         raise PreflightError(str(exc)) from None
     return f"PostgreSQL {version} at {s.host}:{s.port}, database {s.dbname!r} as {s.user!r}"
 

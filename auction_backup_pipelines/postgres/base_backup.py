@@ -30,10 +30,10 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from ..settings import PostgresSettings
 from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, child_env, connect, pg_bin, run_capturing_stderr, stderr_tail
 from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.settings import PostgresSettings
 
 BASE_BACKUP = "base_backup"
 TAR_FILE = "base.tar.zst"  # zstd by pg_basebackup, stored as is
@@ -57,11 +57,11 @@ def inspect_tar(repo: Repository, backup: Backup) -> dict[str, Any]:
                 f = tar.extractfile(info)
                 manifest = f.read() if f else None
     if not has_label or manifest is None:
-        raise pg.PostgresError(f"{backup.prefix}: the tar lacks {'backup_label' if not has_label else 'backup_manifest'}")
+        raise PostgresError(f"{backup.prefix}: the tar lacks {'backup_label' if not has_label else 'backup_manifest'}")
     body, _, _ = manifest.rpartition(b'"Manifest-Checksum"')
     claimed = json.loads(manifest).get("Manifest-Checksum")
     if hashlib.sha256(body).hexdigest() != claimed:
-        raise pg.PostgresError(f"{backup.prefix}: backup_manifest does not match its own checksum")
+        raise PostgresError(f"{backup.prefix}: backup_manifest does not match its own checksum")
     return {"tar_members": members, "backup_manifest_checksum": claimed}
 
 
@@ -86,21 +86,21 @@ def take_base_backup_for_day(s: PostgresSettings, repo: Repository, day: dt.date
 
 
 def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None) -> Backup:
-    pg.connect(s).close()  # clear error before anything is written
-    with repo.begin(pg.SYSTEM, BASE_BACKUP, partition) as writer:
+    connect(s).close()  # clear error before anything is written
+    with repo.begin(SYSTEM, BASE_BACKUP, partition) as writer:
         start_time = dt.datetime.now(dt.timezone.utc)
         started = time.monotonic()
-        argv = [pg.pg_bin("pg_basebackup"), "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "--verbose",
+        argv = [pg_bin("pg_basebackup", s.bin_dir), "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "--verbose",
                 "--compress=client-zstd:level=1,workers=2", "--no-password", f"--label=auction-backup {partition}"]
-        proc, err = pg._run_capturing_stderr(argv, pg.child_env(s), stdout=subprocess.PIPE)
+        proc, err = run_capturing_stderr(argv, child_env(s), stdout=subprocess.PIPE)
         try:
             with writer.open_file(TAR_FILE, compression="none") as out:
                 assert proc.stdout is not None
                 out.copy_from(proc.stdout)
                 rc = proc.wait()
-                log = pg._stderr_tail(err, limit=20000)
+                log = stderr_tail(err, limit=20000)
                 if rc != 0:
-                    raise pg.PostgresError(f"pg_basebackup from {s.host}:{s.port} failed (exit {rc}): {log[-2000:]}")
+                    raise PostgresError(f"pg_basebackup from {s.host}:{s.port} failed (exit {rc}): {log[-2000:]}")
         except BaseException:
             proc.kill()
             proc.wait()
@@ -110,8 +110,8 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
         stop_time = dt.datetime.now(dt.timezone.utc)
         start_m, end_m = _START.search(log), _END.search(log)
         if not (start_m and end_m):
-            raise pg.PostgresError(f"pg_basebackup did not report its WAL range: {log[-1000:]}")
-        with pg.connect(s) as conn:
+            raise PostgresError(f"pg_basebackup did not report its WAL range: {log[-1000:]}")
+        with connect(s) as conn:
             server_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         writer.metadata.update(
             {

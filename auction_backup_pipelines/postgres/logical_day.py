@@ -14,12 +14,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import PostgresSettings
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.postgres.logical_dump import backup_logical
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.settings import PostgresSettings
 
 
 class BackfillRefused(capture.CaptureWindowError):
@@ -69,7 +69,7 @@ def backup_logical_day(
         return reconstruct_dump(s, repo, day, capture.day_end(day), checksums)
     late = plan.how == "late capture"
     source = "live primary (late capture)" if late else "live primary"
-    return pg.backup_logical(s, repo, day, extra={"late_capture": late, "source": source}, checksums=checksums)
+    return backup_logical(s, repo, day, extra={"late_capture": late, "source": source}, checksums=checksums)
 
 
 def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of: dt.datetime, checksums: bool = True) -> Backup:
@@ -78,9 +78,8 @@ def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of:
     workdir = scratch_dir("pitr-backfill-")
     try:
         result = pitr.restore_to_time(s, repo, archive, as_of, workdir / "instance")
-        instance = pitr.RestoredInstance(Path(result["data_dir"]), result["port"], workdir / "instance" / "postgres.log")
-        try:
-            backup = pg.backup_logical(
+        with result.instance(s.bin_dir) as instance:
+            backup = backup_logical(
                 instance.settings(s), repo, day, checksums=checksums,
                 extra={
                     "late_capture": False,
@@ -88,12 +87,10 @@ def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of:
                     "source": "reconstructed via PITR",
                     "reconstructed_via_pitr": True,
                     "recovery_target_time": as_of.isoformat(),
-                    "reached_transaction_time": result["reached_transaction_time"],
-                    "base_backup": result["base_backup"],
+                    "reached_transaction_time": result.reached_transaction_time,
+                    "base_backup": result.base_backup,
                 },
             )
-        finally:
-            instance.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return backup

@@ -16,6 +16,7 @@ on its own port with `recovery_target_time` and `recovery_target_action = 'promo
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import os
 import pwd
@@ -30,13 +31,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 
-from ..settings import PostgresSettings
-from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
-from auction_backup_pipelines.localhost import free_port, port_in_use
-from auction_backup_pipelines.repository.repository import Backup, Repository
-from auction_backup_pipelines.postgres.wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
 from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.localhost import free_port, port_in_use
+from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
+from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, connect, pg_bin
+from auction_backup_pipelines.postgres.wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
+from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.settings import PostgresSettings
 
 UTC = dt.timezone.utc
 TIME_FORMATS = "'YYYY-MM-DD HH:MM:SS' (UTC unless --timezone is given) or ISO 8601 with an offset"
@@ -75,7 +76,7 @@ class RecoveryWindow:
         if not self.reaches:
             return "nothing is recoverable yet (no base backup with archived WAL)"
         spans = _merge([(r.start, r.end) for r in self.reaches])
-        text = ", ".join(f"{_fmt(a)} .. {_fmt(b)}" for a, b in spans)
+        text = ", ".join(f"{format_utc(a)} .. {format_utc(b)}" for a, b in spans)
         return f"recoverable window: {text} (UTC)"
 
     def reach_for(self, target: dt.datetime) -> Reach | None:
@@ -83,7 +84,8 @@ class RecoveryWindow:
         return max(fits, key=lambda r: r.start) if fits else None
 
 
-def _fmt(t: dt.datetime) -> str:
+def format_utc(t: dt.datetime) -> str:
+    """`t` as 'YYYY-MM-DD HH:MM:SS' in UTC, the form the window and the refusals print."""
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -126,7 +128,7 @@ def recovery_window(repo: Repository, archive: WalArchive, records: list[Segment
         if n not in slot or (slot[n].partial and not r.partial):
             slot[n] = r
     window = RecoveryWindow()
-    for b in repo.list(pg.SYSTEM, BASE_BACKUP):
+    for b in repo.list(SYSTEM, BASE_BACKUP):
         m = b.metadata
         tl = int(m["timeline"])
         first = segment_number(lsn_to_segment(m["start_lsn"], tl))
@@ -153,27 +155,29 @@ def check_target(window: RecoveryWindow, target: dt.datetime, now: dt.datetime |
     now = now or dt.datetime.now(UTC)
     where = window.describe()
     if target > now:
-        raise PitrError(f"target {_fmt(target)} UTC is in the future (now is {_fmt(now)} UTC); {where}")
+        raise PitrError(f"target {format_utc(target)} UTC is in the future (now is {format_utc(now)} UTC); {where}")
     if not window.reaches:
-        raise PitrError(f"cannot recover to {_fmt(target)} UTC: {where}")
+        raise PitrError(f"cannot recover to {format_utc(target)} UTC: {where}")
     if target < window.earliest:  # type: ignore[operator]
-        raise PitrError(f"target {_fmt(target)} UTC is before the earliest base backup; {where}")
+        raise PitrError(f"target {format_utc(target)} UTC is before the earliest base backup; {where}")
     if target > window.latest:  # type: ignore[operator]
-        raise PitrError(f"target {_fmt(target)} UTC is after the newest archived WAL; {where}")
+        raise PitrError(f"target {format_utc(target)} UTC is after the newest archived WAL; {where}")
     reach = window.reach_for(target)
     if reach is None:
-        raise PitrError(f"target {_fmt(target)} UTC falls in a gap of the WAL archive; {where}")
+        raise PitrError(f"target {format_utc(target)} UTC falls in a gap of the WAL archive; {where}")
     return reach
 
 
 # -- running a server as `postgres` --------------------------------------------------------------
 
 
-def _as_postgres(argv: list[str]) -> list[str]:
+def as_postgres(argv: list[str]) -> list[str]:
+    """`argv` run as the postgres user when we are root (a server refuses to run as root)."""
     return ["runuser", "-u", "postgres", "--"] + argv if os.geteuid() == 0 else argv
 
 
-def _chown_postgres(path: Path) -> None:
+def chown_postgres(path: Path) -> None:
+    """Give `path` and everything under it to the postgres user (when we are root)."""
     if os.geteuid() != 0:
         return
     pw = pwd.getpwnam("postgres")
@@ -193,17 +197,59 @@ def _check_reachable_by_postgres(path: Path) -> None:
 
 @dataclass
 class RestoredInstance:
+    """A recovered server running on 127.0.0.1:`port`; as a context manager it stops on exit."""
+
     data_dir: Path
     port: int
     log: Path
+    bin_dir: str = ""
+    """PostgresSettings.bin_dir (PGBIN): where pg_ctl is."""
+
+    def __enter__(self) -> RestoredInstance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            subprocess.run(_as_postgres([pg.pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+            subprocess.run(as_postgres([pg_bin("pg_ctl", self.bin_dir), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
                            capture_output=True)
 
     def settings(self, base: PostgresSettings) -> PostgresSettings:
-        return PostgresSettings(host="127.0.0.1", port=self.port, dbname=base.dbname, user=base.user, password=base.password)
+        return PostgresSettings(host="127.0.0.1", port=self.port, dbname=base.dbname, user=base.user, password=base.password,
+                                bin_dir=base.bin_dir)
+
+
+@dataclass(frozen=True)
+class PitrResult:
+    """Where and to what `restore_to_time` recovered a new instance (`as_dict` is the CLI's JSON)."""
+
+    target_time: str  # ISO 8601, or "end of archived WAL"
+    data_dir: str
+    port: int
+    base_backup: str  # key prefix of the base backup recovery started from
+    base_backup_stop_time: str
+    wal_files_staged: int
+    reached_transaction_time: str | None
+    reached_lsn: str
+    timeline_after_promotion: int
+    reached_end_of_archived_wal: bool
+    running: bool
+    stop_with: str
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def instance(self, bin_dir: str = "") -> RestoredInstance:
+        """The recovered server (its log is next to the data directory); `bin_dir`: PostgresSettings.bin_dir."""
+        data_dir = Path(self.data_dir)
+        return RestoredInstance(data_dir, self.port, data_dir.parent / "postgres.log", bin_dir)
+
+    def __getitem__(self, key: str) -> Any:
+        # transitional: defs/ still reads the result as a dict; remove once it reads attributes
+        return getattr(self, key)
 
 
 # -- the restore ---------------------------------------------------------------------------------
@@ -265,14 +311,14 @@ def _drop_recovery_target(data_dir: Path) -> None:
     (data_dir / "recovery.signal").touch()
 
 
-def _start(data_dir: Path, log: Path) -> subprocess.CompletedProcess:
+def _start(data_dir: Path, log: Path, bin_dir: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        _as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data_dir), "-l", str(log), "-w", "-t", "600", "start"]),
+        as_postgres([pg_bin("pg_ctl", bin_dir), "-D", str(data_dir), "-l", str(log), "-w", "-t", "600", "start"]),
         capture_output=True, text=True,
     )
 
 
-def _wait_promoted(inst: RestoredInstance, base: PostgresSettings, timeout: float = 600) -> psycopg.Connection | None:
+def wait_promoted(inst: RestoredInstance, base: PostgresSettings, timeout: float = 600) -> psycopg.Connection | None:
     """Connection once recovery is over (promoted); None if the server stopped instead."""
     deadline = time.monotonic() + timeout
     s = inst.settings(base)
@@ -280,8 +326,8 @@ def _wait_promoted(inst: RestoredInstance, base: PostgresSettings, timeout: floa
         if not (inst.data_dir / "postmaster.pid").exists():
             return None
         try:
-            conn = pg.connect(s)
-        except pg.PostgresError:
+            conn = connect(s)
+        except PostgresError:
             time.sleep(0.2)
             continue
         if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
@@ -299,7 +345,7 @@ def restore_to_time(
     target_dir: Path,
     port: int | None = None,
     stop_after: bool = False,
-) -> dict[str, Any]:
+) -> PitrResult:
     """Recover a new instance in `target_dir` to `target` (None: to the end of the archived WAL)."""
     started = time.monotonic()
     records = list(archive.records())  # one listing serves the window check and the WAL staging
@@ -322,7 +368,7 @@ def restore_to_time(
     created = not target_dir.exists()
     target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir, stage, log = target_dir / "data", target_dir / "wal", target_dir / "postgres.log"
-    inst = RestoredInstance(data_dir, port, log)
+    inst = RestoredInstance(data_dir, port, log, s.bin_dir)
     ok = False
     try:
         data_dir.mkdir(mode=0o700)
@@ -331,19 +377,19 @@ def restore_to_time(
             tar.extractall(data_dir, filter="fully_trusted")  # sha256 was verified above, and again as it streams
         staged = _stage_wal(archive, records, reach, target, stage)
         _write_recovery_config(data_dir, stage, port, target)
-        _chown_postgres(target_dir)
+        chown_postgres(target_dir)
         os.chmod(data_dir, 0o700)
         reached_end_of_wal = False
-        proc = _start(data_dir, log)
-        conn = _wait_promoted(inst, s) if proc.returncode == 0 else None
+        proc = _start(data_dir, log, s.bin_dir)
+        conn = wait_promoted(inst, s) if proc.returncode == 0 else None
         if conn is None:
             text = log.read_text(errors="replace") if log.exists() else proc.stderr
             if target is not None and "recovery ended before configured recovery target was reached" in text:
                 # No commit after the target is in the archive, yet the window check proved the
                 # archive covers the target: the end of the archived WAL *is* the state at target.
                 _drop_recovery_target(data_dir)
-                proc = _start(data_dir, log)
-                conn = _wait_promoted(inst, s) if proc.returncode == 0 else None
+                proc = _start(data_dir, log, s.bin_dir)
+                conn = wait_promoted(inst, s) if proc.returncode == 0 else None
                 reached_end_of_wal = True
             if conn is None:
                 tail = (log.read_text(errors="replace") if log.exists() else proc.stderr)[-2000:]
@@ -353,21 +399,21 @@ def restore_to_time(
                 "SELECT pg_last_xact_replay_timestamp(), pg_current_wal_lsn()::text, timeline_id FROM pg_control_checkpoint()"
             ).fetchone()  # type: ignore[misc]
         ok = True
-        return {
-            "target_time": target.isoformat() if target else "end of archived WAL",
-            "data_dir": str(data_dir),
-            "port": port,
-            "base_backup": reach.backup.prefix,
-            "base_backup_stop_time": reach.backup.metadata["stop_time"],
-            "wal_files_staged": staged,
-            "reached_transaction_time": replay_ts.isoformat() if replay_ts else None,
-            "reached_lsn": lsn,
-            "timeline_after_promotion": timeline,
-            "reached_end_of_archived_wal": reached_end_of_wal or target is None,
-            "running": not stop_after,
-            "stop_with": f"pg_ctl -D {data_dir} stop" + (" (as the postgres user)" if os.geteuid() == 0 else ""),
-            "duration_s": round(time.monotonic() - started, 3),
-        }
+        return PitrResult(
+            target_time=target.isoformat() if target else "end of archived WAL",
+            data_dir=str(data_dir),
+            port=port,
+            base_backup=reach.backup.prefix,
+            base_backup_stop_time=reach.backup.metadata["stop_time"],
+            wal_files_staged=staged,
+            reached_transaction_time=replay_ts.isoformat() if replay_ts else None,
+            reached_lsn=lsn,
+            timeline_after_promotion=timeline,
+            reached_end_of_archived_wal=reached_end_of_wal or target is None,
+            running=not stop_after,
+            stop_with=f"pg_ctl -D {data_dir} stop" + (" (as the postgres user)" if os.geteuid() == 0 else ""),
+            duration_s=round(time.monotonic() - started, 3),
+        )
     finally:
         if stop_after or not ok:
             inst.stop()

@@ -1,6 +1,6 @@
 """The continuous WAL archive: every WAL segment of the primary, for point-in-time recovery.
 
-Layout (keys in the repository's storage backend)::
+Layout (keys in the repository's storage backend, built by repository/layout.py)::
 
     postgres/wal/<timeline>/<segment>.zst          one completed 16 MB segment, zstd
     postgres/wal/<timeline>/<segment>.json         its record, written last: sizes, sha256, time
@@ -22,21 +22,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import zstandard
 
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError
 from auction_backup_pipelines.repository.storage import Backend
-from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.errors import BackupError, ConfigurationError
 
-PREFIX = "postgres/wal"
-HEARTBEAT = "postgres/wal_heartbeat.json"
-SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+PREFIX = layout.WAL_AREA
+HEARTBEAT = layout.WAL_HEARTBEAT
+SEGMENT = layout.WAL_SEGMENT
+HISTORY = layout.WAL_HISTORY
 SEGMENT_SIZE = 16 * 1024 * 1024
 SEGMENTS_PER_XLOGID = 0x100000000 // SEGMENT_SIZE
 
@@ -97,13 +97,12 @@ class WalArchive:
     # -- keys --------------------------------------------------------------------------------
 
     @staticmethod
-    def _base(name: str) -> str:
-        if HISTORY.match(name):
-            return f"{PREFIX}/history/{name}"
-        core = name.removesuffix(".partial")
-        if not SEGMENT.match(core):
-            raise WalArchiveError(f"not a WAL file name: {name!r}")
-        return f"{PREFIX}/{core[:8]}/{name}"
+    def _keys(name: str) -> tuple[str, str]:
+        """(data key, record key) of a WAL file; WalArchiveError when `name` is not one."""
+        try:
+            return layout.wal_data_key(name), layout.wal_record_key(name)
+        except ConfigurationError as exc:
+            raise WalArchiveError(str(exc)) from None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -111,7 +110,7 @@ class WalArchive:
         """Archive one WAL file durably; returns its record. Re-pushing identical bytes is a no-op,
         different bytes under a completed segment's name are refused (never overwritten)."""
         name = name or path.name
-        base = self._base(name)
+        data_key, record_key = self._keys(name)
         existing = self.record(name)
         with open(path, "rb") as src:
             if existing is not None and not name.endswith(".partial"):
@@ -119,7 +118,7 @@ class WalArchive:
                     return existing
                 raise WalArchiveError(f"{name} is already archived with different content; refusing to overwrite")
             src.seek(0)
-            with self.backend.writer(base + ".zst") as target:
+            with self.backend.writer(data_key) as target:
                 stream = ArtifactStream(name, "zstd", target, self.zstd_level, 0)
                 stream.copy_from(src)
                 entry = stream.finish()
@@ -134,21 +133,21 @@ class WalArchive:
             stored_sha256=entry.stored_sha256,
             archived_at=_utcnow(),
         )
-        with self.backend.writer(base + ".json") as f:
+        with self.backend.writer(record_key) as f:
             f.write(json.dumps(asdict(record)).encode())
         return record
 
     def drop_partial(self, segment: str) -> None:
         """Forget the partial copy of a segment once the completed segment is archived."""
-        base = self._base(segment + ".partial")
-        self.backend.delete(base + ".json")
-        self.backend.delete(base + ".zst")
+        data_key, record_key = self._keys(segment + ".partial")
+        self.backend.delete(record_key)
+        self.backend.delete(data_key)
 
     # -- reading -----------------------------------------------------------------------------
 
     def record(self, name: str) -> SegmentRecord | None:
         try:
-            with self.backend.reader(self._base(name) + ".json") as f:
+            with self.backend.reader(self._keys(name)[1]) as f:
                 return SegmentRecord(**json.loads(f.read()))
         except FileNotFoundError:
             return None
@@ -167,7 +166,7 @@ class WalArchive:
         tmp = dest.with_name(dest.name + ".fetching")
         sha = hashlib.sha256()
         size = 0
-        with self.backend.reader(self._base(record.name) + ".zst") as src, open(tmp, "wb") as out:
+        with self.backend.reader(self._keys(record.name)[0]) as src, open(tmp, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src)
             while block := reader.read(1 << 20):
                 sha.update(block)
@@ -181,7 +180,7 @@ class WalArchive:
 
     def records(self) -> Iterator[SegmentRecord]:
         for obj in self.backend.list(PREFIX + "/"):
-            if obj.key.endswith(".json"):
+            if layout.is_wal_record_key(obj.key):
                 with self.backend.reader(obj.key) as f:
                     yield SegmentRecord(**json.loads(f.read()))
 
@@ -199,9 +198,9 @@ class WalArchive:
             return None
 
     def delete(self, name: str) -> None:
-        base = self._base(name)
-        self.backend.delete(base + ".json")  # the record first: a half-deleted segment never looks archived
-        self.backend.delete(base + ".zst")
+        data_key, record_key = self._keys(name)
+        self.backend.delete(record_key)  # the record first: a half-deleted segment never looks archived
+        self.backend.delete(data_key)
 
 
 def _sha256_file(f: BinaryIO) -> str:

@@ -6,8 +6,7 @@ by minutes on a quiet database; pg_receivewal receives WAL as it is written and,
 `--synchronous`, flushes it at once. We then ship the segment being written (`.partial`)
 into the archive every second or so, bringing the RPO to seconds. The receiver uses a
 replication slot, so the primary keeps WAL while the receiver is down instead of losing it
-— and `slot_lag_bytes` is reported so a stuck slot (which would fill the primary's pg_wal)
-is visible.
+(a slot whose receiver is gone for good must be dropped, or it fills the primary's pg_wal).
 
 pg_receivewal runs with `--no-loop` and this module restarts it, so a primary restart costs
 about a second and is logged.
@@ -17,15 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from ..settings import PostgresSettings
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.client import PostgresError, child_env, connect, pg_bin
 from auction_backup_pipelines.postgres.wal_archive import HISTORY, SEGMENT, SegmentRecord, WalArchive, health
+from auction_backup_pipelines.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +41,25 @@ class WalReceiver:
         self.restarts = 0
 
     def _env(self) -> dict[str, str]:
-        return pg.child_env(self.settings, dbname="replication")
+        return child_env(self.settings, dbname="replication")
 
     def ensure_slot(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         proc = subprocess.run(
-            [pg.pg_bin("pg_receivewal"), "--create-slot", "--if-not-exists", "-S", self.slot, "--no-password"],
+            [pg_bin("pg_receivewal", self.settings.bin_dir), "--create-slot", "--if-not-exists", "-S", self.slot, "--no-password"],
             env=self._env(), capture_output=True, text=True,
         )
         if proc.returncode != 0:
-            raise pg.PostgresError(f"cannot create replication slot {self.slot!r}: {proc.stderr.strip()}")
+            raise PostgresError(f"cannot create replication slot {self.slot!r}: {proc.stderr.strip()}")
 
     def drop_slot(self) -> None:
-        with pg.connect(self.settings) as conn:
+        with connect(self.settings) as conn:
             conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
 
     def _start(self) -> None:
         log_file = open(self.spool / "pg_receivewal.log", "ab")
         self._proc = subprocess.Popen(
-            [pg.pg_bin("pg_receivewal"), "-D", str(self.spool), "-S", self.slot, "--synchronous", "--no-loop",
+            [pg_bin("pg_receivewal", self.settings.bin_dir), "-D", str(self.spool), "-S", self.slot, "--synchronous", "--no-loop",
              "--no-password"],
             env=self._env(), stdout=log_file, stderr=log_file,
         )
@@ -80,7 +78,7 @@ class WalReceiver:
     def _position(self) -> tuple[dt.datetime, str, bool] | None:
         """(time, primary's flush LSN, whether our receiver had flushed all of it)."""
         try:
-            with pg.connect(self.settings) as conn:
+            with connect(self.settings) as conn:
                 row = conn.execute(
                     # The primary's *flush* position: everything committed is flushed, while a lone
                     # background record can sit written-but-unflushed (and unsent) for minutes.
@@ -91,7 +89,7 @@ class WalReceiver:
                     "FROM pg_replication_slots WHERE slot_name = %s",
                     (self.slot,),
                 ).fetchone()
-        except pg.PostgresError:
+        except PostgresError:
             return None  # primary unreachable: no proof of coverage this round
         return (row[0], row[1], bool(row[2])) if row else None
 
@@ -124,13 +122,6 @@ class WalReceiver:
         if position is not None and position[2]:
             self.archive.write_heartbeat(position[0], position[1])
         return shipped
-
-    def slot_lag_bytes(self) -> int | None:
-        with pg.connect(self.settings) as conn:
-            row = conn.execute(
-                "SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
-            ).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
 
     def run(self, stop: threading.Event) -> None:
         """Receive and ship until `stop` is set; then stop pg_receivewal and ship what it wrote."""
@@ -166,7 +157,3 @@ def wait_for_archived_time(archive: WalArchive, moment, timeout: float = 30.0) -
             return True
         time.sleep(0.2)
     return False
-
-
-def default_spool() -> Path:
-    return Path(os.environ.get("WAL_SPOOL_DIR", "wal_spool"))

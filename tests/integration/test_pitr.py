@@ -12,6 +12,7 @@ import pytest
 
 from auction_backup_pipelines.postgres import base_backup as basebackup
 from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
@@ -34,10 +35,10 @@ def archive_setup(pg_settings, tmp_path):
 @pytest.fixture
 def probe_table(pg_settings):
     name = f"pitr_probe_{secrets.token_hex(3)}"
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
     yield name
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -47,12 +48,8 @@ def _now(conn) -> dt.datetime:
 
 def _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir):
     result = pitr.restore_to_time(pg_settings, repo, archive, target, pitr_dir)
-    inst = pitr.RestoredInstance(Path(result["data_dir"]), result["port"], pitr_dir / "postgres.log")
-    try:
-        with pg.connect(inst.settings(pg_settings)) as conn:
-            return result, pg.table_fingerprints(conn)
-    finally:
-        inst.stop()
+    with result.instance() as inst, pg_client.connect(inst.settings(pg_settings)) as conn:
+        return result, pg_client.table_fingerprints(conn)
 
 
 def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_settings, archive_setup, pitr_dir, probe_table):
@@ -62,12 +59,12 @@ def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_se
     traffic.start()
     assert started.wait(30)
     basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"INSERT INTO {probe_table} SELECT g, 'bid ' || g FROM generate_series(1, 500) g")
     stop.set()
     traffic.join(30)  # quiet at T, so the reference below is exactly the state at T
-    with pg.connect(pg_settings) as conn:
-        reference = pg.table_fingerprints(conn)
+    with pg_client.connect(pg_settings) as conn:
+        reference = pg_client.table_fingerprints(conn)
         target = _now(conn)
         conn.execute(f"DELETE FROM {probe_table} WHERE id <= 250")
         conn.execute(f"UPDATE {probe_table} SET v = 'changed'")
@@ -77,9 +74,9 @@ def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_se
 
     result, restored = _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir)
     assert restored == reference
-    assert dt.datetime.fromisoformat(result["reached_transaction_time"]) <= target
+    assert dt.datetime.fromisoformat(result.reached_transaction_time) <= target
     # The primary ran on, untouched: it still has the changes made after T.
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 250
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
 
@@ -87,7 +84,7 @@ def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_se
 def test_pitr_across_a_segment_switch_and_a_primary_restart(pg_settings, archive_setup, pitr_dir, probe_table):
     repo, archive, receiver = archive_setup
     basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"INSERT INTO {probe_table} VALUES (1, 'before switch')")
     # pg_switch_wal needs a superuser: the stack's own psql runs as postgres
     subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-c", "SELECT pg_switch_wal()"], check=True,
@@ -95,9 +92,9 @@ def test_pitr_across_a_segment_switch_and_a_primary_restart(pg_settings, archive
     restarts_before = receiver.restarts
     subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "down"], check=True)
     subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "up"], check=True)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"INSERT INTO {probe_table} VALUES (2, 'after restart')")
-        reference = pg.table_fingerprints(conn)
+        reference = pg_client.table_fingerprints(conn)
         target = _now(conn)
         conn.execute(f"DELETE FROM {probe_table}")
         after = _now(conn)
@@ -107,13 +104,13 @@ def test_pitr_across_a_segment_switch_and_a_primary_restart(pg_settings, archive
     result, restored = _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir)
     assert restored[f"public.{probe_table}"] == reference[f"public.{probe_table}"]
     assert restored == reference
-    assert result["wal_files_staged"] >= 2
+    assert result.wal_files_staged >= 2
 
 
 def test_bad_targets_are_refused_naming_the_window_and_create_nothing(pg_settings, archive_setup, pitr_dir):
     repo, archive, _ = archive_setup
     base = basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         after = _now(conn)
     assert wait_for_archived_time(archive, after)
     stop_time = dt.datetime.fromisoformat(base.metadata["stop_time"])
@@ -132,7 +129,7 @@ def test_bad_targets_are_refused_naming_the_window_and_create_nothing(pg_setting
 def test_cli_show_window_and_future_target(pg_settings, archive_setup, pitr_dir):
     repo, archive, _ = archive_setup
     basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         after = _now(conn)
     assert wait_for_archived_time(archive, after)
     cli = [str(ROOT / ".venv" / "bin" / "auction-backup"), "--repo", str(repo.backend.root)]
@@ -150,9 +147,9 @@ def test_reconstructed_dump_holds_the_database_as_of_the_target(pg_settings, arc
 
     repo, archive, _ = archive_setup
     basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         conn.execute(f"INSERT INTO {probe_table} SELECT g, 'x' FROM generate_series(1, 40) g")
-        reference = pg.table_fingerprints(conn)
+        reference = pg_client.table_fingerprints(conn)
         as_of = _now(conn)
         conn.execute(f"DELETE FROM {probe_table} WHERE id > 10")
         after = _now(conn)
@@ -163,5 +160,5 @@ def test_reconstructed_dump_holds_the_database_as_of_the_target(pg_settings, arc
     assert backup.metadata["captured_at"] == as_of.isoformat()
     assert backup.metadata["tables"] == reference
     pg.restore_logical(pg_settings, repo, backup, scratch_db)
-    with pg.connect(pg_settings, dbname=scratch_db) as conn:
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
         assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 40

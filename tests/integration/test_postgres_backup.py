@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.repository import IntegrityError, Repository
 from stack.workload import Workload
@@ -40,12 +41,12 @@ def test_backup_under_load_restores_to_exactly_the_snapshot(pg_settings, repo, s
     assert all(t["checksum"] for t in recorded.values())
 
     result = pg.restore_logical(pg_settings, repo, backup, scratch_db)
-    assert result["rows_total"] == backup.metadata["rows_total"]
-    with pg.connect(pg_settings, dbname=scratch_db) as conn:
-        restored = pg.table_fingerprints(conn)
+    assert result.rows_total == backup.metadata["rows_total"]
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        restored = pg_client.table_fingerprints(conn)
     assert restored == recorded  # every table: same row count and content checksum
     # The source kept changing: the dump is a snapshot, not a smear of the traffic.
-    with pg.connect(pg_settings) as conn:
+    with pg_client.connect(pg_settings) as conn:
         live_bids = conn.execute("SELECT count(*) FROM bids").fetchone()[0]
     assert live_bids > recorded["public.bids"]["rows"]
 
@@ -62,8 +63,8 @@ def test_killed_backup_leaves_nothing_complete(pg_settings, tmp_path):
     script = textwrap.dedent(
         f"""
         import datetime as dt, os, signal
-        from auction_backup_pipelines.core import repository
-        from auction_backup_pipelines.core import postgres as pg
+        from auction_backup_pipelines.repository import repository
+        from auction_backup_pipelines.postgres import logical_dump as pg
         from auction_backup_pipelines.settings import PostgresSettings
 
         def die_mid_stream(self, source, chunk=1 << 16):
@@ -92,7 +93,7 @@ def test_corrupted_byte_detected_before_any_write(pg_settings, repo, scratch_db)
     stored.write_bytes(bytes(raw))
     with pytest.raises(IntegrityError, match="checksum mismatch"):
         pg.restore_logical(pg_settings, repo, backup, scratch_db)
-    assert pg.database_objects(pg_settings, scratch_db) is None  # not even created
+    assert pg_client.database_objects(pg_settings, scratch_db) is None  # not even created
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_corrupted_byte_detected_before_any_write(pg_settings, repo, scratch_db)
     ],
 )
 def test_bad_settings_fail_clearly_and_store_nothing(pg_settings, repo, change, message):
-    with pytest.raises(pg.PostgresError, match=message):
+    with pytest.raises(pg_client.PostgresError, match=message):
         pg.backup_logical(dataclasses.replace(pg_settings, **change), repo, DAY)
     assert repo.list() == []
     assert "wrong-password" not in str(change.get("port", ""))
@@ -112,19 +113,19 @@ def test_bad_settings_fail_clearly_and_store_nothing(pg_settings, repo, change, 
 
 def test_restore_over_non_empty_database_needs_force(pg_settings, repo, scratch_db):
     backup = pg.backup_logical(pg_settings, repo, DAY)
-    with pg.connect(pg_settings, dbname="postgres") as admin:
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
         admin.execute(f'CREATE DATABASE "{scratch_db}"')
-    with pg.connect(pg_settings, dbname=scratch_db) as conn:
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
         conn.execute("CREATE TABLE precious (v text)")
         conn.execute("INSERT INTO precious VALUES ('keep me')")
-        before = pg.table_fingerprints(conn)
+        before = pg_client.table_fingerprints(conn)
 
-    with pytest.raises(pg.RestoreRefused, match="--force"):
+    with pytest.raises(pg_client.RestoreRefused, match="--force"):
         pg.restore_logical(pg_settings, repo, backup, scratch_db)
-    with pg.connect(pg_settings, dbname=scratch_db) as conn:
-        assert pg.table_fingerprints(conn) == before
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn) == before
 
     result = pg.restore_logical(pg_settings, repo, backup, scratch_db, force=True)
-    assert result["replaced_existing"]
-    with pg.connect(pg_settings, dbname=scratch_db) as conn:
-        assert pg.table_fingerprints(conn) == backup.metadata["tables"]
+    assert result.replaced_existing
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn) == backup.metadata["tables"]

@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, asset, materialize
 from psycopg import sql
 
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres import client as pg
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,13 +14,15 @@ from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
 from auction_backup_pipelines.defs.kafka.assets import build_kafka_assets
 from auction_backup_pipelines.defs.kafka.jobs import build_kafka_backup_job
 from auction_backup_pipelines.defs.shared.backup_jobs import daily_schedule
+from auction_backup_pipelines.defs.verification.checks import build_restore_checks
+from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
 from auction_backup_pipelines.defs.shared.keys import topic_export_key, topic_source_key
 from auction_backup_pipelines.defs.shared.partitions import daily_partitions
-from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource
 from auction_backup_pipelines.settings import AUCTION_TOPICS
 
 UTC = dt.timezone.utc
-RESOURCES = {"kafka": KafkaResource(), "backup_repo": BackupRepositoryResource(root="unused")}
+RESOURCES = {"kafka": KafkaResource(), "postgres": PostgresResource(), "backup_repo": BackupRepositoryResource(root="unused")}
 NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 WEEK = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=-1, deletes=True)
 FOREVER = RetentionPolicy(retention_ms=-1, retention_bytes=-1, deletes=True)
@@ -116,7 +118,9 @@ def test_one_partitioned_asset_per_topic_downstream_of_its_source():
 def test_backup_job_and_schedule():
     job = build_kafka_backup_job(KAFKA_TOPICS, offsite=False)
     schedule = daily_schedule(job, 4, "Kafka")
-    defs = Definitions(assets=kafka_assets, jobs=[job], schedules=[schedule], resources=RESOURCES)
+    restore_checks = build_restore_checks(KAFKA_TOPICS)[3:]  # the Kafka ones, watched by verified_recently
+    checks = [*restore_checks, *build_verified_recently_checks(restore_checks, 8)]
+    defs = Definitions(assets=kafka_assets, asset_checks=checks, jobs=[job], schedules=[schedule], resources=RESOURCES)
     resolved = defs.resolve_schedule_def("kafka_backup_job_schedule")
     assert resolved.cron_schedule == "0 4 * * *" and resolved.execution_timezone == "UTC"
     assert set(defs.resolve_job_def("kafka_backup_job").asset_layer.executable_asset_keys) == set(KAFKA_EXPORT_KEYS)

@@ -10,6 +10,7 @@ import pytest
 
 from auction_backup_pipelines.postgres import logical_day
 from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, segment_name
 
@@ -29,7 +30,7 @@ def _segment(archive, number, archived_at, partial=False):
     name = segment_name(1, number) + (".partial" if partial else "")
     rec = SegmentRecord(name=name, timeline=1, partial=partial, size=1, sha256="-", stored_size=1, stored_sha256="-",
                         archived_at=archived_at.isoformat())
-    with archive.backend.writer(archive._base(name) + ".json") as f:
+    with archive.backend.writer(layout.wal_record_key(name)) as f:
         f.write(json.dumps(dataclasses.asdict(rec)).encode())
 
 

@@ -18,10 +18,8 @@ from dagster import (
     asset,
 )
 
-from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.kafka import export as kx
-from auction_backup_pipelines.kafka.records import KafkaBackupError
-from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.kafka.export import backup_topic_day
 
 from ..shared.keys import topic_export_key, topic_source_key
 from ..shared.metadata import backup_metadata
@@ -56,8 +54,8 @@ def build_topic_export_asset(topic: str, partitions: PartitionsDefinition) -> As
     def _export(context: AssetExecutionContext, kafka: KafkaResource, backup_repo: BackupRepositoryResource) -> MaterializeResult:
         try:
             repo = backup_repo.repository()
-            backup = kx.backup_topic_day(kafka.bootstrap_servers, repo, topic, context.partition_key)
-        except (KafkaBackupError, RepositoryError, capture.CaptureWindowError) as exc:
+            backup = backup_topic_day(kafka.bootstrap_servers, repo, topic, context.partition_key)
+        except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
         context.log.info(f"published {backup.prefix}: {m['messages_total']} messages, {backup.stored_size} bytes")

@@ -3,8 +3,7 @@
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 
 from auction_backup_pipelines.kafka import restore as kafka_restore
-from auction_backup_pipelines.kafka.records import KafkaBackupError
-from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.errors import BackupError
 
 from ..shared.keys import SYSTEM_TAG
 from ..shared.resources import BackupRepositoryResource, KafkaResource
@@ -37,7 +36,7 @@ def restore_kafka_topics(
             config.target_bootstrap or kafka.bootstrap_servers, topic_prefix=config.topic_prefix,
             force=config.force, apply_offsets=config.apply_offsets,
         )
-    except (KafkaBackupError, RepositoryError) as exc:
+    except BackupError as exc:
         raise Failure(description=str(exc)) from None
     messages = sum(t["messages"] for t in report["topics"].values())
     context.log.info(f"restored {messages} messages into {', '.join(t['target'] for t in report['topics'].values())}, verified")

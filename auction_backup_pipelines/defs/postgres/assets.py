@@ -13,13 +13,12 @@ from dagster import (
     asset,
 )
 
-from auction_backup_pipelines.postgres import base_backup as basebackup
-from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.postgres import logical_day
+from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.base_backup import take_base_backup_for_day
+from auction_backup_pipelines.postgres.logical_day import backup_logical_day
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
-from auction_backup_pipelines.repository.repository import RepositoryError
+
 from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from ..shared.metadata import backup_metadata, table_markdown
 from ..shared.resources import BackupRepositoryResource, PostgresResource
@@ -61,10 +60,10 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
         day = dt.date.fromisoformat(context.partition_key)
         repo = backup_repo.repository()
         try:
-            backup = logical_day.backup_logical_day(
+            backup = backup_logical_day(
                 postgres.settings(), repo, day, allow_late_capture=config.allow_late_capture, checksums=config.content_checksums
             )
-        except (pg.PostgresError, pitr.PitrError, RepositoryError, capture.CaptureWindowError) as exc:
+        except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
         context.log.info(f"published {backup.prefix} ({m['source']}): {backup.stored_size} bytes, {m['rows_total']} rows")
@@ -111,9 +110,9 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
         day = dt.date.fromisoformat(context.partition_key)
         repo = backup_repo.repository()
         try:
-            backup = basebackup.take_base_backup_for_day(postgres.settings(), repo, day, config.allow_late_capture)
+            backup = take_base_backup_for_day(postgres.settings(), repo, day, config.allow_late_capture)
             window = pitr.recovery_window(repo, WalArchive(repo.backend))
-        except (pg.PostgresError, RepositoryError, capture.CaptureWindowError) as exc:
+        except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
         return MaterializeResult(

@@ -7,11 +7,13 @@ examined in its metadata.
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
-from auction_backup_pipelines.postgres import base_backup as basebackup
-from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.repository import IntegrityError
+from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, inspect_tar
+from auction_backup_pipelines.postgres.client import SYSTEM
+from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, dump_toc
+
 from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
-from ..shared.resources import BackupRepositoryResource
+from ..shared.resources import BackupRepositoryResource, PostgresResource
 
 
 @asset_check(
@@ -19,9 +21,11 @@ from ..shared.resources import BackupRepositoryResource
     name="dump_integrity",
     description="The newest dump's sha256 matches its manifest and pg_restore --list reads its table of contents.",
 )
-def postgres_dump_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
+def postgres_dump_integrity(
+    context: AssetCheckExecutionContext, postgres: PostgresResource, backup_repo: BackupRepositoryResource
+) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(pg.SYSTEM, pg.LOGICAL_DUMP)
+    latest = repo.latest(SYSTEM, LOGICAL_DUMP)
     if latest is None:
         return AssetCheckResult(
             passed=False, severity=AssetCheckSeverity.WARN, description=f"no logical dump in {repo.describe()} yet"
@@ -29,8 +33,8 @@ def postgres_dump_integrity(context: AssetCheckExecutionContext, backup_repo: Ba
     meta = {"partition": latest.partition, "backup_id": latest.backup_id}
     try:
         verified = repo.verify(latest, deep=True)
-        toc = pg.dump_toc(repo, latest)
-    except (IntegrityError, pg.PostgresError) as exc:
+        toc = dump_toc(repo, latest, postgres.bin_dir)
+    except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
     table_data = sum(1 for line in toc if " TABLE DATA " in line)
@@ -50,13 +54,13 @@ def postgres_dump_integrity(context: AssetCheckExecutionContext, backup_repo: Ba
              "and PostgreSQL's backup_manifest matches its own checksum.")
 def postgres_base_backup_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(pg.SYSTEM, basebackup.BASE_BACKUP)
+    latest = repo.latest(SYSTEM, BASE_BACKUP)
     if latest is None:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=f"no base backup in {repo.describe()} yet")
     meta = {"partition": latest.partition, "backup_id": latest.backup_id}
     try:
-        found = basebackup.inspect_tar(repo, latest)
-    except (IntegrityError, pg.PostgresError) as exc:
+        found = inspect_tar(repo, latest)
+    except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
     return AssetCheckResult(passed=True, metadata={**meta, "tar_members": MetadataValue.int(found["tar_members"]),

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from dagster import Config, Failure, OpExecutionContext, job, op
 
+from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.repository import RepositoryError
+from auction_backup_pipelines.postgres.client import SYSTEM
+from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, restore_logical
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
+
 from ..shared.keys import SYSTEM_TAG
 from ..shared.resources import BackupRepositoryResource, PostgresResource
 
@@ -31,13 +33,13 @@ def restore_postgres_dump(
 ) -> dict:
     repo = backup_repo.repository()
     try:
-        backup = repo.get(pg.SYSTEM, pg.LOGICAL_DUMP, config.date)
-        result = pg.restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
-    except (pg.PostgresError, RepositoryError) as exc:
+        backup = repo.get(SYSTEM, LOGICAL_DUMP, config.date)
+        result = restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
+    except BackupError as exc:
         raise Failure(description=str(exc)) from None
-    context.log.info(f"restored {result['backup']} into {result['target_db']}: {result['rows_total']} rows verified")
-    context.add_output_metadata(result)
-    return result
+    context.log.info(f"restored {result.backup} into {result.target_db}: {result.rows_total} rows verified")
+    context.add_output_metadata(result.as_dict())
+    return result.as_dict()
 
 
 @job(tags={SYSTEM_TAG: "postgres"}, description="Restore a logical dump into a database you name, verified against its manifest.")
@@ -65,11 +67,11 @@ def pitr_restore(context: OpExecutionContext, config: PitrConfig, postgres: Post
         target = pitr.parse_target(config.target_time, config.timezone)
         result = pitr.restore_to_time(postgres.settings(), repo, WalArchive(repo.backend), target, Path(config.target_dir),
                                       port=config.port or None, stop_after=config.stop_after)
-    except (pitr.PitrError, pg.PostgresError, RepositoryError) as exc:
+    except BackupError as exc:
         raise Failure(description=str(exc)) from None
-    context.log.info(f"recovered to {result['reached_transaction_time']} in {result['data_dir']} (port {result['port']})")
-    context.add_output_metadata({k: str(v) for k, v in result.items()})
-    return result
+    context.log.info(f"recovered to {result.reached_transaction_time} in {result.data_dir} (port {result.port})")
+    context.add_output_metadata({k: str(v) for k, v in result.as_dict().items()})
+    return result.as_dict()
 
 
 @job(tags={SYSTEM_TAG: "postgres"}, description="Point-in-time recovery into a new instance; never touches the primary.")

@@ -3,7 +3,7 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
-from auction_backup_pipelines.repository.repository import IntegrityError
+from auction_backup_pipelines.errors import BackupError
 
 from ..shared.keys import REDIS_SNAPSHOT_KEY
 from ..shared.resources import BackupRepositoryResource
@@ -19,7 +19,7 @@ def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: B
     meta = {"partition": latest.partition, "backup_id": latest.backup_id, "mode": str(latest.metadata.get("mode"))}
     try:
         verified = repo.verify(latest, deep=True)
-    except IntegrityError as exc:
+    except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
     return AssetCheckResult(passed=True, metadata={**meta, "files": MetadataValue.int(verified["files"]),
