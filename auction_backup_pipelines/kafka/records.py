@@ -3,7 +3,7 @@
 A topic's day D is backed up as `kafka/topic_export/<topic>/<D>/…` with two files:
 
   <topic>.records  every message of the day in the format below, partition after partition in
-                   offset order (see kafka_export.py for which messages belong to a day)
+                   offset order (see export.py for which messages belong to a day)
   topic.json       partition count, replication factor, dynamic topic configs and the committed
                    offsets of every consumer group on the topic when the backup ran
 
@@ -86,7 +86,20 @@ class VerificationError(KafkaBackupError, errors.VerificationError):
 
 
 def artifact_name(topic: str) -> str:
+    """The artifact a topic's exports are stored under: `topic_export/<topic>`."""
     return f"{ARTIFACT_PREFIX}/{topic}"
+
+
+def is_topic_artifact(artifact: str) -> bool:
+    """Whether `artifact` is a topic export (`topic_export/<topic>`)."""
+    return artifact.startswith(ARTIFACT_PREFIX + "/")
+
+
+def topic_of(artifact: str) -> str:
+    """The topic of a topic export's artifact; the inverse of `artifact_name`."""
+    if not is_topic_artifact(artifact):
+        raise KafkaBackupError(f"{artifact!r} is not a Kafka topic export (expected {ARTIFACT_PREFIX}/<topic>)")
+    return artifact.split("/", 1)[1]
 
 
 def export_file(topic: str) -> str:

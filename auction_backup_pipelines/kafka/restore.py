@@ -31,8 +31,10 @@ from typing import Any, Iterable, Sequence
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from auction_backup_pipelines.kafka.records import ARTIFACT_PREFIX, DEFAULT_TIMEOUT_S, SYSTEM, TOPIC_FILE, KafkaBackupError, KafkaUnavailable, RestoreRefused, TopicInfo, VerificationError, admin_client, artifact_name, client_config, FORMAT, consumer, encode_record, error_text, export_file, read_records
-from auction_backup_pipelines.repository.repository import Backup, NotFoundError, Repository, parse_day
+from auction_backup_pipelines.kafka.records import DEFAULT_TIMEOUT_S, SYSTEM, TOPIC_FILE, KafkaBackupError, KafkaUnavailable, RestoreRefused, TopicInfo, VerificationError, admin_client, artifact_name, client_config, FORMAT, consumer, encode_record, error_text, export_file, is_topic_artifact, read_records, topic_of
+from auction_backup_pipelines.kafka.restore_report import GroupRestore, KafkaRestoreReport, PartitionRestore, TopicRestore, TranslatedOffset
+from auction_backup_pipelines.repository.manifest import Backup, NotFoundError
+from auction_backup_pipelines.repository.repository import Repository, parse_day
 
 MAX_DAYS = 366
 FLUSH_TIMEOUT_S = 120.0
@@ -96,8 +98,7 @@ class _TopicJob:
 
 def _backups_for(repo: Repository, topics: Sequence[str] | None, days: list[dt.date]) -> dict[str, list[Backup]]:
     if not topics:
-        found = {b.artifact.split("/", 1)[1] for b in repo.list(SYSTEM)
-                 if b.artifact.startswith(ARTIFACT_PREFIX + "/") and days[0] <= b.day <= days[-1]}
+        found = {topic_of(b.artifact) for b in repo.list(SYSTEM) if is_topic_artifact(b.artifact) and days[0] <= b.day <= days[-1]}
         if not found:
             raise NotFoundError(f"no Kafka topic backups between {days[0]} and {days[-1]} in {repo.describe()}")
         topics = sorted(found)
@@ -308,8 +309,8 @@ def _compare_range(c: Any, topic: str, p: int, first: int, segments: list[tuple[
 
 
 def _apply_offsets(admin: AdminClient, job: _TopicJob, prefix: str, translator: OffsetTranslator,
-                   progress: dict[int, _PartitionProgress], apply: bool, timeout: float) -> dict[str, Any]:
-    report: dict[str, Any] = {}
+                   progress: dict[int, _PartitionProgress], apply: bool, timeout: float) -> dict[str, GroupRestore]:
+    report: dict[str, GroupRestore] = {}
     for group, offsets in sorted(job.info.consumer_groups.items()):
         target_group = _group_target(group, prefix)
         parts = {}
@@ -326,17 +327,17 @@ def _apply_offsets(admin: AdminClient, job: _TopicJob, prefix: str, translator: 
                 note = "past the last restored message: set to the end"
             else:
                 note = ""
-            parts[str(p)] = {"committed": committed, "restored": restored, "note": note}
-        entry: dict[str, Any] = {"target_group": target_group, "partitions": parts, "applied": False}
+            parts[str(p)] = TranslatedOffset(committed=committed, restored=restored, note=note)
+        applied = False
         if apply and parts:
-            req = ConsumerGroupTopicPartitions(target_group, [TopicPartition(job.target, int(p), v["restored"]) for p, v in parts.items()])
+            req = ConsumerGroupTopicPartitions(target_group, [TopicPartition(job.target, int(p), v.restored) for p, v in parts.items()])
             try:
                 admin.alter_consumer_group_offsets([req], request_timeout=timeout)[target_group].result()
             except KafkaException as exc:
                 raise KafkaBackupError(f"messages restored and verified, but committing offsets for group {target_group!r} "
                                        f"failed: {error_text(exc)}") from None
-            entry["applied"] = True
-        report[group] = entry
+            applied = True
+        report[group] = GroupRestore(target_group=target_group, partitions=parts, applied=applied)
     return report
 
 
@@ -350,7 +351,7 @@ def restore_topics(
     apply_offsets: bool = False,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
-) -> dict[str, Any]:
+) -> KafkaRestoreReport:
     """Restore days[0]..days[1] (inclusive) of `topics` (None: every topic backed up in that range)."""
     started = time.monotonic()
     span = day_range(*days)
@@ -399,8 +400,7 @@ def restore_topics(
         _check_groups(admin, jobs, topic_prefix, force, timeout)
 
     _create_topics(admin, jobs, brokers, timeout)
-    report: dict[str, Any] = {"days": [span[0].isoformat(), span[-1].isoformat()], "target_bootstrap": target_bootstrap,
-                              "topics": {}}
+    restored: dict[str, TopicRestore] = {}
     for job in jobs:
         wanted = {p: list(offs.values()) for p, offs in _by_partition(job.info.consumer_groups).items()}
         translator = OffsetTranslator(wanted)
@@ -412,19 +412,19 @@ def restore_topics(
                 raise KafkaBackupError(f"{exc}; {job.target!r} was created by this restore and has been deleted") from None
             raise KafkaBackupError(f"{exc}; {job.target!r} existed before and now holds a partial copy") from None
         verified = _verify(job, target_bootstrap, progress, timeout)
-        report["topics"][job.topic] = {
-            "target": job.target,
-            "created": not job.exists,
-            "configs": job.create_config if not job.exists else "kept (topic existed)",
-            "messages": verified,
-            "partitions": {str(p): {"first_offset": st.first_restored, "last_offset": st.last_restored, "messages": st.delivered}
-                           for p, st in progress.items()},
-            "coverage_gaps": _coverage_gaps(job.backups),
-            "consumer_groups": _apply_offsets(admin, job, topic_prefix, translator, progress, apply_offsets, timeout),
-            "notes": job.notes,
-        }
-    report["duration_s"] = round(time.monotonic() - started, 3)
-    return report
+        restored[job.topic] = TopicRestore(
+            target=job.target,
+            created=not job.exists,
+            configs=job.create_config if not job.exists else "kept (topic existed)",
+            messages=verified,
+            partitions={str(p): PartitionRestore(first_offset=st.first_restored, last_offset=st.last_restored, messages=st.delivered)
+                        for p, st in progress.items()},
+            coverage_gaps=_coverage_gaps(job.backups),
+            consumer_groups=_apply_offsets(admin, job, topic_prefix, translator, progress, apply_offsets, timeout),
+            notes=job.notes,
+        )
+    return KafkaRestoreReport(days=(span[0].isoformat(), span[-1].isoformat()), target_bootstrap=target_bootstrap,
+                              topics=restored, duration_s=round(time.monotonic() - started, 3))
 
 
 def _require_format(backup: Backup) -> None:

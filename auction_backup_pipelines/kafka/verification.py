@@ -15,7 +15,8 @@ from typing import Any
 
 from auction_backup_pipelines.kafka.records import admin_client
 from auction_backup_pipelines.kafka.restore import restore_topics
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 
 DELETE_TIMEOUT_S = 30
 
@@ -39,8 +40,8 @@ def verify_topic_export(repo: Repository, backup: Backup, topic: str, bootstrap_
         report = restore_topics(repo, (backup.partition, backup.partition), [topic], bootstrap_servers, topic_prefix=prefix)
     finally:
         _delete_topic(bootstrap_servers, prefix + topic)
-    t = report["topics"][topic]
-    return TopicVerification(messages_compared=t["messages"], scratch_topic=t["target"])
+    t = report.topics[topic]
+    return TopicVerification(messages_compared=t.messages, scratch_topic=t.target)
 
 
 def _delete_topic(bootstrap_servers: str, name: str) -> None:

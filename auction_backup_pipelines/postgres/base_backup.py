@@ -19,6 +19,7 @@ the tar holds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -26,51 +27,66 @@ import re
 import subprocess
 import tarfile
 import time
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import zstandard
 
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, child_env, connect, pg_bin, run_capturing_stderr, stderr_tail
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.settings import PostgresSettings
 
 BASE_BACKUP = "base_backup"
 TAR_FILE = "base.tar.zst"  # zstd by pg_basebackup, stored as is
-LEGACY_TAR_FILE = "base.tar"  # earlier backups: an uncompressed tar the repository compressed
 
 _START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
 _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 
 
-def inspect_tar(repo: Repository, backup: Backup) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TarInspection:
+    """A stored base backup read end to end: a complete tar whose backup_manifest matches its own checksum."""
+
+    tar_members: int
+    backup_manifest_checksum: str  # the Manifest-Checksum PostgreSQL wrote into backup_manifest
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def inspect_tar(repo: Repository, backup: Backup) -> TarInspection:
     """Read a stored base backup end to end: checksums (as the repository streams it), the tar
     structure, and PostgreSQL's own backup_manifest, whose checksum must match its content."""
     members = 0
     manifest: bytes | None = None
     has_label = False
-    with open_tar(repo, backup) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            members += 1
-            has_label = has_label or info.name == "backup_label"
-            if info.name == "backup_manifest":
-                f = tar.extractfile(info)
-                manifest = f.read() if f else None
+    try:
+        with open_tar(repo, backup) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for info in tar:
+                members += 1
+                has_label = has_label or info.name == "backup_label"
+                if info.name == "backup_manifest":
+                    f = tar.extractfile(info)
+                    manifest = f.read() if f else None
+    except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
+        # A damaged byte can reach the decompressor or the tar reader before the stream's
+        # sha256 is checked at its end: it is the same verdict, said in the same words.
+        raise IntegrityError(f"{backup.prefix}: the stored tar cannot be read ({exc}); the backup is corrupt or truncated") from None
     if not has_label or manifest is None:
         raise PostgresError(f"{backup.prefix}: the tar lacks {'backup_label' if not has_label else 'backup_manifest'}")
     body, _, _ = manifest.rpartition(b'"Manifest-Checksum"')
     claimed = json.loads(manifest).get("Manifest-Checksum")
     if hashlib.sha256(body).hexdigest() != claimed:
         raise PostgresError(f"{backup.prefix}: backup_manifest does not match its own checksum")
-    return {"tar_members": members, "backup_manifest_checksum": claimed}
+    return TarInspection(tar_members=members, backup_manifest_checksum=claimed)
 
 
 def open_tar(repo: Repository, backup: Backup) -> BinaryIO:
-    """The backup's tar as a stream, whichever way it was stored; checksums checked as it is read."""
-    names = {f.name for f in backup.files}
-    if TAR_FILE in names:
-        return zstandard.ZstdDecompressor().stream_reader(repo.open(backup, TAR_FILE), read_across_frames=True)
-    return repo.open(backup, LEGACY_TAR_FILE)
+    """The backup's tar as a stream (pg_basebackup compressed it); checksums checked as it is read."""
+    return zstandard.ZstdDecompressor().stream_reader(repo.open(backup, TAR_FILE), read_across_frames=True)
 
 
 def take_base_backup_for_day(s: PostgresSettings, repo: Repository, day: dt.date, allow_late_capture: bool = False) -> Backup:

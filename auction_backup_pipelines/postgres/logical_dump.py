@@ -43,7 +43,8 @@ from auction_backup_pipelines.postgres.client import (
     stderr_tail,
     table_fingerprints,
 )
-from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import BackupWriter, Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 LOGICAL_DUMP = "logical_dump"
@@ -64,10 +65,6 @@ class LogicalRestoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def __getitem__(self, key: str) -> Any:
-        # transitional: defs/ still reads the result as a dict; remove once it reads attributes
-        return getattr(self, key)
 
 
 # -- backup --------------------------------------------------------------------------------------

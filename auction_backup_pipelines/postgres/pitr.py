@@ -36,7 +36,8 @@ from auction_backup_pipelines.localhost import free_port, port_in_use
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
 from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, connect, pg_bin
 from auction_backup_pipelines.postgres.wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 UTC = dt.timezone.utc
@@ -246,10 +247,6 @@ class PitrResult:
         """The recovered server (its log is next to the data directory); `bin_dir`: PostgresSettings.bin_dir."""
         data_dir = Path(self.data_dir)
         return RestoredInstance(data_dir, self.port, data_dir.parent / "postgres.log", bin_dir)
-
-    def __getitem__(self, key: str) -> Any:
-        # transitional: defs/ still reads the result as a dict; remove once it reads attributes
-        return getattr(self, key)
 
 
 # -- the restore ---------------------------------------------------------------------------------
