@@ -313,8 +313,8 @@ class RetentionSettings:
 
 @dataclass(frozen=True)
 class AlertingSettings:
-    """Alert sinks (ops/notify.py) and the alert sensors; no sink configured: alerts are only logged.
-    Whether a sink is complete is checked when sinks are built (`notify.sinks_from_settings`)."""
+    """Alert sinks (ops/sinks.py) and the alert sensors; no sink configured: alerts are only logged.
+    Whether a sink is complete is checked when sinks are built (`sinks.sinks_from_settings`)."""
 
     webhook_url: str = field(default="", repr=False)
     webhook_secret_header: str = field(default="", repr=False)
@@ -340,7 +340,7 @@ class AlertingSettings:
                    "smtp_to", "smtp_user", "smtp_password", "smtp_starttls", "smtp_timeout_s")
 
     def sink_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of `notify.build_sinks` (and the sink fields of the Dagster resource)."""
+        """The keyword arguments of `sinks.build_sinks` (and the sink fields of the Dagster resource)."""
         kwargs = {name: getattr(self, name) for name in self.SINK_FIELDS}
         kwargs["smtp_to"] = list(self.smtp_to)
         return kwargs

@@ -25,8 +25,10 @@ import time
 from typing import Callable
 
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.encryption import Encryption, Key
-from auction_backup_pipelines.repository.repository import CHUNK, Repository
+from auction_backup_pipelines.repository.encryption import Encryption
+from auction_backup_pipelines.repository.keys import Key
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.streams import CHUNK
 from auction_backup_pipelines.settings import PostgresSettings
 
 from .bench_postgres import ensure_pgbench_db

@@ -3,7 +3,7 @@
     python -m bench.bench_retention [--backups N] [--ticks K]
 
 Builds a temporary repository (5 artifacts, one tiny backup per artifact and day), then times
-the decision alone (core.pruning.plan: list + load manifests + evaluate) and a whole sensor
+the decision alone (policy.pruning.plan: list + load manifests + evaluate) and a whole sensor
 tick through Dagster (build_sensor_context + evaluate_tick), counting backend listings.
 Exit status 1 when a tick misses the target or lists the store more than once.
 """
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from auction_backup_pipelines.policy import pruning
-from auction_backup_pipelines.repository.repository import Backup, FileEntry, Repository
+from auction_backup_pipelines.repository.manifest import Backup, FileEntry
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import LocalBackend
 
 NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)

@@ -46,7 +46,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.kafka.records import BLOCK_RECORDS, DEFAULT_TIMEOUT_S, FORMAT, RECORD_HEAD, SYSTEM, TOPIC_FILE, KafkaBackupError, RetentionGap, TopicInfo, admin_client, artifact_name, block_head, consumer, encode_record, error_text, export_file, read_topic, require_topic
-from auction_backup_pipelines.repository.repository import Backup, Repository, parse_day, utcnow
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository, parse_day, utcnow
 
 CHUNK_BYTES = 16 << 20  # handed to the writer thread at once (see _ChunkWriter)
 STALL_TIMEOUT_S = 60.0

@@ -1,0 +1,1 @@
+"""Operations around the backups: offsite copies, alerts and their sinks, preflight and restore checks."""

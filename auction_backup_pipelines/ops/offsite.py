@@ -30,7 +30,10 @@ from typing import Any
 
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import EncryptedBackend
-from auction_backup_pipelines.repository.repository import CHUNK, Backup, IntegrityError, Repository, RepositoryError, parse_day
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository, VerifyReport, parse_day
+from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
+from auction_backup_pipelines.repository.streams import CHUNK
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.settings import OffsiteSettings
 
@@ -45,13 +48,13 @@ class CopyReport:
     files: int
     bytes: int  # stored bytes moved (0 when already present)
     destination: str
-    verified: dict[str, Any]
+    verified: VerifyReport  # what the destination's read-back checked
     duration_s: float
     replaced: list[str] = field(default_factory=list)  # superseded backups removed at the destination
 
     def summary(self) -> str:
         return (f"{self.backup}: {self.status} to {self.destination} ({self.files} files, {self.bytes} bytes, "
-                f"verified {self.verified.get('bytes_checked', 0)} bytes, {self.duration_s:.1f} s)")
+                f"verified {self.verified.bytes_checked} bytes, {self.duration_s:.1f} s)")
 
 
 def _copy_file(src: Repository, dst: Repository, backup: Backup, key: str, size: int, sha256: str) -> int:
@@ -97,7 +100,7 @@ def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_old
     with dst.backend.lock(backup.ref.partition_ref.lock_name):
         there = _present(dst, backup)
         status = PRESENT
-        verified: dict[str, Any] = {"files": len(backup.files), "bytes_checked": 0, "deep": False}
+        verified = VerifyReport(files=len(backup.files), bytes_checked=0, deep=False)
         if there is not None and reverify:
             try:
                 verified = dst.verify(there, deep=deep_verify)

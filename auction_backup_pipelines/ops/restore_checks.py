@@ -19,7 +19,8 @@ from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP
 from auction_backup_pipelines.redis.client import SNAPSHOT
 from auction_backup_pipelines.redis.client import SYSTEM as REDIS
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 SYSTEMS = (POSTGRES, REDIS, KAFKA)

@@ -38,7 +38,9 @@ from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.policy import retention
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.layout import BackupRef, PartitionRef
-from auction_backup_pipelines.repository.repository import Backup, Repository, RepositoryError, parse_day
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository, parse_day
+from auction_backup_pipelines.repository.storage import RepositoryError
 from auction_backup_pipelines.repository.storage import StorageError
 
 # WAL artifacts and the base backup artifact whose PITR window they serve.

@@ -18,7 +18,8 @@ from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.logical_dump import backup_logical
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 

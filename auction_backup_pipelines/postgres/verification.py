@@ -23,7 +23,8 @@ from auction_backup_pipelines.postgres.logical_day import scratch_dir
 from auction_backup_pipelines.postgres.logical_dump import restore_logical
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 

@@ -29,7 +29,8 @@ from typing import BinaryIO, Iterator
 import zstandard
 
 from auction_backup_pipelines.repository import layout
-from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError
+from auction_backup_pipelines.repository.storage import IntegrityError
+from auction_backup_pipelines.repository.streams import ArtifactStream
 from auction_backup_pipelines.repository.storage import Backend
 from auction_backup_pipelines.errors import BackupError, ConfigurationError
 

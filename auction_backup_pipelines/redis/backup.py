@@ -27,7 +27,8 @@ from auction_backup_pipelines.redis.client import (
 from auction_backup_pipelines.redis.cluster import capture_cluster
 from auction_backup_pipelines.redis.facts import Facts, snapshot_facts
 from auction_backup_pipelines.redis.scratch import scratch_dir
-from auction_backup_pipelines.repository.repository import Backup, BackupWriter, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import BackupWriter, Repository
 from auction_backup_pipelines.settings import RedisSettings
 
 

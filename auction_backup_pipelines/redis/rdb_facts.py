@@ -4,7 +4,7 @@ Why a native helper: the content digest in Python costs about 10 µs a key, afte
 has been loaded into a scratch server, which made a snapshot several times slower than
 `redis-cli --rdb` alone. `rdb-facts` (Rust, in native/rdb-facts, parsing with the maintained
 `rdb` crate) reads the RDB from a pipe as the bytes arrive and computes the same facts as
-`redis.collect_facts` does on a live server, on the second core while the server's fork
+`facts.collect_facts` does on a live server, on the second core while the server's fork
 writes the snapshot. It checks the RDB's CRC64 as Redis does when loading it. It leaves
 out the keys it cannot read as Redis serves them (streams, module values, hashes with
 per-field TTLs), which it counts instead (`undecoded`), and keys already expired when the

@@ -31,7 +31,8 @@ from auction_backup_pipelines.redis.cluster import topology
 from auction_backup_pipelines.redis.facts import Facts, collect_facts, compare_facts, dbs_with_keys, unique_batches
 from auction_backup_pipelines.redis.resp import BulkConnection, Runner, check_reply, cluster_runner
 from auction_backup_pipelines.redis.scratch import ScratchServer, scratch_dir, scratch_server, servers_in
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
 

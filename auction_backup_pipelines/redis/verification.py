@@ -15,7 +15,8 @@ from auction_backup_pipelines.redis.client import VerificationError
 from auction_backup_pipelines.redis.facts import Facts, compare_facts, server_facts
 from auction_backup_pipelines.redis.restore import loaded_servers
 from auction_backup_pipelines.redis.scratch import scratch_dir
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 
 
 @dataclass(frozen=True)

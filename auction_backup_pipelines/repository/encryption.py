@@ -23,36 +23,21 @@ The key check lets a reader say "wrong key for key id X" instead of "corrupt" wi
 trying to decrypt. Key names (system/artifact/day/backup id/file) stay readable so that
 listing works without keys; sizes leak as they do with any encryption.
 
-Keys: 32 random bytes each, with a short id. A keyring is an ordered list: the first key
-encrypts new objects, every key decrypts (rotation = put a new key first, keep the old ones
-until nothing encrypted with them is retained). Sources: a key file, one `<id> <base64>` per
-line and readable by its owner only (0600 or stricter, else refused), or the variable
-BACKUP_ENCRYPTION_KEYS=`<id>:<base64>[,<id>:<base64>...]` (bind it through Dagster's EnvVar).
-`python -m auction_backup_pipelines.repository.encryption new-key FILE --id ID` creates or rotates a
-key file; it prints only the key id. Lose every key and the backups are gone: store a copy
-of the key file away from the backups (a password manager, a sealed envelope).
+Keys and keyrings (the first key encrypts, every key decrypts), their sources and the
+`new-key` command that creates or rotates a key file are in keys.py.
 
 Least privilege for the sources is in docs/least-privilege.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import binascii
 import contextlib
-import datetime as dt
 import hashlib
 import hmac
 import io
 import os
-import re
 import secrets
-import stat
 import struct
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -60,7 +45,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from auction_backup_pipelines.repository.storage import Backend, IntegrityError, ObjectInfo, StorageError
+from auction_backup_pipelines.repository.keys import ENV_KEYS, EncryptionError, Key, keyring, parse_keys, read_key_file
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError, ObjectInfo
 
 MAGIC = b"ABPENC\x00\x01"
 SEGMENT = 1 << 20
@@ -68,58 +54,18 @@ TAG = 16
 SALT = 32
 PREFIX = 7
 CHECK = 16
-ENV_KEYS = "BACKUP_ENCRYPTION_KEYS"
-ENV_KEY_FILE = "BACKUP_ENCRYPTION_KEY_FILE"
 _HAS_INTO = hasattr(AESGCM, "encrypt_into")  # cryptography >= 45: no allocation per segment
-_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class EncryptionError(StorageError):
-    """Keys are missing, malformed or unsafely stored."""
 
 
 class WrongKeyError(IntegrityError):
     """An object cannot be authenticated with the keys at hand; the message names the key id it needs."""
 
 
-@dataclass(frozen=True)
-class Key:
-    id: str
-    secret: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if not _KEY_ID.match(self.id):
-            raise EncryptionError(f"invalid key id {self.id!r} (1-64 of A-Z a-z 0-9 . _ -)")
-        if len(self.secret) != 32:
-            raise EncryptionError(f"key {self.id!r} is {len(self.secret)} bytes; AES-256 needs exactly 32")
-
-    @classmethod
-    def generate(cls, key_id: str | None = None) -> "Key":
-        return cls(key_id or dt.datetime.now(dt.timezone.utc).strftime("k%Y%m%d%H%M%S"), secrets.token_bytes(32))
-
-    def encoded(self) -> str:
-        return base64.b64encode(self.secret).decode()
-
-
-def _decode(key_id: str, value: str, where: str) -> Key:
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        # The value itself is never echoed: it is (part of) a secret.
-        raise EncryptionError(f"{where}: key {key_id!r} is not valid base64") from None
-    return Key(key_id, raw)
-
-
 class Encryption:
     """A keyring: the first key encrypts, every key decrypts. Never prints a secret."""
 
     def __init__(self, keys: Sequence[Key | tuple[str, bytes]], segment_size: int = SEGMENT):
-        ring = [k if isinstance(k, Key) else Key(k[0], k[1]) for k in keys]
-        if not ring:
-            raise EncryptionError("encryption needs at least one key")
-        ids = [k.id for k in ring]
-        if len(set(ids)) != len(ids):
-            raise EncryptionError(f"duplicate key ids in the keyring: {ids}")
+        ring = keyring([k if isinstance(k, Key) else Key(k[0], k[1]) for k in keys])
         if not 1024 <= segment_size <= 1 << 26:
             raise EncryptionError(f"segment size {segment_size} out of range")
         self.keys = {k.id: k for k in ring}
@@ -132,39 +78,15 @@ class Encryption:
     def describe(self) -> str:
         return f"AES-256-GCM stream, key id {self.current.id}" + (f" (+{len(self.keys) - 1} older)" if len(self.keys) > 1 else "")
 
-    # -- sources ---------------------------------------------------------------------------
+    # -- sources (see keys.py) -------------------------------------------------------------
 
     @classmethod
     def from_string(cls, text: str, where: str = ENV_KEYS) -> "Encryption":
-        keys = []
-        for item in filter(None, re.split(r"[,\s]+", text.strip())):
-            key_id, sep, value = item.partition(":")
-            if not sep:
-                raise EncryptionError(f"{where}: expected <key id>:<base64 key>, comma-separated")
-            keys.append(_decode(key_id, value, where))
-        return cls(keys)
+        return cls(parse_keys(text, where))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Encryption":
-        path = Path(path)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise EncryptionError(f"encryption key file {path} does not exist") from None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise EncryptionError(
-                f"encryption key file {path} is readable or writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"refusing to use it: run `chmod 600 {path}`"
-            )
-        keys = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if line:
-                parts = line.split()
-                if len(parts) != 2:
-                    raise EncryptionError(f"{path}:{n}: expected `<key id> <base64 key>`")
-                keys.append(_decode(parts[0], parts[1], f"{path}:{n}"))
-        return cls(keys)
+        return cls(read_key_file(path))
 
     @classmethod
     def from_settings(cls, key_file: str = "", keys: str = "") -> "Encryption | None":
@@ -464,43 +386,3 @@ def peek_key_id(raw: bytes) -> str | None:
     n = raw[len(MAGIC)]
     return raw[len(MAGIC) + 1:len(MAGIC) + 1 + n].decode(errors="replace")
 
-
-# -- key files -------------------------------------------------------------------------------
-
-
-def add_key(path: str | os.PathLike[str], key: Key) -> None:
-    """Put `key` first in the key file (creating it 0600): it encrypts from now on, the others still decrypt."""
-    path = Path(path)
-    existing = Encryption.from_file(path) if path.exists() else None
-    if existing and key.id in existing.keys:
-        raise EncryptionError(f"{path} already has a key with id {key.id!r}")
-    lines = [f"{key.id} {key.encoded()}"] + [f"{k.id} {k.encoded()}" for k in (existing.keys.values() if existing else ())]
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# auction-backup encryption keys: the first encrypts, all decrypt. Keep a copy elsewhere.\n")
-        f.write("\n".join(lines) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m auction_backup_pipelines.repository.encryption")
-    sub = parser.add_subparsers(dest="command", required=True)
-    new = sub.add_parser("new-key", help="create a key file, or rotate: the new key goes first")
-    new.add_argument("file")
-    new.add_argument("--id", default=None, help="key id (default: k<UTC timestamp>)")
-    args = parser.parse_args(argv)
-    key = Key.generate(args.id)
-    try:
-        add_key(args.file, key)
-    except EncryptionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"added key id {key.id} (first: it encrypts new objects) to {args.file}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

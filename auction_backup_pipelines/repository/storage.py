@@ -34,8 +34,8 @@ class LockedError(StorageError):
     """Another writer holds the lock on the same backup partition."""
 
 
-# Defined here, below every layer that detects them (the repository, the encryption layer),
-# and re-exported by repository.py, whose public names they are.
+# Defined here, below every layer that detects them (the repository, its streams, the encryption
+# layer), so that each imports them from this one place.
 class RepositoryError(StorageError):
     """Base class of the repository's errors."""
 

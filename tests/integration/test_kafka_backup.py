@@ -22,7 +22,9 @@ from dagster import DagsterInstance, materialize
 from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka import restore as kr
 from auction_backup_pipelines.kafka.records import KafkaUnavailable, RestoreRefused, RetentionGap, KafkaBackupError, TopicNotFound, artifact_name, export_file, read_records
-from auction_backup_pipelines.repository.repository import IntegrityError, NotFoundError
+from auction_backup_pipelines.kafka.restore_report import TranslatedOffset
+from auction_backup_pipelines.repository.manifest import NotFoundError
+from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
 from tests.dagster_defs import PARTITIONS
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
@@ -229,7 +231,7 @@ def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo
         restored = kafka.read(f"r-{topic}")
         want = {p: [m.content() for m in expected[D1][p] + expected[D2][p]] for p in expected[D1]}
         assert restored == want  # timestamps, keys, values, headers: byte for byte, per partition, in order
-        assert report["topics"][topic]["messages"] == sum(len(v) for v in want.values())
+        assert report.topics[topic].messages == sum(len(v) for v in want.values())
     assert kafka.configs(f"r-{state}")["cleanup.policy"] == "compact"
     assert kafka.configs(f"r-{events}")["retention.ms"] == "-1"
 
@@ -246,15 +248,16 @@ def test_consumer_group_offsets_translate_and_apply(kafka, repo):
     assert set(b.metadata["consumer_groups"]) == {g1, g2}
 
     report = kr.restore_topics(repo, (D2, D2), [topic], BOOTSTRAP, topic_prefix="a-")
-    groups = report["topics"][topic]["consumer_groups"]
-    assert groups[g1]["partitions"]["0"] == {"committed": 7, "restored": 2, "note": ""}  # original 7 is the third of 5..8
-    assert groups[g1]["partitions"]["1"]["restored"] == 0 and groups[g1]["partitions"]["1"]["note"].startswith("before")
-    assert groups[g2]["partitions"]["0"]["restored"] == 4 and groups[g2]["partitions"]["0"]["note"].startswith("past")
-    assert not groups[g1]["applied"]
+    groups = report.topics[topic].consumer_groups
+    assert groups[g1].partitions["0"] == TranslatedOffset(committed=7, restored=2, note="")  # original 7 is the third of 5..8
+    assert groups[g1].partitions["1"].restored == 0 and groups[g1].partitions["1"].note.startswith("before")
+    assert groups[g2].partitions["0"].restored == 4 and groups[g2].partitions["0"].note.startswith("past")
+    assert not groups[g1].applied
+    assert report.as_dict()["topics"][topic]["consumer_groups"][g1]["partitions"]["0"] == {"committed": 7, "restored": 2, "note": ""}
     assert kafka.committed(f"a-{g1}", f"a-{topic}", 2) == {}  # reported only
 
     report = kr.restore_topics(repo, (D2, D2), [topic], BOOTSTRAP, topic_prefix="b-", apply_offsets=True)
-    assert report["topics"][topic]["consumer_groups"][g1]["applied"]
+    assert report.topics[topic].consumer_groups[g1].applied
     assert kafka.committed(f"b-{g1}", f"b-{topic}", 2) == {0: 2, 1: 0}
     assert kafka.committed(f"b-{g2}", f"b-{topic}", 2) == {0: 4}
     assert kafka.committed(g1, topic, 2) == {0: 7, 1: 1}  # the source group is untouched
@@ -363,7 +366,7 @@ def test_restore_refuses_non_empty_target_without_force(kafka, repo):
     assert prefix + b not in kafka.admin.list_topics(timeout=10).topics  # the other target was not created either
 
     report = kr.restore_topics(repo, (D1, D1), [a, b], BOOTSTRAP, topic_prefix=prefix, force=True)
-    assert not report["topics"][a]["created"] and report["topics"][b]["created"]
+    assert not report.topics[a].created and report.topics[b].created
     restored = kafka.read(target_a)
     assert restored[1][0][2] == b"precious" and [m[2] for m in restored[1][1:]] == [b"a10", b"a11", b"a12"]
     assert [m[2] for m in restored[0]] == [b"a00", b"a01", b"a02"]

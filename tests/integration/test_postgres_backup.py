@@ -12,7 +12,8 @@ import pytest
 
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.repository import IntegrityError, Repository
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError
 from stack.workload import Workload
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ def test_killed_backup_leaves_nothing_complete(pg_settings, tmp_path):
     script = textwrap.dedent(
         f"""
         import datetime as dt, os, signal
-        from auction_backup_pipelines.repository import repository
+        from auction_backup_pipelines.repository import repository, streams
         from auction_backup_pipelines.postgres import logical_dump as pg
         from auction_backup_pipelines.settings import PostgresSettings
 
@@ -71,7 +72,7 @@ def test_killed_backup_leaves_nothing_complete(pg_settings, tmp_path):
             self.write(source.read(chunk))   # some bytes reached the repository...
             os.kill(os.getpid(), signal.SIGKILL)   # ...then the process is killed
 
-        repository.ArtifactStream.copy_from = die_mid_stream
+        streams.ArtifactStream.copy_from = die_mid_stream
         pg.backup_logical(PostgresSettings.from_env(), repository.Repository.local({str(root)!r}), dt.date(2026, 11, 20))
         """
     )

@@ -29,7 +29,9 @@ from auction_backup_pipelines.redis.restore import place_rdb, restore_snapshot
 from auction_backup_pipelines.redis.scratch import SCRATCH_PREFIX, scratch_server, servers_in, sweep_stale_scratch
 from auction_backup_pipelines.redis.verification import verify_snapshot
 from auction_backup_pipelines.localhost import pid_alive
-from auction_backup_pipelines.repository.repository import ArtifactStream, IntegrityError, Repository
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError
+from auction_backup_pipelines.repository.streams import ArtifactStream
 from auction_backup_pipelines.settings import RedisSettings
 from stack.workload import Workload
 
@@ -415,7 +417,7 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
         import datetime as dt, os, signal
         from auction_backup_pipelines.redis import facts, rdb_facts
         from auction_backup_pipelines.redis.backup import backup_snapshot
-        from auction_backup_pipelines.repository import repository
+        from auction_backup_pipelines.repository import repository, streams
         from auction_backup_pipelines.settings import RedisSettings
 
         def die_mid_stream(self, source, chunk=1 << 16):
@@ -426,7 +428,7 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
             os.kill(os.getpid(), signal.SIGKILL)  # the scratch server is up and loaded
 
         if {when!r} == "transfer":
-            repository.ArtifactStream.copy_from = die_mid_stream
+            streams.ArtifactStream.copy_from = die_mid_stream
         else:  # the scratch-server digest, which runs when the rdb-facts helper is missing
             rdb_facts.helper_path = lambda: None
             facts.server_facts = die_during_digest  # looked up there by snapshot_facts

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from auction_backup_pipelines.kafka.records import export_file, topic_of
 from auction_backup_pipelines.policy import pruning
 from auction_backup_pipelines.policy.retention import Policy
 from auction_backup_pipelines.repository.layout import BackupRef, PartitionRef
@@ -31,7 +32,7 @@ KAFKA_3 = {"kafka/*": Policy(daily=3)}
 
 def put(repo: Repository, artifact: str, day: dt.date):
     with repo.begin("kafka", artifact, day) as w:
-        with w.open_file(f"{artifact.rsplit('/', 1)[1]}.records") as f:
+        with w.open_file(export_file(topic_of(artifact))) as f:
             f.write(b"m" * 64)
         with w.open_file("topic.json") as f:
             f.write(b"{}")

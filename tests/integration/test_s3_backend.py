@@ -22,8 +22,10 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, Key, WrongKeyError
-from auction_backup_pipelines.repository.repository import IntegrityError, Repository
+from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, WrongKeyError
+from auction_backup_pipelines.repository.keys import Key
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.repository.s3 import S3Backend
 from auction_backup_pipelines.repository.storage import LockedError, StorageError
 from auction_backup_pipelines.settings import OffsiteSettings
@@ -81,7 +83,7 @@ def test_multipart_round_trip_with_sha256_checksums(backend):
     assert head.get("ChecksumSHA256", "").endswith("-3")  # three parts, each checked by the server
     with repo.open(backup, "dump.pgc") as f:
         assert f.read() == data
-    assert repo.verify(backup, deep=True)["files"] == 1
+    assert repo.verify(backup, deep=True).files == 1
     assert repo.list() == [backup] and repo.get("postgres", "logical_dump", DAY) == backup
     assert _uploads(backend) == []
     repo.delete(backup)
@@ -294,7 +296,7 @@ def test_offsite_copy_of_a_real_dump_to_encrypted_s3_then_restore_from_there(bac
     remote = Repository(backend, encryption=Encryption([Key("offsite", os.urandom(32))]))
     report = offsite.copy_partition(local, remote, "postgres", "logical_dump", "2026-11-20")
     assert report.status == offsite.COPIED and report.bytes == backup.stored_size
-    assert report.verified["bytes_checked"] == backup.stored_size
+    assert report.verified.bytes_checked == backup.stored_size
     assert offsite.copy_partition(local, remote, "postgres", "logical_dump", "2026-11-20").status == offsite.PRESENT
     [there] = remote.list()
     assert there == backup

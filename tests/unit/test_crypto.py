@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from auction_backup_pipelines.repository import encryption as crypto
+from auction_backup_pipelines.repository import keys
 from auction_backup_pipelines.ops import offsite
-from auction_backup_pipelines.repository.encryption import Encryption, EncryptionError, Key, WrongKeyError
-from auction_backup_pipelines.repository.repository import IntegrityError, Repository, RepositoryError
+from auction_backup_pipelines.repository.encryption import Encryption, WrongKeyError
+from auction_backup_pipelines.repository.keys import EncryptionError, Key
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.settings import EncryptionSettings
 
@@ -43,8 +46,8 @@ def test_round_trip_at_segment_edges(tmp_path, compression, size):
     backup = _write(repo, data)
     with repo.open(backup, "dump.pgc") as f:
         assert f.read() == data
-    assert repo.verify(backup)["files"] == 1
-    assert repo.verify(backup, deep=True)["deep"]
+    assert repo.verify(backup).files == 1
+    assert repo.verify(backup, deep=True).deep
     assert repo.list() == [backup]
 
 
@@ -168,15 +171,15 @@ def test_failure_mid_stream_publishes_nothing(tmp_path):
 
 def test_key_file_must_be_private_and_rotation_cli_prepends(tmp_path, capsys):
     path = tmp_path / "keys"
-    assert crypto.main(["new-key", str(path), "--id", "2026-01"]) == 0
+    assert keys.main(["new-key", str(path), "--id", "2026-01"]) == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert crypto.main(["new-key", str(path), "--id", "2026-07"]) == 0
+    assert keys.main(["new-key", str(path), "--id", "2026-07"]) == 0
     out = capsys.readouterr().out
     enc = Encryption.from_file(path)
     assert enc.current.id == "2026-07" and list(enc.keys) == ["2026-07", "2026-01"]
     for k in enc.keys.values():  # the CLI prints ids only, never key material
         assert k.encoded() not in out
-    assert crypto.main(["new-key", str(path), "--id", "2026-07"]) == 1
+    assert keys.main(["new-key", str(path), "--id", "2026-07"]) == 1
     path.chmod(0o644)
     with pytest.raises(EncryptionError, match="chmod 600"):
         Encryption.from_file(path)
@@ -192,7 +195,7 @@ def test_keys_from_settings_string_and_no_secret_in_messages_or_repr():
     assert "secretvalue" not in str(err.value)
     with pytest.raises(EncryptionError, match="32"):
         Encryption.from_string("k1:" + base64.b64encode(b"short").decode())
-    configured = EncryptionSettings.from_env({crypto.ENV_KEYS: f"k1:{b1}"})
+    configured = EncryptionSettings.from_env({keys.ENV_KEYS: f"k1:{b1}"})
     assert Encryption.from_settings(configured.key_file, configured.keys).current.id == "k1"
     assert b1 not in repr(configured)
     unset = EncryptionSettings.from_env({})

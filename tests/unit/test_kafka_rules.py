@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from dagster import Definitions
 
-from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo
+from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
 from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
 from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
 from auction_backup_pipelines.defs.kafka.assets import build_kafka_assets
@@ -94,6 +94,13 @@ def test_day_range():
     assert day_range("2026-11-20", "2026-11-22") == [dt.date(2026, 11, 20), dt.date(2026, 11, 21), dt.date(2026, 11, 22)]
     with pytest.raises(KafkaBackupError, match="before --from"):
         day_range("2026-11-22", "2026-11-20")
+
+
+def test_topic_of_is_the_inverse_of_artifact_name():
+    assert artifact_name("bid-events") == "topic_export/bid-events"
+    assert topic_of(artifact_name("bid-events")) == "bid-events"
+    with pytest.raises(KafkaBackupError, match="not a Kafka topic export"):
+        topic_of("logical_dump")
 
 
 def test_topic_json_round_trip():

@@ -1,4 +1,4 @@
-"""core.notify against real local sinks: an HTTP server and an SMTP server on loopback ports.
+"""ops.notify and ops.sinks against real local sinks: an HTTP server and an SMTP server on loopback ports.
 
 The servers record what they receive in queues; tests wait on those queues with a timeout
 (delivery is synchronous, so "nothing more arrived" is checked right after the call returns).
@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from auction_backup_pipelines.ops import notify as nt
+from auction_backup_pipelines.ops import sinks
 from auction_backup_pipelines.settings import AlertingSettings
 
 WAIT_S = 10
@@ -172,7 +173,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def smtp_sink(server: SmtpServer, **overrides) -> nt.SmtpSink:
+def smtp_sink(server: SmtpServer, **overrides) -> sinks.SmtpSink:
     args = dict(
         host="127.0.0.1",
         port=server.port,
@@ -182,7 +183,7 @@ def smtp_sink(server: SmtpServer, **overrides) -> nt.SmtpSink:
         password=PASSWORD,
         timeout=WAIT_S,
     )
-    return nt.SmtpSink(**{**args, **overrides})
+    return sinks.SmtpSink(**{**args, **overrides})
 
 
 ALERT = nt.Alert(
@@ -207,7 +208,7 @@ def assert_no_secret(text: str) -> None:
 
 
 def test_webhook_posts_slack_compatible_payload(webhook):
-    sink = nt.WebhookSink(webhook.url(), timeout=WAIT_S, secret_header=f"Authorization: {HEADER_SECRET}")
+    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, secret_header=f"Authorization: {HEADER_SECRET}")
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -236,7 +237,7 @@ def test_webhook_posts_slack_compatible_payload(webhook):
 
 def test_webhook_retries_a_5xx_then_succeeds(webhook):
     webhook.statuses.extend([500, 200])
-    sink = nt.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -248,7 +249,7 @@ def test_webhook_retries_a_5xx_then_succeeds(webhook):
 
 def test_webhook_gives_up_after_bounded_tries_with_a_clear_error(webhook):
     webhook.statuses.extend([503, 502, 500, 200])
-    sink = nt.WebhookSink(webhook.url(), timeout=WAIT_S, tries=3, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, tries=3, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -261,7 +262,7 @@ def test_webhook_gives_up_after_bounded_tries_with_a_clear_error(webhook):
 
 def test_webhook_client_error_is_not_retried(webhook):
     webhook.statuses.append(404)
-    sink = nt.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -272,7 +273,7 @@ def test_webhook_client_error_is_not_retried(webhook):
 
 
 def test_webhook_down_is_reported_and_email_still_goes_out(smtp):
-    down = nt.WebhookSink(f"http://127.0.0.1:{closed_port()}/hooks/{TOKEN}", timeout=WAIT_S, tries=2, backoff=0.01)
+    down = sinks.WebhookSink(f"http://127.0.0.1:{closed_port()}/hooks/{TOKEN}", timeout=WAIT_S, tries=2, backoff=0.01)
 
     results = nt.notify(ALERT, [down, smtp_sink(smtp)])
 
@@ -284,7 +285,7 @@ def test_webhook_down_is_reported_and_email_still_goes_out(smtp):
 
 def test_webhook_refuses_to_follow_redirects(webhook):
     webhook.statuses.append(302)
-    [result] = nt.notify(ALERT, [nt.WebhookSink(webhook.url(), timeout=WAIT_S)])
+    [result] = nt.notify(ALERT, [sinks.WebhookSink(webhook.url(), timeout=WAIT_S)])
     assert not result.ok and "HTTP 302" in result.error
 
 
@@ -335,8 +336,8 @@ def test_smtp_starttls_not_offered_is_an_error_not_an_exception(smtp):
 def test_secrets_never_appear_in_logs_results_or_reprs(webhook, smtp, caplog):
     caplog.set_level(logging.DEBUG)
     webhook.statuses.extend([500, 500])
-    failing_webhook = nt.WebhookSink(webhook.url(), timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET))
-    down_webhook = nt.WebhookSink(f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/x/{TOKEN}?k={QUERY_TOKEN}", tries=1)
+    failing_webhook = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET))
+    down_webhook = sinks.WebhookSink(f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/x/{TOKEN}?k={QUERY_TOKEN}", tries=1)
     wrong_password = smtp_sink(smtp, password=PASSWORD + "-wrong")
     good_smtp = smtp_sink(smtp)
 
@@ -396,7 +397,7 @@ def test_redact_url(url, shown):
 
 def test_a_bad_webhook_url_is_rejected_without_echoing_it():
     with pytest.raises(ValueError) as err:
-        nt.WebhookSink(f"ftp://example.test/{TOKEN}")
+        sinks.WebhookSink(f"ftp://example.test/{TOKEN}")
     assert TOKEN not in str(err.value)
 
 
@@ -404,7 +405,7 @@ def test_a_bad_webhook_url_is_rejected_without_echoing_it():
 
 
 def sinks_from(environ):
-    return nt.sinks_from_settings(AlertingSettings.from_env(environ))
+    return sinks.sinks_from_settings(AlertingSettings.from_env(environ))
 
 
 def test_sinks_from_settings_nothing_configured():
@@ -424,8 +425,8 @@ def test_sinks_from_settings_both_sinks():
             "ALERT_SMTP_STARTTLS": "true",
         }
     )
-    assert isinstance(webhook_sink, nt.WebhookSink) and webhook_sink.secret_header == ("Authorization", HEADER_SECRET)
-    assert isinstance(smtp_sink_, nt.SmtpSink)
+    assert isinstance(webhook_sink, sinks.WebhookSink) and webhook_sink.secret_header == ("Authorization", HEADER_SECRET)
+    assert isinstance(smtp_sink_, sinks.SmtpSink)
     assert (smtp_sink_.host, smtp_sink_.port, smtp_sink_.starttls) == ("mail.example.test", 587, True)
     assert smtp_sink_.recipients == ("a@example.test", "b@example.test")
     assert (smtp_sink_.username, smtp_sink_.password) == ("alerts", PASSWORD)

@@ -10,6 +10,7 @@ import pytest
 
 from auction_backup_pipelines.postgres import logical_day
 from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres.base_backup import TAR_FILE
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, segment_name
@@ -21,7 +22,7 @@ T0 = dt.datetime(2026, 11, 20, 22, 0, tzinfo=UTC)
 def _base_backup(repo, day, start_segment, stop_time):
     lsn = f"0/{start_segment * 0x1000000 + 0x28:X}"
     with repo.begin("postgres", "base_backup", day) as w:
-        with w.open_file("base.tar") as f:
+        with w.open_file(TAR_FILE, compression="none") as f:
             f.write(b"tar")
         w.metadata.update(start_lsn=lsn, stop_lsn=lsn, timeline=1, stop_time=stop_time.isoformat())
 

@@ -1,4 +1,4 @@
-"""core.pruning: repository listings as retention records, pins, and guarded deletions."""
+"""policy.pruning: repository listings as retention records, pins, and guarded deletions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from auction_backup_pipelines.policy import pruning
-from auction_backup_pipelines.repository.repository import NotFoundError
+from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.policy.retention import Policy
 
 UTC = dt.timezone.utc

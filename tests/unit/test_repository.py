@@ -8,7 +8,9 @@ import textwrap
 
 import pytest
 
-from auction_backup_pipelines.repository.repository import IntegrityError, NotFoundError, Repository, RepositoryError
+from auction_backup_pipelines.repository.manifest import NotFoundError
+from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
 from auction_backup_pipelines.repository.storage import LockedError, StorageError
 
 DAY = "2026-11-20"
@@ -33,8 +35,8 @@ def test_round_trip_records_sizes_and_checksums(tmp_path, compression):
         assert entry.stored_size < len(data)
     with repo.open(backup, "dump.pgc") as f:
         assert f.read() == data
-    assert repo.verify(backup)["files"] == 1
-    assert repo.verify(backup, deep=True)["deep"] is True
+    assert repo.verify(backup).files == 1
+    assert repo.verify(backup, deep=True).deep is True
     [listed] = repo.list("postgres", "logical_dump")
     assert listed == backup and listed.metadata == {"rows": 3}
 

@@ -1,0 +1,1 @@
+"""Dagster alerting domain: failed runs and failed checks reach people through the configured sinks."""

@@ -1,4 +1,4 @@
-"""Where alerts go: the sinks' configuration as a Dagster resource (ops/notify.py does the sending).
+"""Where alerts go: the sinks' configuration as a Dagster resource (ops/sinks.py and ops/notify.py do the sending).
 
 Secrets (the webhook URL, an auth header, the SMTP password) are bound with `EnvVar`, only when the
 variable is set, so an unset optional variable never breaks a run launch or a sensor tick.
@@ -10,6 +10,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 
 from auction_backup_pipelines.ops import notify as nt
+from auction_backup_pipelines.ops.sinks import SECRET_SETTINGS, build_sinks
 from auction_backup_pipelines.settings import Settings
 
 
@@ -42,7 +43,7 @@ class AlertingResource(ConfigurableResource):
     """The check sensor starts no new alert after this long in one tick."""
 
     def sinks(self) -> list:
-        return nt.build_sinks(
+        return build_sinks(
             webhook_url=self.webhook_url,
             webhook_secret_header=self.webhook_secret_header,
             webhook_timeout_s=self.webhook_timeout_s,
@@ -76,7 +77,7 @@ class AlertingResource(ConfigurableResource):
 def build_alerting_resource(s: Settings) -> AlertingResource:
     """The resource bound from the settings: secrets as EnvVar (only when set), the rest as values."""
     fields: dict[str, Any] = s.alerting.sink_arguments()
-    for field_name, variable in nt.SECRET_SETTINGS.items():
+    for field_name, variable in SECRET_SETTINGS.items():
         fields[field_name] = EnvVar(variable) if fields.get(field_name) else ""
     return AlertingResource(
         **fields,

@@ -38,10 +38,9 @@ def restore_kafka_topics(
         )
     except BackupError as exc:
         raise Failure(description=str(exc)) from None
-    messages = sum(t["messages"] for t in report["topics"].values())
-    context.log.info(f"restored {messages} messages into {', '.join(t['target'] for t in report['topics'].values())}, verified")
-    context.add_output_metadata({"messages": MetadataValue.int(messages), "report": MetadataValue.json(report)})
-    return report
+    context.log.info(f"restored {report.messages} messages into {', '.join(t.target for t in report.topics.values())}, verified")
+    context.add_output_metadata({"messages": MetadataValue.int(report.messages), "report": MetadataValue.json(report.as_dict())})
+    return report.as_dict()
 
 
 @job(tags={SYSTEM_TAG: "kafka"}, description="Replay backed-up Kafka days into topics you name, verified, with translated group offsets.")

@@ -34,7 +34,7 @@ def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> 
         return MaterializeResult(metadata={
             "backup": report.backup, "status": report.status, "destination": report.destination,
             "files": MetadataValue.int(report.files), "bytes_copied": MetadataValue.int(report.bytes),
-            "bytes_verified": MetadataValue.int(report.verified.get("bytes_checked", 0)),
+            "bytes_verified": MetadataValue.int(report.verified.bytes_checked),
             "encryption": dst.encryption.describe() if dst.encryption else "none",
             "replaced": ", ".join(report.replaced) or "-", "duration_s": MetadataValue.float(report.duration_s)})
 

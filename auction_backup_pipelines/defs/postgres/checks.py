@@ -42,7 +42,7 @@ def postgres_dump_integrity(
         passed=True,
         metadata={
             **meta,
-            "bytes_checked": MetadataValue.int(verified["bytes_checked"]),
+            "bytes_checked": MetadataValue.int(verified.bytes_checked),
             "toc_entries": MetadataValue.int(len(toc)),
             "tables_with_data": MetadataValue.int(table_data),
         },
@@ -63,5 +63,5 @@ def postgres_base_backup_integrity(context: AssetCheckExecutionContext, backup_r
     except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(passed=True, metadata={**meta, "tar_members": MetadataValue.int(found["tar_members"]),
-                                                   "backup_manifest_checksum": found["backup_manifest_checksum"]})
+    return AssetCheckResult(passed=True, metadata={**meta, "tar_members": MetadataValue.int(found.tar_members),
+                                                   "backup_manifest_checksum": found.backup_manifest_checksum})

@@ -1,6 +1,6 @@
 """PostgreSQL restore jobs: a dump into a database you name, or PITR into a new instance, each verified.
 
-The Dagster face of the same core functions the CLI calls; a restore needs no schedule, so
+The Dagster face of the same engine functions the CLI calls; a restore needs no schedule, so
 these are op jobs launched from the Launchpad with their config.
 """
 

@@ -22,5 +22,5 @@ def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: B
     except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(passed=True, metadata={**meta, "files": MetadataValue.int(verified["files"]),
-                                                   "bytes_checked": MetadataValue.int(verified["bytes_checked"])})
+    return AssetCheckResult(passed=True, metadata={**meta, "files": MetadataValue.int(verified.files),
+                                                   "bytes_checked": MetadataValue.int(verified.bytes_checked)})

@@ -1,0 +1,1 @@
+"""Dagster retention domain: a sensor that plans from one listing, and the job that deletes."""

@@ -26,7 +26,7 @@ from dagster import (
 )
 
 from auction_backup_pipelines.policy import pruning
-from auction_backup_pipelines.repository.repository import Backup
+from auction_backup_pipelines.repository.manifest import Backup
 from ..shared.resources import BackupRepositoryResource
 
 CLEANUP_OP = "delete_expired_backups"

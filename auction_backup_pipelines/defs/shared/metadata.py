@@ -6,7 +6,8 @@ from typing import Any
 
 from dagster import MetadataValue
 
-from auction_backup_pipelines.repository.repository import Backup, Repository
+from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.repository import Repository
 
 
 def backup_metadata(repo: Repository, backup: Backup, **extra: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Dagster resources: configuration of the systems and the repository, nothing more.
 
-Each resource turns its fields into the plain settings object the core modules take, so the
+Each resource turns its fields into the plain settings object the engines take, so the
 same code paths serve the CLI (which reads the environment directly) and Dagster runs.
 Passwords are only ever bound through `EnvVar`, which Dagster never displays.
 """

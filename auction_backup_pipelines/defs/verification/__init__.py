@@ -1,0 +1,1 @@
+"""Dagster verification domain: weekly restore checks, their job, and the verified-recently checks."""

@@ -1,0 +1,153 @@
+"""Encryption keys: what a key is, where keys are read from, and the command that writes a key file.
+
+Why a module of its own: keys are the one part of encryption an operator handles by hand
+(create, rotate, store a copy away from the backups), and reading them safely (a key file
+readable by its owner only, no secret ever echoed in a message) is a concern apart from the
+cipher in encryption.py.
+
+Keys: 32 random bytes each, with a short id. A keyring is an ordered list: the first key
+encrypts new objects, every key decrypts (rotation = put a new key first, keep the old ones
+until nothing encrypted with them is retained). Sources: a key file, one `<id> <base64>` per
+line and readable by its owner only (0600 or stricter, else refused), or the variable
+BACKUP_ENCRYPTION_KEYS=`<id>:<base64>[,<id>:<base64>...]` (bind it through Dagster's EnvVar).
+`python -m auction_backup_pipelines.repository.keys new-key FILE --id ID` creates or rotates a
+key file; it prints only the key id. Lose every key and the backups are gone: store a copy
+of the key file away from the backups (a password manager, a sealed envelope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import datetime as dt
+import os
+import re
+import secrets
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auction_backup_pipelines.repository.storage import StorageError
+
+__all__ = ["ENV_KEYS", "EncryptionError", "Key", "add_key", "keyring", "main", "parse_keys", "read_key_file"]
+
+ENV_KEYS = "BACKUP_ENCRYPTION_KEYS"
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class EncryptionError(StorageError):
+    """Keys are missing, malformed or unsafely stored."""
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not _KEY_ID.match(self.id):
+            raise EncryptionError(f"invalid key id {self.id!r} (1-64 of A-Z a-z 0-9 . _ -)")
+        if len(self.secret) != 32:
+            raise EncryptionError(f"key {self.id!r} is {len(self.secret)} bytes; AES-256 needs exactly 32")
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> Key:
+        return cls(key_id or dt.datetime.now(dt.UTC).strftime("k%Y%m%d%H%M%S"), secrets.token_bytes(32))
+
+    def encoded(self) -> str:
+        return base64.b64encode(self.secret).decode()
+
+
+def keyring(keys: Sequence[Key]) -> list[Key]:
+    """`keys` as a keyring, in order (the first encrypts); refused when empty or when an id repeats."""
+    ring = list(keys)
+    if not ring:
+        raise EncryptionError("encryption needs at least one key")
+    ids = [k.id for k in ring]
+    if len(set(ids)) != len(ids):
+        raise EncryptionError(f"duplicate key ids in the keyring: {ids}")
+    return ring
+
+
+def _decode(key_id: str, value: str, where: str) -> Key:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        # The value itself is never echoed: it is (part of) a secret.
+        raise EncryptionError(f"{where}: key {key_id!r} is not valid base64") from None
+    return Key(key_id, raw)
+
+
+def parse_keys(text: str, where: str = ENV_KEYS) -> list[Key]:
+    """Keys written `<key id>:<base64 key>`, comma- or space-separated, in order."""
+    keys = []
+    for item in filter(None, re.split(r"[,\s]+", text.strip())):
+        key_id, sep, value = item.partition(":")
+        if not sep:
+            raise EncryptionError(f"{where}: expected <key id>:<base64 key>, comma-separated")
+        keys.append(_decode(key_id, value, where))
+    return keys
+
+
+def read_key_file(path: str | os.PathLike[str]) -> list[Key]:
+    """The keys of a key file, in file order; refused unless only its owner can read or write it."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise EncryptionError(f"encryption key file {path} does not exist") from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise EncryptionError(
+            f"encryption key file {path} is readable or writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"refusing to use it: run `chmod 600 {path}`"
+        )
+    keys = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            parts = line.split()
+            if len(parts) != 2:
+                raise EncryptionError(f"{path}:{n}: expected `<key id> <base64 key>`")
+            keys.append(_decode(parts[0], parts[1], f"{path}:{n}"))
+    return keys
+
+
+def add_key(path: str | os.PathLike[str], key: Key) -> None:
+    """Put `key` first in the key file (creating it 0600): it encrypts from now on, the others still decrypt."""
+    path = Path(path)
+    existing = keyring(read_key_file(path)) if path.exists() else []
+    if key.id in {k.id for k in existing}:
+        raise EncryptionError(f"{path} already has a key with id {key.id!r}")
+    lines = [f"{key.id} {key.encoded()}"] + [f"{k.id} {k.encoded()}" for k in existing]
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# auction-backup encryption keys: the first encrypts, all decrypt. Keep a copy elsewhere.\n")
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m auction_backup_pipelines.repository.keys")
+    sub = parser.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new-key", help="create a key file, or rotate: the new key goes first")
+    new.add_argument("file")
+    new.add_argument("--id", default=None, help="key id (default: k<UTC timestamp>)")
+    args = parser.parse_args(argv)
+    key = Key.generate(args.id)
+    try:
+        add_key(args.file, key)
+    except EncryptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"added key id {key.id} (first: it encrypts new objects) to {args.file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
