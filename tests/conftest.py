@@ -90,8 +90,8 @@ def pitr_dir():
 
 @pytest.fixture
 def webhook():
-    """A real HTTP server on loopback recording webhook posts (tests/unit/test_notify.py)."""
-    from tests.unit.test_notify import WebhookServer
+    """A real HTTP server on loopback recording webhook posts (tests/ops/test_notify.py)."""
+    from tests.ops.test_notify import WebhookServer
 
     with WebhookServer() as server:
         yield server
@@ -99,8 +99,8 @@ def webhook():
 
 @pytest.fixture
 def smtp():
-    """A real SMTP server on loopback recording mail (tests/unit/test_notify.py)."""
-    from tests.unit.test_notify import SmtpServer
+    """A real SMTP server on loopback recording mail (tests/ops/test_notify.py)."""
+    from tests.ops.test_notify import SmtpServer
 
     with SmtpServer() as server:
         yield server

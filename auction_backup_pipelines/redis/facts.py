@@ -11,7 +11,7 @@ Who computes it (`snapshot_facts`, the manifest's `digest_method`): the native `
 helper (rdb_facts.py) while the snapshot streams; keys it cannot decode (streams, module
 values), or all keys when it is missing or fails, or for an AOF copy, are read
 (`collect_facts`) from a scratch server loaded with the snapshot. Both ways give the same facts
-(tests/integration/test_rdb_facts.py holds them equal), except for keys that expire around the
+(tests/redis/test_rdb_facts.py holds them equal), except for keys that expire around the
 capture: the helper drops those expired at the moment read before the transfer, the scratch
 server those expired when it loads; the expiry buckets absorb that difference.
 

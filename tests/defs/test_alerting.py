@@ -38,7 +38,7 @@ from auction_backup_pipelines.defs.alerting.resources import AlertingResource, b
 from auction_backup_pipelines.defs.alerting.sensors import build_check_failure_alert_sensor, run_failure_alert_sensor
 from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.settings import load_settings
-from tests.unit.test_notify import (
+from tests.ops.test_notify import (
     PASSWORD,
     QUERY_TOKEN,
     TOKEN,

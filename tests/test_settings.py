@@ -30,7 +30,7 @@ from auction_backup_pipelines.settings import (
     load_settings,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "auction_backup_pipelines"
 KEY = base64.b64encode(bytes(range(32))).decode()
 SECRET = "s3cr3t-Value-never-shown"

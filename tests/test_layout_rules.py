@@ -16,7 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_NAME = "auction_backup_pipelines"
 PACKAGE = ROOT / PACKAGE_NAME
 MAX_LINES = 500

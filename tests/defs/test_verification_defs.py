@@ -17,7 +17,7 @@ from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResou
 from tests.dagster_defs import defs
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
 from tests.conftest import running_wal_receiver
-from tests.unit.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
+from tests.ops.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
 
 pytestmark = pytest.mark.integration
 DAY = capture.default_partition()

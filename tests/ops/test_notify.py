@@ -2,7 +2,7 @@
 
 The servers record what they receive in queues; tests wait on those queues with a timeout
 (delivery is synchronous, so "nothing more arrived" is checked right after the call returns).
-The helpers here are reused by tests/integration/test_alerts.py.
+The helpers here are reused by tests/defs/test_alerting.py.
 """
 
 from __future__ import annotations

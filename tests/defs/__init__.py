@@ -1,0 +1,1 @@
+"""Tests of the Dagster layer (auction_backup_pipelines/defs/): loaders, assets, checks, jobs, sensors."""

@@ -1,0 +1,1 @@
+"""Tests of the local stack scripts under stack/: the real services start and answer."""

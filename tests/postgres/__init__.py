@@ -1,0 +1,1 @@
+"""Tests of auction_backup_pipelines/postgres/."""
