@@ -26,30 +26,71 @@ COMPRESSIONS: tuple[str, ...] = ("gzip", "none", "zstd")
 """The codecs the repository writes (repository.COMPRESSIONS); checked here to name the variable."""
 
 ENVIRONMENT_VARIABLES: tuple[str, ...] = (
-    "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "PGBIN",
-    "REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DATA_DIR",
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPICS",
-    "BACKUP_ROOT", "BACKUP_COMPRESSION", "BACKUP_ENCRYPTION_KEY_FILE", "BACKUP_ENCRYPTION_KEYS",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "PGBIN",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_DATA_DIR",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_TOPICS",
+    "BACKUP_ROOT",
+    "BACKUP_COMPRESSION",
+    "BACKUP_ENCRYPTION_KEY_FILE",
+    "BACKUP_ENCRYPTION_KEYS",
     "BACKUP_PARTITIONS_START",
-    "OFFSITE_S3_BUCKET", "OFFSITE_S3_PREFIX", "OFFSITE_S3_ENDPOINT_URL", "OFFSITE_S3_REGION",
-    "OFFSITE_S3_ACCESS_KEY_ID", "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_COMPRESSION",
-    "OFFSITE_ENCRYPTION_KEY_FILE", "OFFSITE_ENCRYPTION_KEYS",
-    "WAL_SPOOL_DIR", "WAL_ARCHIVE_MAX_LAG_S", "WAL_ARCHIVE_SENSOR_INTERVAL_S",
+    "OFFSITE_S3_BUCKET",
+    "OFFSITE_S3_PREFIX",
+    "OFFSITE_S3_ENDPOINT_URL",
+    "OFFSITE_S3_REGION",
+    "OFFSITE_S3_ACCESS_KEY_ID",
+    "OFFSITE_S3_SECRET_ACCESS_KEY",
+    "OFFSITE_COMPRESSION",
+    "OFFSITE_ENCRYPTION_KEY_FILE",
+    "OFFSITE_ENCRYPTION_KEYS",
+    "WAL_SPOOL_DIR",
+    "WAL_ARCHIVE_MAX_LAG_S",
+    "WAL_ARCHIVE_SENSOR_INTERVAL_S",
     "VERIFICATION_MAX_AGE_DAYS",
-    "RETENTION_SENSOR_INTERVAL_S", "RETENTION_DRY_RUN",
-    "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET_HEADER", "ALERT_WEBHOOK_TIMEOUT_S",
-    "ALERT_SMTP_HOST", "ALERT_SMTP_PORT", "ALERT_SMTP_FROM", "ALERT_SMTP_TO", "ALERT_SMTP_USER",
-    "ALERT_SMTP_PASSWORD", "ALERT_SMTP_STARTTLS", "ALERT_SMTP_TIMEOUT_S",
-    "ALERT_CHECK_SENSOR_INTERVAL_S", "ALERT_CHECK_REPEAT_S", "ALERT_CHECK_LOOKBACK_S",
-    "DAGSTER_WEBSERVER_URL", "DAGSTER_PORT",
+    "RETENTION_SENSOR_INTERVAL_S",
+    "RETENTION_DRY_RUN",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_WEBHOOK_SECRET_HEADER",
+    "ALERT_WEBHOOK_TIMEOUT_S",
+    "ALERT_SMTP_HOST",
+    "ALERT_SMTP_PORT",
+    "ALERT_SMTP_FROM",
+    "ALERT_SMTP_TO",
+    "ALERT_SMTP_USER",
+    "ALERT_SMTP_PASSWORD",
+    "ALERT_SMTP_STARTTLS",
+    "ALERT_SMTP_TIMEOUT_S",
+    "ALERT_CHECK_SENSOR_INTERVAL_S",
+    "ALERT_CHECK_REPEAT_S",
+    "ALERT_CHECK_LOOKBACK_S",
+    "DAGSTER_WEBSERVER_URL",
+    "DAGSTER_PORT",
 )
 """Every variable `load_settings` reads (README.md's Configuration table lists the same)."""
 
-SECRET_VARIABLES: frozenset[str] = frozenset({
-    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "BACKUP_ENCRYPTION_KEYS", "OFFSITE_S3_ACCESS_KEY_ID",
-    "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_ENCRYPTION_KEYS", "ALERT_WEBHOOK_URL",
-    "ALERT_WEBHOOK_SECRET_HEADER", "ALERT_SMTP_PASSWORD",
-})
+SECRET_VARIABLES: frozenset[str] = frozenset(
+    {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "BACKUP_ENCRYPTION_KEYS",
+        "OFFSITE_S3_ACCESS_KEY_ID",
+        "OFFSITE_S3_SECRET_ACCESS_KEY",
+        "OFFSITE_ENCRYPTION_KEYS",
+        "ALERT_WEBHOOK_URL",
+        "ALERT_WEBHOOK_SECRET_HEADER",
+        "ALERT_SMTP_PASSWORD",
+    }
+)
 """Variables whose value is never shown: not in a repr, not in an error (the Dagster layer binds them with EnvVar)."""
 
 _KEY_ITEM = re.compile(r"^[A-Za-z0-9._-]{1,64}:(.+)$")
@@ -72,8 +113,7 @@ class _Reader:
     def stripped(self, name: str, default: str = "") -> str:
         return self.raw(name).strip() or default
 
-    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None,
-                unit: str = "") -> int:
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None, unit: str = "") -> int:
         raw = self.raw(name)
         if not raw.strip():
             return default
@@ -123,8 +163,9 @@ class _Reader:
             except (binascii.Error, ValueError):
                 ok = False
             if not ok:
-                raise ConfigurationError(f"{name} is malformed (expected <key id>:<base64 of 32 bytes>, "
-                                         "comma-separated; the value is not shown)")
+                raise ConfigurationError(
+                    f"{name} is malformed (expected <key id>:<base64 of 32 bytes>, comma-separated; the value is not shown)"
+                )
         return raw
 
     def day(self, name: str, default: str) -> str:
@@ -158,7 +199,7 @@ class PostgresSettings:
     """Folder of PostgreSQL's programs (PGBIN); empty: /usr/lib/postgresql/15/bin, then PATH."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PostgresSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PostgresSettings:
         env = _Reader(environ)
         return cls(
             host=env.text("POSTGRES_HOST", cls.host),
@@ -180,7 +221,7 @@ class RedisSettings:
     """The server's data dir when it is on this machine (REDIS_DATA_DIR): BGSAVE-and-copy and the AOF fallback."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RedisSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisSettings:
         env = _Reader(environ)
         return cls(
             host=env.text("REDIS_HOST", cls.host),
@@ -197,7 +238,7 @@ class KafkaSettings:
     topics: tuple[str, ...] = AUCTION_TOPICS
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
         env = _Reader(environ)
         topics = _items(env.text("KAFKA_TOPICS", ",".join(AUCTION_TOPICS)))
         if not topics:
@@ -214,10 +255,11 @@ class RepositorySettings:
     compression: str = "zstd"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RepositorySettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RepositorySettings:
         env = _Reader(environ)
-        return cls(root=env.text("BACKUP_ROOT", cls.root),
-                   compression=env.choice("BACKUP_COMPRESSION", cls.compression, COMPRESSIONS))
+        return cls(
+            root=env.text("BACKUP_ROOT", cls.root), compression=env.choice("BACKUP_COMPRESSION", cls.compression, COMPRESSIONS)
+        )
 
 
 @dataclass(frozen=True)
@@ -228,7 +270,7 @@ class EncryptionSettings:
     keys: str = field(default="", repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "EncryptionSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EncryptionSettings:
         env = _Reader(environ)
         return cls(key_file=env.raw("BACKUP_ENCRYPTION_KEY_FILE"), keys=env.keyring("BACKUP_ENCRYPTION_KEYS"))
 
@@ -253,7 +295,7 @@ class OffsiteSettings:
         return bool(self.bucket)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OffsiteSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OffsiteSettings:
         env = _Reader(environ)
         return cls(
             bucket=env.raw("OFFSITE_S3_BUCKET"),
@@ -280,11 +322,13 @@ class WalSettings:
     sensor_interval_s: int = 300
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WalSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WalSettings:
         env = _Reader(environ)
-        return cls(spool_dir=env.text("WAL_SPOOL_DIR", cls.spool_dir),
-                   max_lag_s=env.positive("WAL_ARCHIVE_MAX_LAG_S", cls.max_lag_s),
-                   sensor_interval_s=env.integer("WAL_ARCHIVE_SENSOR_INTERVAL_S", cls.sensor_interval_s, 1, unit="seconds"))
+        return cls(
+            spool_dir=env.text("WAL_SPOOL_DIR", cls.spool_dir),
+            max_lag_s=env.positive("WAL_ARCHIVE_MAX_LAG_S", cls.max_lag_s),
+            sensor_interval_s=env.integer("WAL_ARCHIVE_SENSOR_INTERVAL_S", cls.sensor_interval_s, 1, unit="seconds"),
+        )
 
 
 @dataclass(frozen=True)
@@ -293,7 +337,7 @@ class VerificationSettings:
     """`verified_recently` fails once the newest successful restore check is older than this."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "VerificationSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> VerificationSettings:
         return cls(max_age_days=_Reader(environ).positive("VERIFICATION_MAX_AGE_DAYS", cls.max_age_days, "days"))
 
 
@@ -305,10 +349,12 @@ class RetentionSettings:
     """Cleanup runs only report what they would delete."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetentionSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionSettings:
         env = _Reader(environ)
-        return cls(sensor_interval_s=env.integer("RETENTION_SENSOR_INTERVAL_S", cls.sensor_interval_s, 30, unit="seconds"),
-                   dry_run=env.flag("RETENTION_DRY_RUN"))
+        return cls(
+            sensor_interval_s=env.integer("RETENTION_SENSOR_INTERVAL_S", cls.sensor_interval_s, 30, unit="seconds"),
+            dry_run=env.flag("RETENTION_DRY_RUN"),
+        )
 
 
 @dataclass(frozen=True)
@@ -336,8 +382,19 @@ class AlertingSettings:
     check_lookback_s: int = 86400
     """On the check sensor's first tick, failures older than this are history, not alerts."""
 
-    SINK_FIELDS = ("webhook_url", "webhook_secret_header", "webhook_timeout_s", "smtp_host", "smtp_port", "smtp_from",
-                   "smtp_to", "smtp_user", "smtp_password", "smtp_starttls", "smtp_timeout_s")
+    SINK_FIELDS = (
+        "webhook_url",
+        "webhook_secret_header",
+        "webhook_timeout_s",
+        "smtp_host",
+        "smtp_port",
+        "smtp_from",
+        "smtp_to",
+        "smtp_user",
+        "smtp_password",
+        "smtp_starttls",
+        "smtp_timeout_s",
+    )
 
     def sink_arguments(self) -> dict[str, Any]:
         """The keyword arguments of `sinks.build_sinks` (and the sink fields of the Dagster resource)."""
@@ -346,7 +403,7 @@ class AlertingSettings:
         return kwargs
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AlertingSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertingSettings:
         env = _Reader(environ)
         port = env.integer("DAGSTER_PORT", 3000, 1, 65535)
         return cls(
@@ -362,8 +419,7 @@ class AlertingSettings:
             smtp_starttls=env.flag("ALERT_SMTP_STARTTLS"),
             smtp_timeout_s=env.positive("ALERT_SMTP_TIMEOUT_S", cls.smtp_timeout_s),
             dagster_url=env.stripped("DAGSTER_WEBSERVER_URL", f"http://127.0.0.1:{port}"),
-            check_sensor_interval_s=env.integer("ALERT_CHECK_SENSOR_INTERVAL_S", cls.check_sensor_interval_s, 30,
-                                                unit="seconds"),
+            check_sensor_interval_s=env.integer("ALERT_CHECK_SENSOR_INTERVAL_S", cls.check_sensor_interval_s, 30, unit="seconds"),
             check_repeat_s=env.integer("ALERT_CHECK_REPEAT_S", cls.check_repeat_s, 0, unit="seconds"),
             check_lookback_s=env.integer("ALERT_CHECK_LOOKBACK_S", cls.check_lookback_s, 0, unit="seconds"),
         )

@@ -22,7 +22,7 @@ import random
 import statistics
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.encryption import Encryption
@@ -45,8 +45,10 @@ def synthetic_block(mb: int = 64, seed: int = 7) -> bytes:
     t = 1_760_000_000_000
     while size < mb << 20:
         t += rnd.randint(1, 900)
-        row = (f"{rnd.randint(1, 10**9)}\t{rnd.randint(1, 200_000)}\t{rnd.randint(1, 5_000_000)}\t"
-               f"{rnd.randint(100, 10**7) / 100:.2f}\t{t}\t{rnd.choice(words)}\t{rnd.getrandbits(64):016x}\n")
+        row = (
+            f"{rnd.randint(1, 10**9)}\t{rnd.randint(1, 200_000)}\t{rnd.randint(1, 5_000_000)}\t"
+            f"{rnd.randint(100, 10**7) / 100:.2f}\t{t}\t{rnd.choice(words)}\t{rnd.getrandbits(64):016x}\n"
+        )
         rows.append(row)
         size += len(row)
     return "".join(rows).encode()
@@ -58,9 +60,9 @@ def _write_and_read(root: str, encryption: Encryption | None, block: bytes, tota
     with repo.begin("bench", "synthetic", DAY) as w:
         with w.open_file("stream.bin") as f:
             view = memoryview(block)
-            for i in range(total // len(block)):
+            for _ in range(total // len(block)):
                 for off in range(0, len(block), CHUNK):
-                    f.write(view[off:off + CHUNK])
+                    f.write(view[off : off + CHUNK])
     wrote = time.perf_counter() - t
     t = time.perf_counter()
     repo.verify(w.committed, deep=True)  # type: ignore[arg-type]
@@ -89,15 +91,21 @@ def bench_synthetic(mb: int, rounds: int) -> None:
     res = _alternate(rounds, run)
     best, med = _summaries(res, ("write", "read", "stored"))
     p, e = best["plain"], best["encrypted"]
-    report(f"synthetic stream {total / 2**20:.0f} MiB (zstd -3 -> {p['stored'] / 2**20:.0f} MiB), best of {rounds}", [
-        ("write plain / encrypted (s)", f"{p['write']:.2f} / {e['write']:.2f}"),
-        ("write ratio (target <= 1.1)", f"{e['write'] / p['write']:.3f}x"),
-        ("write ratio, medians", f"{med['encrypted']['write'] / med['plain']['write']:.3f}x"),
-        ("deep verify plain / encrypted (s)", f"{p['read']:.2f} / {e['read']:.2f}"),
-        ("read ratio (target <= 1.1)", f"{e['read'] / p['read']:.3f}x"),
-        ("read ratio, medians", f"{med['encrypted']['read'] / med['plain']['read']:.3f}x"),
-        ("write throughput plain / encrypted (MiB/s)", f"{total / 2**20 / p['write']:.0f} / {total / 2**20 / e['write']:.0f}"),
-    ])
+    report(
+        f"synthetic stream {total / 2**20:.0f} MiB (zstd -3 -> {p['stored'] / 2**20:.0f} MiB), best of {rounds}",
+        [
+            ("write plain / encrypted (s)", f"{p['write']:.2f} / {e['write']:.2f}"),
+            ("write ratio (target <= 1.1)", f"{e['write'] / p['write']:.3f}x"),
+            ("write ratio, medians", f"{med['encrypted']['write'] / med['plain']['write']:.3f}x"),
+            ("deep verify plain / encrypted (s)", f"{p['read']:.2f} / {e['read']:.2f}"),
+            ("read ratio (target <= 1.1)", f"{e['read'] / p['read']:.3f}x"),
+            ("read ratio, medians", f"{med['encrypted']['read'] / med['plain']['read']:.3f}x"),
+            (
+                "write throughput plain / encrypted (MiB/s)",
+                f"{total / 2**20 / p['write']:.0f} / {total / 2**20 / e['write']:.0f}",
+            ),
+        ],
+    )
 
 
 def _summaries(res: dict[str, list[dict]], fields: tuple[str, ...]) -> tuple[dict, dict]:
@@ -133,9 +141,12 @@ def bench_cipher(mb: int = 256) -> None:
     while r.read(128 << 10):  # the read size the zstd decompressor asks for
         pass
     opened = time.perf_counter() - t
-    report(f"cipher alone ({mb} MiB, AES-256-GCM, 1 MiB segments)", [
-        ("seal / open (MiB/s)", f"{mb / seal:.0f} / {mb / opened:.0f}"),
-    ])
+    report(
+        f"cipher alone ({mb} MiB, AES-256-GCM, 1 MiB segments)",
+        [
+            ("seal / open (MiB/s)", f"{mb / seal:.0f} / {mb / opened:.0f}"),
+        ],
+    )
 
 
 def bench_postgres(scale: int, rounds: int) -> None:
@@ -156,13 +167,16 @@ def bench_postgres(scale: int, rounds: int) -> None:
     res = _alternate(rounds, run)
     best, med = _summaries(res, ("wall", "read", "stored", "raw"))
     p, e = best["plain"], best["encrypted"]
-    report(f"backup_logical of {db} (dump {p['raw'] / 2**20:.0f} MiB -> {p['stored'] / 2**20:.0f} MiB), best of {rounds}", [
-        ("backup plain / encrypted (s)", f"{p['wall']:.2f} / {e['wall']:.2f}"),
-        ("backup ratio (target <= 1.1)", f"{e['wall'] / p['wall']:.3f}x"),
-        ("backup ratio, medians", f"{med['encrypted']['wall'] / med['plain']['wall']:.3f}x"),
-        ("deep verify plain / encrypted (s)", f"{p['read']:.2f} / {e['read']:.2f}"),
-        ("read ratio (target <= 1.1)", f"{e['read'] / p['read']:.3f}x"),
-    ])
+    report(
+        f"backup_logical of {db} (dump {p['raw'] / 2**20:.0f} MiB -> {p['stored'] / 2**20:.0f} MiB), best of {rounds}",
+        [
+            ("backup plain / encrypted (s)", f"{p['wall']:.2f} / {e['wall']:.2f}"),
+            ("backup ratio (target <= 1.1)", f"{e['wall'] / p['wall']:.3f}x"),
+            ("backup ratio, medians", f"{med['encrypted']['wall'] / med['plain']['wall']:.3f}x"),
+            ("deep verify plain / encrypted (s)", f"{p['read']:.2f} / {e['read']:.2f}"),
+            ("read ratio (target <= 1.1)", f"{e['read'] / p['read']:.3f}x"),
+        ],
+    )
 
 
 def main() -> None:

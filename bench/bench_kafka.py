@@ -32,9 +32,16 @@ PARTITIONS = 6
 
 
 def produce(bootstrap: str, topic: str, n: int, value_bytes: int, day: dt.date) -> int:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4",
-                  "queue.buffering.max.messages": 500_000})
-    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp() * 1000)
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
     step = max(86_400_000 // max(n, 1), 1)
     # Auction-event-like JSON values: a varying part and a random slice, so zstd sees data about
     # as compressible as the real topics' rather than one repeated value.
@@ -43,9 +50,12 @@ def produce(bootstrap: str, topic: str, n: int, value_bytes: int, day: dt.date) 
     for i in range(n):
         key = b"auction-%07d" % (i % 50_000)
         head = b'{"type":"bid_placed","auction_id":%d,"bidder_id":%d,"amount_cents":%d,"currency":"EUR","ref":"' % (
-            i % 50_000, (i * 7919) % 200_000, 1000 + (i * 31) % 500_000)
+            i % 50_000,
+            (i * 7919) % 200_000,
+            1000 + (i * 31) % 500_000,
+        )
         cut = (i * 9973) % (len(noise) - value_bytes)
-        value = head + noise[cut: cut + max(value_bytes - len(head) - 2, 0)] + b'"}'
+        value = head + noise[cut : cut + max(value_bytes - len(head) - 2, 0)] + b'"}'
         payload += len(key) + len(value)
         while True:
             try:
@@ -60,8 +70,16 @@ def produce(bootstrap: str, topic: str, n: int, value_bytes: int, day: dt.date) 
 
 def plain_read(bootstrap: str, topic: str) -> dict:
     # The same fetch sizes as our export's consumer: the baseline is not handicapped.
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-plain", "enable.auto.commit": False,
-                  "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 32 << 20, "fetch.wait.max.ms": 10})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-plain",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 32 << 20,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(PARTITIONS)]
     total, n, size = sum(ends), 0, 0
     cpu0, t0 = _cpu(), time.perf_counter()
@@ -92,8 +110,13 @@ def ours(bootstrap: str, topic: str, day: str, profile: bool) -> dict:
         seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
         if prof:
             pstats.Stats(prof).sort_stats("tottime").print_stats(12)
-    return {"seconds": seconds, "cpu": cpu, "messages": backup.metadata["messages_total"], "stored": backup.stored_size,
-            "raw": backup.size}
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "messages": backup.metadata["messages_total"],
+        "stored": backup.stored_size,
+        "raw": backup.size,
+    }
 
 
 def _cpu() -> float:
@@ -129,15 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="print the top functions of our export (slows it)")
     args = ap.parse_args(argv)
 
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     topic = f"bench-kafka-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"retention.ms": "-1"})])[topic].result()
     try:
         t0 = time.perf_counter()
         payload = produce(args.bootstrap, topic, args.messages, args.value_bytes, day)
-        print(f"produced {args.messages:,} messages ({payload / args.messages:.0f} B each, {payload / 1e6:.0f} MB) "
-              f"into {topic} in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"produced {args.messages:,} messages ({payload / args.messages:.0f} B each, {payload / 1e6:.0f} MB) "
+            f"into {topic} in {time.perf_counter() - t0:.1f} s"
+        )
         isolated(plain_read, args.bootstrap, topic)  # warm-up: the broker's page cache, not timed
         plain, mine = [], []
         for _ in range(args.rounds):
@@ -149,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         o = min(mine, key=lambda r: r["seconds"])
         assert p["messages"] == o["messages"] == args.messages, (p, o)
         for name, r in (("plain consumer", p), ("our export", o)):
-            print(f"{name:>15}: {r['seconds']:6.2f} s  {payload / r['seconds'] / 1e6:7.1f} MB/s  "
-                  f"{r['messages'] / r['seconds']:>10,.0f} msgs/s  CPU {r['cpu']:5.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB")
+            print(
+                f"{name:>15}: {r['seconds']:6.2f} s  {payload / r['seconds'] / 1e6:7.1f} MB/s  "
+                f"{r['messages'] / r['seconds']:>10,.0f} msgs/s  CPU {r['cpu']:5.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
         print(f"  all rounds (s): plain {[round(r['seconds'], 2) for r in plain]}, ours {[round(r['seconds'], 2) for r in mine]}")
         print(f"  stored {o['stored'] / 1e6:.1f} MB (records {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
         ratio = p["seconds"] / o["seconds"]
-        print(f"  ours/plain throughput: {ratio:.2f}x (target >= 0.8x){'' if ratio >= 0.8 else '  BELOW TARGET'}; "
-              f"CPU per message ours/plain: {o['cpu'] / p['cpu']:.1f}x")
+        print(
+            f"  ours/plain throughput: {ratio:.2f}x (target >= 0.8x){'' if ratio >= 0.8 else '  BELOW TARGET'}; "
+            f"CPU per message ours/plain: {o['cpu'] / p['cpu']:.1f}x"
+        )
     finally:
         admin.delete_topics([topic], operation_timeout=30)[topic].result()
     return 0

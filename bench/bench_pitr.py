@@ -24,14 +24,14 @@ import threading
 import time
 from pathlib import Path
 
-from auction_backup_pipelines.postgres import base_backup as basebackup
-from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.localhost import free_port
+from auction_backup_pipelines.postgres import base_backup as basebackup
+from auction_backup_pipelines.postgres import client as pg
+from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.logical_day import scratch_dir
-from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.postgres.wal_receiver import WalReceiver, wait_for_archived_time
+from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
 from .bench_postgres import ensure_pgbench_db
@@ -53,22 +53,28 @@ def bench_base_backup(s: PostgresSettings, repo: Repository, work: Path, rounds:
     for i in range(rounds):
         shutil.rmtree(raw_dir, ignore_errors=True)
         t = time.perf_counter()
-        subprocess.run([pg.pg_bin("pg_basebackup"), "-D", str(raw_dir), "-Ft", "--checkpoint=fast", "--no-password"],
-                       env=pg.child_env(s), check=True)
+        subprocess.run(
+            [pg.pg_bin("pg_basebackup"), "-D", str(raw_dir), "-Ft", "--checkpoint=fast", "--no-password"],
+            env=pg.child_env(s),
+            check=True,
+        )
         raw_walls.append(time.perf_counter() - t)
         t = time.perf_counter()
         backup = basebackup.take_base_backup(s, repo, dt.date(2026, 1, 1 + i))
         ours_walls.append(time.perf_counter() - t)
     raw_size = sum(p.stat().st_size for p in raw_dir.iterdir())
     raw_wall, ours_wall = statistics.median(raw_walls), statistics.median(ours_walls)
-    report(f"base backup (median of {rounds} alternating rounds)", [
-        ("raw pg_basebackup -Ft wall (s)", f"{raw_wall:.2f}  {[round(w, 2) for w in raw_walls]}"),
-        ("ours (client zstd, streamed into repository) wall (s)", f"{ours_wall:.2f}  {[round(w, 2) for w in ours_walls]}"),
-        ("ratio ours/raw wall (target <= 1.25)", f"{ours_wall / raw_wall:.2f}x"),
-        ("raw tar size (MB)", f"{raw_size / 2**20:.0f}"),
-        ("ours stored (MB)", f"{backup.stored_size / 2**20:.1f}"),
-        ("raw / ours size (target >= 5)", f"{raw_size / backup.stored_size:.1f}x smaller"),
-    ])
+    report(
+        f"base backup (median of {rounds} alternating rounds)",
+        [
+            ("raw pg_basebackup -Ft wall (s)", f"{raw_wall:.2f}  {[round(w, 2) for w in raw_walls]}"),
+            ("ours (client zstd, streamed into repository) wall (s)", f"{ours_wall:.2f}  {[round(w, 2) for w in ours_walls]}"),
+            ("ratio ours/raw wall (target <= 1.25)", f"{ours_wall / raw_wall:.2f}x"),
+            ("raw tar size (MB)", f"{raw_size / 2**20:.0f}"),
+            ("ours stored (MB)", f"{backup.stored_size / 2**20:.1f}"),
+            ("raw / ours size (target >= 5)", f"{raw_size / backup.stored_size:.1f}x smaller"),
+        ],
+    )
     return {"raw_wall": raw_wall, "ours_wall": ours_wall}, raw_dir
 
 
@@ -82,13 +88,16 @@ def bench_rpo(s: PostgresSettings, archive: WalArchive, samples: int = 20) -> No
         for _ in range(samples):
             committed = conn.execute("INSERT INTO bench_rpo (at) VALUES (clock_timestamp()) RETURNING at").fetchone()[0]
             assert wait_for_archived_time(archive, committed, timeout=60), "archive never caught up"
-            delays.append((dt.datetime.now(dt.timezone.utc) - committed).total_seconds())
+            delays.append((dt.datetime.now(dt.UTC) - committed).total_seconds())
         conn.execute("DROP TABLE bench_rpo")
-    report("WAL archive latency (commit -> provably in the archive)", [
-        ("samples", samples),
-        ("median (s)", f"{statistics.median(delays):.2f}"),
-        ("max (s) (target <= 5)", f"{max(delays):.2f}"),
-    ])
+    report(
+        "WAL archive latency (commit -> provably in the archive)",
+        [
+            ("samples", samples),
+            ("median (s)", f"{statistics.median(delays):.2f}"),
+            ("max (s) (target <= 5)", f"{max(delays):.2f}"),
+        ],
+    )
 
 
 def _wait_archived(s: PostgresSettings, segment: str, timeout: float = 120) -> None:
@@ -112,14 +121,19 @@ def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Pa
     with tarfile.open(raw_dir / "pg_wal.tar") as tar:
         tar.extractall(data / "pg_wal", filter="fully_trusted")
     with open(data / "postgresql.auto.conf", "a") as f:
-        f.write(f"\narchive_mode = off\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-                f"restore_command = 'cp \"{wal_dir}/%f\" \"%p\"'\nrecovery_target_time = '{target.isoformat()}'\n"
-                "recovery_target_action = 'promote'\n")
+        f.write(
+            f"\narchive_mode = off\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+            f"restore_command = 'cp \"{wal_dir}/%f\" \"%p\"'\nrecovery_target_time = '{target.isoformat()}'\n"
+            "recovery_target_action = 'promote'\n"
+        )
     (data / "recovery.signal").touch()
     pitr.chown_postgres(work / "manual")
     os.chmod(data, 0o700)
-    subprocess.run(pitr.as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        pitr.as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
     inst = pitr.RestoredInstance(data, port, work / "manual" / "log")
     try:
         assert pitr.wait_promoted(inst, PostgresSettings.from_env()) is not None
@@ -142,27 +156,38 @@ def main() -> None:
     try:
         _, raw_dir = bench_base_backup(s, repo, work)
         bench_rpo(s, archive)
-        subprocess.run([pg.pg_bin("pgbench"), "-n", "-c", "2", "-T", str(args.pgbench_seconds), bench_db],
-                       env=pg.child_env(s, bench_db), check=True, capture_output=True)
+        subprocess.run(
+            [pg.pg_bin("pgbench"), "-n", "-c", "2", "-T", str(args.pgbench_seconds), bench_db],
+            env=pg.child_env(s, bench_db),
+            check=True,
+            capture_output=True,
+        )
         with pg.connect(s) as conn:
             target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
             conn.execute("SELECT txid_current()")  # a commit after the target, where recovery stops
         assert wait_for_archived_time(archive, target + dt.timedelta(seconds=1), timeout=120)
         # The stack's archive_command folder holds the same WAL as plain segments once switched
         # out and archived: the manual baseline replays from there.
-        switched = subprocess.run(["bash", "stack/postgres.sh", "psql", "-At", "-c", "SELECT pg_walfile_name(pg_switch_wal())"],
-                                  check=True, capture_output=True, text=True).stdout.strip()
+        switched = subprocess.run(
+            ["bash", "stack/postgres.sh", "psql", "-At", "-c", "SELECT pg_walfile_name(pg_switch_wal())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         _wait_archived(s, switched)
         wal_dir = Path(os.environ.get("POSTGRES_WAL_ARCHIVE", ".stack/postgres/wal_archive"))
         ours = pitr.restore_to_time(s, repo, archive, target, work / "ours", stop_after=True)
         manual = _manual_recovery(raw_dir, wal_dir, target, work, free_port())
-        report("PITR to the same target after pgbench", [
-            ("pgbench traffic replayed (s of pgbench)", args.pgbench_seconds),
-            ("ours: verify + extract + stage WAL + recover (s)", f"{ours.duration_s:.2f}"),
-            ("manual: untar + recover from plain WAL (s)", f"{manual:.2f}"),
-            ("ratio ours/manual", f"{ours.duration_s / manual:.2f}x"),
-            ("WAL files staged by ours", ours.wal_files_staged),
-        ])
+        report(
+            "PITR to the same target after pgbench",
+            [
+                ("pgbench traffic replayed (s of pgbench)", args.pgbench_seconds),
+                ("ours: verify + extract + stage WAL + recover (s)", f"{ours.duration_s:.2f}"),
+                ("manual: untar + recover from plain WAL (s)", f"{manual:.2f}"),
+                ("ratio ours/manual", f"{ours.duration_s / manual:.2f}x"),
+                ("WAL files staged by ours", ours.wal_files_staged),
+            ],
+        )
     finally:
         stop.set()
         thread.join(60)

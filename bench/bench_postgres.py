@@ -30,8 +30,13 @@ def ensure_pgbench_db(s: PostgresSettings, scale: int) -> str:
             admin.execute(f'CREATE DATABASE "{name}"')
     if not exists:
         print(f"creating {name} (pgbench -i -s {scale}) ...", flush=True)
-        subprocess.run([pg.pg_bin("pgbench"), "-i", "-q", "-s", str(scale), name], env=pg.child_env(s, name), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [pg.pg_bin("pgbench"), "-i", "-q", "-s", str(scale), name],
+            env=pg.child_env(s, name),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return name
 
 
@@ -83,9 +88,15 @@ def main() -> None:
                 ],
             )
     small, big = results[(args.small_scale, True)], results[(args.scale, True)]
-    report("memory vs database size", [
-        (f"peak RSS at {small['db_mb']:.0f} MB / {big['db_mb']:.0f} MB", f"{small['peak_rss_mib']} / {big['peak_rss_mib']} MiB"),
-    ])
+    report(
+        "memory vs database size",
+        [
+            (
+                f"peak RSS at {small['db_mb']:.0f} MB / {big['db_mb']:.0f} MB",
+                f"{small['peak_rss_mib']} / {big['peak_rss_mib']} MiB",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import redis
 
+from auction_backup_pipelines.localhost import free_port
 from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.redis.restore import restore_snapshot
 from auction_backup_pipelines.redis.scratch import scratch_server
-from auction_backup_pipelines.localhost import free_port
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
 
@@ -61,7 +61,7 @@ def fill_random(r: redis.Redis, gb: float, value_size: int) -> int:
         pipe = r.pipeline(transaction=False)
         for _ in range(20_000):
             at = (i * 7919) % (len(pool) - value_size)
-            pipe.set(f"rand:{i}", pool[at:at + value_size])
+            pipe.set(f"rand:{i}", pool[at : at + value_size])
             i += 1
         pipe.execute()
     return int(r.dbsize())
@@ -75,20 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_redis", description=__doc__.split("\n\n")[0])
     p.add_argument("--gb", type=float, default=1.0, help="GiB of used memory to fill the server with (default 1)")
     p.add_argument("--value-size", type=int, default=512)
-    p.add_argument("--values", choices=["populate", "random"], default="populate",
-                   help="DEBUG POPULATE's compressible values (default) or incompressible random ones")
+    p.add_argument(
+        "--values",
+        choices=["populate", "random"],
+        default="populate",
+        help="DEBUG POPULATE's compressible values (default) or incompressible random ones",
+    )
     p.add_argument("--rounds", type=int, default=3, help="alternating raw/ours rounds (default 3)")
     p.add_argument("--bgsave", action="store_true", help="also time our BGSAVE-and-copy path")
     p.add_argument("--restore", action="store_true", help="also time a verified restore into a fresh server")
     args = p.parse_args(argv)
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     out: dict[str, object] = {}
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
         (work / "src").mkdir()
         port = free_port()
-        stack.enter_context(scratch_server(work / "src", port=port, extra_args=[
-            "--enable-debug-command", "yes", "--repl-diskless-sync-delay", "0"]))
+        stack.enter_context(
+            scratch_server(
+                work / "src", port=port, extra_args=["--enable-debug-command", "yes", "--repl-diskless-sync-delay", "0"]
+            )
+        )
         settings = RedisSettings(host="127.0.0.1", port=port)
         r = redis.Redis(port=port, protocol=2)
         t = time.monotonic()
@@ -113,13 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             ours.append(time.monotonic() - t)
             m = backup.metadata
             assert m["keys_total"] == keys, (m["keys_total"], keys)
-            print(f"ours  backup_snapshot network {ours[-1]:7.2f} s   stored {mib(backup.stored_size)} (zstd)   "
-                  f"transfer+helper {m['transfer_duration_s']:.2f} s, scratch digest {m['digest_duration_s']:.2f} s "
-                  f"({m['digest_method']})")
+            print(
+                f"ours  backup_snapshot network {ours[-1]:7.2f} s   stored {mib(backup.stored_size)} (zstd)   "
+                f"transfer+helper {m['transfer_duration_s']:.2f} s, scratch digest {m['digest_duration_s']:.2f} s "
+                f"({m['digest_method']})"
+            )
         raw_s, ours_s = statistics.median(raws), statistics.median(ours)
         print(f"ratio ours/raw {ours_s / raw_s:.2f} (medians of {args.rounds}; target <= 1.2)")
-        out.update(raw_s=[round(x, 2) for x in raws], ours_s=[round(x, 2) for x in ours], stored_bytes=backup.stored_size,
-                   ratio=round(ours_s / raw_s, 2), digest_method=m["digest_method"])
+        out.update(
+            raw_s=[round(x, 2) for x in raws],
+            ours_s=[round(x, 2) for x in ours],
+            stored_bytes=backup.stored_size,
+            ratio=round(ours_s / raw_s, 2),
+            digest_method=m["digest_method"],
+        )
 
         if args.bgsave:
             t = time.monotonic()

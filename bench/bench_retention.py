@@ -24,9 +24,14 @@ from auction_backup_pipelines.repository.manifest import Backup, FileEntry
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import LocalBackend
 
-NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)
-ARTIFACTS = [("postgres", "logical_dump"), ("postgres", "base_backup"), ("postgres", "wal"),
-             ("redis", "snapshot"), ("kafka", "events")]
+NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.UTC)
+ARTIFACTS = [
+    ("postgres", "logical_dump"),
+    ("postgres", "base_backup"),
+    ("postgres", "wal"),
+    ("redis", "snapshot"),
+    ("kafka", "events"),
+]
 TARGET_S = 2.0
 
 
@@ -47,8 +52,9 @@ def build(root: Path, n: int) -> Repository:
         for system, artifact in ARTIFACTS:
             if written == n:
                 break
-            b = Backup(system, artifact, day, f"{day.replace('-', '')}T020000Z-{i:06x}",
-                       f"{day}T02:00:00Z", f"{day}T02:00:05Z", (entry,))
+            b = Backup(
+                system, artifact, day, f"{day.replace('-', '')}T020000Z-{i:06x}", f"{day}T02:00:00Z", f"{day}T02:00:05Z", (entry,)
+            )
             (root / b.prefix).mkdir(parents=True)
             (root / b.object_key(entry)).write_bytes(payload)
             (root / b.manifest_key).write_bytes(b.to_json())
@@ -63,7 +69,7 @@ class ListCounter:
         self.calls = 0
         self._original = LocalBackend.list
 
-    def __enter__(self) -> "ListCounter":
+    def __enter__(self) -> ListCounter:
         original = self._original
 
         def counting(backend, prefix=""):
@@ -121,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pruning.utcnow = clock
 
-    print(f"decision (records + plan): median {statistics.median(plan_times):.3f} s, max {max(plan_times):.3f} s "
-          f"over {args.ticks}; {len(decisions)} backups, {expired} expired")
-    print(f"sensor tick (evaluate_tick): median {statistics.median(tick_times):.3f} s, max {max(tick_times):.3f} s; "
-          f"run request lists {requested} keys")
+    print(
+        f"decision (records + plan): median {statistics.median(plan_times):.3f} s, max {max(plan_times):.3f} s "
+        f"over {args.ticks}; {len(decisions)} backups, {expired} expired"
+    )
+    print(
+        f"sensor tick (evaluate_tick): median {statistics.median(tick_times):.3f} s, max {max(tick_times):.3f} s; "
+        f"run request lists {requested} keys"
+    )
     worst_calls = max(plan_calls + tick_calls)
     print(f"list calls per tick: {worst_calls}")
     ok = max(tick_times) < TARGET_S and worst_calls == 1 and requested == expired

@@ -28,11 +28,14 @@ def run_timed(argv: list[str], env: dict[str, str] | None = None, **kwargs: Any)
 
 def python_child(code: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `code` in a fresh interpreter that prints one JSON line; adds its peak RSS (MiB)."""
-    wrapper = code + "\nimport json, resource, sys\n" \
-        "RESULT['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n" \
+    wrapper = (
+        code + "\nimport json, resource, sys\n"
+        "RESULT['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
         "print(json.dumps(RESULT))\n"
-    out = subprocess.run([sys.executable, "-c", wrapper], env=env or dict(os.environ), cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper], env=env or dict(os.environ), cwd=ROOT, check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -90,9 +90,7 @@ def wait_ready(bootstrap: str, timeout: float = 90.0, pid: int | None = None) ->
             raise RuntimeError(f"broker process {pid} exited before {bootstrap} became ready")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(
-                f"Kafka at {bootstrap} not ready after {timeout:.0f} s (last error: {last_error})"
-            )
+            raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f} s (last error: {last_error})")
         try:
             md = admin.list_topics(timeout=min(2.0, max(remaining, 0.1)))
             if md.brokers:

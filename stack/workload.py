@@ -36,7 +36,12 @@ def pg_connect(settings: PostgresSettings | None = None, dbname: str | None = No
     """Autocommit, so each `conn.transaction()` block commits on its own (one bid, one commit)."""
     s = settings or PostgresSettings.from_env()
     return psycopg.connect(
-        host=s.host, port=s.port, dbname=dbname or s.dbname, user=s.user, password=s.password, connect_timeout=10,
+        host=s.host,
+        port=s.port,
+        dbname=dbname or s.dbname,
+        user=s.user,
+        password=s.password,
+        connect_timeout=10,
         autocommit=True,
     )
 
@@ -141,17 +146,31 @@ class Workload:
             auction = i % 50 + 1
             ts = start_ms + i * step_ms
             headers = [("source", b"workload"), ("event-id", uuid.UUID(int=self.rng.getrandbits(128)).bytes)]
-            producer.produce("bid-events", key=f"auction:{auction}", value=json.dumps({"auction": auction, "amount": i}),
-                             headers=headers, timestamp=ts)
+            producer.produce(
+                "bid-events",
+                key=f"auction:{auction}",
+                value=json.dumps({"auction": auction, "amount": i}),
+                headers=headers,
+                timestamp=ts,
+            )
             n += 1
             if i % 4 == 0:
-                producer.produce("auction-events", key=f"auction:{auction}", timestamp=ts,
-                                 value=json.dumps({"type": "updated", "auction": auction}), headers=headers)
+                producer.produce(
+                    "auction-events",
+                    key=f"auction:{auction}",
+                    timestamp=ts,
+                    value=json.dumps({"type": "updated", "auction": auction}),
+                    headers=headers,
+                )
                 n += 1
             if i % 10 == 0:
                 producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps({"auction": auction}), timestamp=ts)
-                producer.produce("payment-events", key=f"payment:{i}", timestamp=ts,
-                                 value=json.dumps({"auction": auction, "status": "captured"}))
+                producer.produce(
+                    "payment-events",
+                    key=f"payment:{i}",
+                    timestamp=ts,
+                    value=json.dumps({"auction": auction, "status": "captured"}),
+                )
                 n += 2
         left = producer.flush(30)
         if left:
@@ -180,8 +199,14 @@ class Workload:
 
     # -- continuous traffic --------------------------------------------------------------------
 
-    def run(self, seconds: float | None = None, rate: float = 20.0, stop: threading.Event | None = None,
-            systems: tuple[str, ...] = ("postgres", "redis", "kafka"), started: threading.Event | None = None) -> int:
+    def run(
+        self,
+        seconds: float | None = None,
+        rate: float = 20.0,
+        stop: threading.Event | None = None,
+        systems: tuple[str, ...] = ("postgres", "redis", "kafka"),
+        started: threading.Event | None = None,
+    ) -> int:
         """Place bids until `seconds` pass or `stop` is set; returns how many were placed.
 
         `started` is set once the first bid is committed everywhere, so a caller can start a
@@ -194,15 +219,21 @@ class Workload:
         producer = Producer({"bootstrap.servers": self.kafka.bootstrap_servers}) if "kafka" in systems else None
         placed = 0
         try:
-            auctions = [a for (a,) in conn.execute("SELECT id FROM auctions WHERE status = 'open'")] if conn else list(range(1, 51))
+            auctions = (
+                [a for (a,) in conn.execute("SELECT id FROM auctions WHERE status = 'open'")] if conn else list(range(1, 51))
+            )
             users = [u for (u,) in conn.execute("SELECT id FROM users LIMIT 500")] if conn else list(range(1, 201))
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 auction, user = self.rng.choice(auctions), self.rng.choice(users)
                 amount = round(self.rng.uniform(1, 1000), 2)
                 if conn is not None:
                     with conn.transaction():
-                        conn.execute("INSERT INTO bids (auction_id, bidder_id, amount) VALUES (%s, %s, %s)", (auction, user, amount))
-                        conn.execute("UPDATE auctions SET current_price = greatest(current_price, %s) WHERE id = %s", (amount, auction))
+                        conn.execute(
+                            "INSERT INTO bids (auction_id, bidder_id, amount) VALUES (%s, %s, %s)", (auction, user, amount)
+                        )
+                        conn.execute(
+                            "UPDATE auctions SET current_price = greatest(current_price, %s) WHERE id = %s", (amount, auction)
+                        )
                 if r is not None:
                     pipe = r.pipeline(transaction=True)
                     pipe.hincrby(f"auction:{auction}", "bids", 1)
@@ -210,9 +241,12 @@ class Workload:
                     pipe.xadd("stream:bids", {"auction": str(auction), "amount": str(amount)})
                     pipe.execute()
                 if producer is not None:
-                    producer.produce("bid-events", key=f"auction:{auction}",
-                                     value=json.dumps({"auction": auction, "user": user, "amount": amount}),
-                                     headers=[("source", b"workload")])
+                    producer.produce(
+                        "bid-events",
+                        key=f"auction:{auction}",
+                        value=json.dumps({"auction": auction, "user": user, "amount": amount}),
+                        headers=[("source", b"workload")],
+                    )
                     producer.poll(0)
                 placed += 1
                 if started is not None:

@@ -82,8 +82,12 @@ def _dagster_imports(tree: ast.Module) -> list[str]:
         elif isinstance(node, ast.Call) and node.args:
             func, first = node.func, node.args[0]
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            if (name in ("import_module", "__import__") and isinstance(first, ast.Constant)
-                    and isinstance(first.value, str) and _is_dagster(first.value)):
+            if (
+                name in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and _is_dagster(first.value)
+            ):
                 found.append(f"{name}({first.value!r})")
     return found
 

@@ -60,7 +60,12 @@ class RecordingEnviron(Mapping[str, str]):
 def test_defaults_when_nothing_is_set():
     s = load_settings({})
     assert s == Settings()
-    assert (s.postgres.host, s.postgres.port, s.postgres.dbname, s.postgres.user) == ("localhost", 5432, "auctionflow", "auctionuser")
+    assert (s.postgres.host, s.postgres.port, s.postgres.dbname, s.postgres.user) == (
+        "localhost",
+        5432,
+        "auctionflow",
+        "auctionuser",
+    )
     assert (s.redis.host, s.redis.port) == ("localhost", 7001)
     assert s.kafka == KafkaSettings("localhost:9092", st.AUCTION_TOPICS)
     assert (s.repository.root, s.repository.compression) == ("backups", "zstd")
@@ -72,7 +77,11 @@ def test_defaults_when_nothing_is_set():
     a = s.alerting
     assert (a.webhook_timeout_s, a.smtp_port, a.smtp_timeout_s, a.smtp_to, a.smtp_starttls) == (5.0, 0, 10.0, (), False)
     assert (a.dagster_url, a.check_sensor_interval_s, a.check_repeat_s, a.check_lookback_s) == (
-        "http://127.0.0.1:3000", 60, 86400, 86400)
+        "http://127.0.0.1:3000",
+        60,
+        86400,
+        86400,
+    )
 
 
 def test_empty_values_mean_the_default():
@@ -81,22 +90,54 @@ def test_empty_values_mean_the_default():
 
 def test_every_variable_is_parsed():
     env = {
-        "POSTGRES_HOST": "db", "POSTGRES_PORT": "5433", "POSTGRES_DB": "d", "POSTGRES_USER": "u", "POSTGRES_PASSWORD": SECRET,
-        "PGBIN": "/opt/pg/bin", "REDIS_HOST": "r", "REDIS_PORT": "7002", "REDIS_USERNAME": "backup",
-        "REDIS_PASSWORD": SECRET, "REDIS_DATA_DIR": "/var/lib/redis", "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
-        "KAFKA_TOPICS": " a, b ,,c", "BACKUP_ROOT": "/srv/backups", "BACKUP_COMPRESSION": "gzip",
-        "BACKUP_ENCRYPTION_KEY_FILE": "/etc/keys", "BACKUP_ENCRYPTION_KEYS": f"k1:{KEY}, k2:{KEY}",
-        "BACKUP_PARTITIONS_START": "2026-01-31", "OFFSITE_S3_BUCKET": "b", "OFFSITE_S3_PREFIX": "p/",
-        "OFFSITE_S3_ENDPOINT_URL": "http://s3:9000", "OFFSITE_S3_REGION": "eu-west-1", "OFFSITE_S3_ACCESS_KEY_ID": "AK",
-        "OFFSITE_S3_SECRET_ACCESS_KEY": SECRET, "OFFSITE_COMPRESSION": "none", "OFFSITE_ENCRYPTION_KEY_FILE": "/etc/okeys",
-        "OFFSITE_ENCRYPTION_KEYS": f"o1:{KEY}", "WAL_SPOOL_DIR": "/spool", "WAL_ARCHIVE_MAX_LAG_S": "90.5",
-        "WAL_ARCHIVE_SENSOR_INTERVAL_S": "45", "VERIFICATION_MAX_AGE_DAYS": "2.5", "RETENTION_SENSOR_INTERVAL_S": "30",
-        "RETENTION_DRY_RUN": "Yes", "ALERT_WEBHOOK_URL": f" https://hooks.test/{SECRET} ",
-        "ALERT_WEBHOOK_SECRET_HEADER": "X-Token: t", "ALERT_WEBHOOK_TIMEOUT_S": "2", "ALERT_SMTP_HOST": "mx",
-        "ALERT_SMTP_PORT": "2525", "ALERT_SMTP_FROM": "f@x.test", "ALERT_SMTP_TO": "a@x.test; b@x.test,",
-        "ALERT_SMTP_USER": "alerts", "ALERT_SMTP_PASSWORD": f" {SECRET} ", "ALERT_SMTP_STARTTLS": "on",
-        "ALERT_SMTP_TIMEOUT_S": "3", "ALERT_CHECK_SENSOR_INTERVAL_S": "120", "ALERT_CHECK_REPEAT_S": "0",
-        "ALERT_CHECK_LOOKBACK_S": "600", "DAGSTER_PORT": "3100",
+        "POSTGRES_HOST": "db",
+        "POSTGRES_PORT": "5433",
+        "POSTGRES_DB": "d",
+        "POSTGRES_USER": "u",
+        "POSTGRES_PASSWORD": SECRET,
+        "PGBIN": "/opt/pg/bin",
+        "REDIS_HOST": "r",
+        "REDIS_PORT": "7002",
+        "REDIS_USERNAME": "backup",
+        "REDIS_PASSWORD": SECRET,
+        "REDIS_DATA_DIR": "/var/lib/redis",
+        "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
+        "KAFKA_TOPICS": " a, b ,,c",
+        "BACKUP_ROOT": "/srv/backups",
+        "BACKUP_COMPRESSION": "gzip",
+        "BACKUP_ENCRYPTION_KEY_FILE": "/etc/keys",
+        "BACKUP_ENCRYPTION_KEYS": f"k1:{KEY}, k2:{KEY}",
+        "BACKUP_PARTITIONS_START": "2026-01-31",
+        "OFFSITE_S3_BUCKET": "b",
+        "OFFSITE_S3_PREFIX": "p/",
+        "OFFSITE_S3_ENDPOINT_URL": "http://s3:9000",
+        "OFFSITE_S3_REGION": "eu-west-1",
+        "OFFSITE_S3_ACCESS_KEY_ID": "AK",
+        "OFFSITE_S3_SECRET_ACCESS_KEY": SECRET,
+        "OFFSITE_COMPRESSION": "none",
+        "OFFSITE_ENCRYPTION_KEY_FILE": "/etc/okeys",
+        "OFFSITE_ENCRYPTION_KEYS": f"o1:{KEY}",
+        "WAL_SPOOL_DIR": "/spool",
+        "WAL_ARCHIVE_MAX_LAG_S": "90.5",
+        "WAL_ARCHIVE_SENSOR_INTERVAL_S": "45",
+        "VERIFICATION_MAX_AGE_DAYS": "2.5",
+        "RETENTION_SENSOR_INTERVAL_S": "30",
+        "RETENTION_DRY_RUN": "Yes",
+        "ALERT_WEBHOOK_URL": f" https://hooks.test/{SECRET} ",
+        "ALERT_WEBHOOK_SECRET_HEADER": "X-Token: t",
+        "ALERT_WEBHOOK_TIMEOUT_S": "2",
+        "ALERT_SMTP_HOST": "mx",
+        "ALERT_SMTP_PORT": "2525",
+        "ALERT_SMTP_FROM": "f@x.test",
+        "ALERT_SMTP_TO": "a@x.test; b@x.test,",
+        "ALERT_SMTP_USER": "alerts",
+        "ALERT_SMTP_PASSWORD": f" {SECRET} ",
+        "ALERT_SMTP_STARTTLS": "on",
+        "ALERT_SMTP_TIMEOUT_S": "3",
+        "ALERT_CHECK_SENSOR_INTERVAL_S": "120",
+        "ALERT_CHECK_REPEAT_S": "0",
+        "ALERT_CHECK_LOOKBACK_S": "600",
+        "DAGSTER_PORT": "3100",
     }
     s = load_settings(env)
     assert s.postgres == PostgresSettings("db", 5433, "d", "u", SECRET, "/opt/pg/bin")
@@ -116,7 +157,10 @@ def test_every_variable_is_parsed():
     assert (a.smtp_port, a.smtp_starttls, a.webhook_timeout_s, a.smtp_timeout_s) == (2525, True, 2.0, 3.0)
     assert (a.check_sensor_interval_s, a.check_repeat_s, a.check_lookback_s) == (120, 0, 600)
     assert a.dagster_url == "http://127.0.0.1:3100"
-    assert load_settings({"DAGSTER_WEBSERVER_URL": "https://dagster.test", "DAGSTER_PORT": "1"}).alerting.dagster_url == "https://dagster.test"
+    assert (
+        load_settings({"DAGSTER_WEBSERVER_URL": "https://dagster.test", "DAGSTER_PORT": "1"}).alerting.dagster_url
+        == "https://dagster.test"
+    )
     assert SECRET not in repr(s)
 
 
@@ -130,13 +174,33 @@ def test_the_module_reads_exactly_the_variables_it_lists():
 
 @pytest.mark.parametrize(
     "group",
-    [PostgresSettings, RedisSettings, KafkaSettings, RepositorySettings, EncryptionSettings, OffsiteSettings,
-     WalSettings, VerificationSettings, RetentionSettings, AlertingSettings],
+    [
+        PostgresSettings,
+        RedisSettings,
+        KafkaSettings,
+        RepositorySettings,
+        EncryptionSettings,
+        OffsiteSettings,
+        WalSettings,
+        VerificationSettings,
+        RetentionSettings,
+        AlertingSettings,
+    ],
 )
 def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
-    env = {"POSTGRES_PORT": "6543", "REDIS_HOST": "r", "KAFKA_TOPICS": "t", "BACKUP_ROOT": "/b", "OFFSITE_S3_BUCKET": "x",
-           "BACKUP_PARTITIONS_START": "2026-02-01", "WAL_SPOOL_DIR": "/s", "VERIFICATION_MAX_AGE_DAYS": "1",
-           "RETENTION_DRY_RUN": "1", "ALERT_SMTP_HOST": "mx", "BACKUP_ENCRYPTION_KEYS": f"k:{KEY}"}
+    env = {
+        "POSTGRES_PORT": "6543",
+        "REDIS_HOST": "r",
+        "KAFKA_TOPICS": "t",
+        "BACKUP_ROOT": "/b",
+        "OFFSITE_S3_BUCKET": "x",
+        "BACKUP_PARTITIONS_START": "2026-02-01",
+        "WAL_SPOOL_DIR": "/s",
+        "VERIFICATION_MAX_AGE_DAYS": "1",
+        "RETENTION_DRY_RUN": "1",
+        "ALERT_SMTP_HOST": "mx",
+        "BACKUP_ENCRYPTION_KEYS": f"k:{KEY}",
+    }
     name = {f.type if isinstance(f.type, str) else f.type.__name__: f.name for f in dataclasses.fields(Settings)}[group.__name__]
     assert group.from_env(env) == getattr(load_settings(env), name)
     for key, value in env.items():
@@ -147,13 +211,27 @@ def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("POSTGRES_PORT", "five"), ("POSTGRES_PORT", "0"), ("REDIS_PORT", "70000"), ("KAFKA_TOPICS", " , "),
-        ("BACKUP_COMPRESSION", "lz4"), ("OFFSITE_COMPRESSION", "xz"), ("BACKUP_PARTITIONS_START", "2026-13-01"),
-        ("BACKUP_PARTITIONS_START", "20261101"), ("WAL_ARCHIVE_MAX_LAG_S", "-1"), ("WAL_ARCHIVE_MAX_LAG_S", "soon"),
-        ("WAL_ARCHIVE_SENSOR_INTERVAL_S", "0"), ("VERIFICATION_MAX_AGE_DAYS", "nan"), ("RETENTION_SENSOR_INTERVAL_S", "29"),
-        ("RETENTION_SENSOR_INTERVAL_S", "hourly"), ("ALERT_WEBHOOK_TIMEOUT_S", "0"), ("ALERT_SMTP_PORT", "smtp"),
-        ("ALERT_SMTP_TIMEOUT_S", "x"), ("ALERT_CHECK_SENSOR_INTERVAL_S", "5"), ("ALERT_CHECK_REPEAT_S", "-1"),
-        ("ALERT_CHECK_LOOKBACK_S", "1d"), ("DAGSTER_PORT", "http"),
+        ("POSTGRES_PORT", "five"),
+        ("POSTGRES_PORT", "0"),
+        ("REDIS_PORT", "70000"),
+        ("KAFKA_TOPICS", " , "),
+        ("BACKUP_COMPRESSION", "lz4"),
+        ("OFFSITE_COMPRESSION", "xz"),
+        ("BACKUP_PARTITIONS_START", "2026-13-01"),
+        ("BACKUP_PARTITIONS_START", "20261101"),
+        ("WAL_ARCHIVE_MAX_LAG_S", "-1"),
+        ("WAL_ARCHIVE_MAX_LAG_S", "soon"),
+        ("WAL_ARCHIVE_SENSOR_INTERVAL_S", "0"),
+        ("VERIFICATION_MAX_AGE_DAYS", "nan"),
+        ("RETENTION_SENSOR_INTERVAL_S", "29"),
+        ("RETENTION_SENSOR_INTERVAL_S", "hourly"),
+        ("ALERT_WEBHOOK_TIMEOUT_S", "0"),
+        ("ALERT_SMTP_PORT", "smtp"),
+        ("ALERT_SMTP_TIMEOUT_S", "x"),
+        ("ALERT_CHECK_SENSOR_INTERVAL_S", "5"),
+        ("ALERT_CHECK_REPEAT_S", "-1"),
+        ("ALERT_CHECK_LOOKBACK_S", "1d"),
+        ("DAGSTER_PORT", "http"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_and_the_value(name, value):
@@ -191,7 +269,7 @@ def test_secrets_never_appear_in_a_repr():
 
 def readme_variables() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Configuration\n"):]
+    section = text[text.index("## Configuration\n") :]
     section = section[: section.index("\n## ", 1)]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     return [name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])]
@@ -202,7 +280,8 @@ def test_the_readme_table_lists_exactly_the_variables_of_the_module():
     assert len(listed) == len(set(listed)), "a variable is listed twice"
     assert set(listed) == set(st.ENVIRONMENT_VARIABLES), (
         f"missing from README: {sorted(set(st.ENVIRONMENT_VARIABLES) - set(listed))}; "
-        f"not in settings.py: {sorted(set(listed) - set(st.ENVIRONMENT_VARIABLES))}")
+        f"not in settings.py: {sorted(set(listed) - set(st.ENVIRONMENT_VARIABLES))}"
+    )
 
 
 # --------------------------------------------------------------------------- nobody else reads the environment
@@ -213,6 +292,8 @@ CHILD_ENV_BUILDERS = {
     ("redis/client.py", "cli_env"),  # REDISCLI_AUTH for redis-cli
 }
 """Functions that copy the process environment for a child process: not reading settings."""
+
+
 def environment_reads(path: Path) -> Iterator[tuple[str, int]]:
     """(enclosing function, line) of every os.environ / os.getenv / environ use in a module."""
     tree = ast.parse(path.read_text(), str(path))
@@ -227,10 +308,14 @@ def environment_reads(path: Path) -> Iterator[tuple[str, int]]:
 
     for node in ast.walk(tree):
         hit = (
-            (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
-             and node.attr in ("environ", "environb", "getenv", "getenvb"))
-            or (isinstance(node, ast.ImportFrom) and node.module == "os"
-                and any(a.name in ("environ", "environb", "getenv", "getenvb") for a in node.names))
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in ("environ", "environb", "getenv", "getenvb")
+        ) or (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(a.name in ("environ", "environb", "getenv", "getenvb") for a in node.names)
         )
         if hit:
             yield enclosing(node), node.lineno

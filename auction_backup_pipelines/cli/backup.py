@@ -27,34 +27,68 @@ def partition_day(args: argparse.Namespace) -> dt.date:
 def cmd_backup_postgres(args: argparse.Namespace, settings: Settings) -> int:
     """A logical dump of the database for one day."""
     day = partition_day(args)
-    backup = logical_day.backup_logical_day(settings.postgres, open_repository(args, settings), day,
-                                            allow_late_capture=args.allow_late_capture)
+    backup = logical_day.backup_logical_day(
+        settings.postgres, open_repository(args, settings), day, allow_late_capture=args.allow_late_capture
+    )
     m = backup.metadata
-    print_json({"backup": backup.prefix, "source": m["source"], "stored_size": backup.stored_size, "rows_total": m["rows_total"],
-                "captured_at": m["captured_at"]})
+    print_json(
+        {
+            "backup": backup.prefix,
+            "source": m["source"],
+            "stored_size": backup.stored_size,
+            "rows_total": m["rows_total"],
+            "captured_at": m["captured_at"],
+        }
+    )
     return 0
 
 
 def cmd_backup_postgres_base(args: argparse.Namespace, settings: Settings) -> int:
     """A base backup (pg_basebackup) for point-in-time recovery."""
     day = partition_day(args)
-    backup = base_backup.take_base_backup_for_day(settings.postgres, open_repository(args, settings), day, args.allow_late_capture)
+    backup = base_backup.take_base_backup_for_day(
+        settings.postgres, open_repository(args, settings), day, args.allow_late_capture
+    )
     m = backup.metadata
-    print_json({"backup": backup.prefix, "size": backup.size, "stored_size": backup.stored_size, "start_lsn": m["start_lsn"],
-                "stop_lsn": m["stop_lsn"], "timeline": m["timeline"], "stop_time": m["stop_time"]})
+    print_json(
+        {
+            "backup": backup.prefix,
+            "size": backup.size,
+            "stored_size": backup.stored_size,
+            "start_lsn": m["start_lsn"],
+            "stop_lsn": m["stop_lsn"],
+            "timeline": m["timeline"],
+            "stop_time": m["stop_time"],
+        }
+    )
     return 0
 
 
 def cmd_backup_redis(args: argparse.Namespace, settings: Settings) -> int:
     """A snapshot of the Redis server, or of every master of a cluster."""
     day = partition_day(args)
-    backup = redis_backup.backup_snapshot(settings.redis, open_repository(args, settings), day,
-                                          allow_late_capture=args.allow_late_capture, data_dir=args.data_dir or None,
-                                          mode=args.mode)
+    backup = redis_backup.backup_snapshot(
+        settings.redis,
+        open_repository(args, settings),
+        day,
+        allow_late_capture=args.allow_late_capture,
+        data_dir=args.data_dir or None,
+        mode=args.mode,
+    )
     m = backup.metadata
-    print_json({"backup": backup.prefix, "mode": m["mode"], "transfer": m["transfer"], "stored_size": backup.stored_size,
-                "keys_total": m["keys_total"], "digest": m["digest"], "captured_at": m["captured_at"],
-                "late_capture": m["late_capture"], "fallbacks": m["fallbacks"]})
+    print_json(
+        {
+            "backup": backup.prefix,
+            "mode": m["mode"],
+            "transfer": m["transfer"],
+            "stored_size": backup.stored_size,
+            "keys_total": m["keys_total"],
+            "digest": m["digest"],
+            "captured_at": m["captured_at"],
+            "late_capture": m["late_capture"],
+            "fallbacks": m["fallbacks"],
+        }
+    )
     return 0
 
 
@@ -71,8 +105,15 @@ def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
         except KafkaBackupError as exc:  # one topic's failure does not stop the others
             failed.append(f"{topic}: {exc}")
             continue
-        done.append({"backup": b.prefix, "messages": b.metadata["messages_total"], "stored_size": b.stored_size,
-                     "messages_sha256": b.metadata["messages_sha256"], "capture": b.metadata["capture"]})
+        done.append(
+            {
+                "backup": b.prefix,
+                "messages": b.metadata["messages_total"],
+                "stored_size": b.stored_size,
+                "messages_sha256": b.metadata["messages_sha256"],
+                "capture": b.metadata["capture"],
+            }
+        )
     print_json(done)
     for line in failed:
         print(f"auction-backup: error: {line}", file=sys.stderr)

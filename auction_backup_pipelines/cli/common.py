@@ -24,5 +24,6 @@ class CliError(BackupError):
 def open_repository(args: argparse.Namespace, settings: Settings) -> Repository:
     """The repository (--repo, or BACKUP_ROOT), encrypted when BACKUP_ENCRYPTION_KEY_FILE or BACKUP_ENCRYPTION_KEYS is set."""
     local, keys = settings.repository, settings.encryption
-    return Repository.local(args.repo or local.root, compression=local.compression,
-                            encryption=Encryption.from_settings(keys.key_file, keys.keys))
+    return Repository.local(
+        args.repo or local.root, compression=local.compression, encryption=Encryption.from_settings(keys.key_file, keys.keys)
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from auction_backup_pipelines.cli import backup, doctor, pitr, repository, restore, verify
 from auction_backup_pipelines.cli.common import EXIT_FAILURE

@@ -27,14 +27,19 @@ def cmd_pitr(args: argparse.Namespace, settings: Settings) -> int:
         print(window.describe())
         for r in sorted(window.reaches, key=lambda r: r.start):
             gap = " (ends at a gap in the WAL archive)" if r.ends_at_gap else ""
-            print(f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr.format_utc(r.start)} .. {pitr.format_utc(r.end)}{gap}")
+            print(
+                f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr.format_utc(r.start)} .. {pitr.format_utc(r.end)}{gap}"
+            )
         return 0
     if not args.target_time or not args.target_dir:
-        raise CliError("give a target time and --target-dir (or --show-window), e.g. "
-                       "`auction-backup pitr \"2024-01-15 14:30:00\" --target-dir /srv/pitr`")
+        raise CliError(
+            "give a target time and --target-dir (or --show-window), e.g. "
+            '`auction-backup pitr "2024-01-15 14:30:00" --target-dir /srv/pitr`'
+        )
     target = pitr.parse_target(args.target_time, args.timezone)
-    result = pitr.restore_to_time(settings.postgres, repo, archive, target, Path(args.target_dir), port=args.port,
-                                  stop_after=args.stop_after)
+    result = pitr.restore_to_time(
+        settings.postgres, repo, archive, target, Path(args.target_dir), port=args.port, stop_after=args.stop_after
+    )
     print_json(result.as_dict())
     return 0
 
@@ -58,9 +63,15 @@ def cmd_wal_status(args: argparse.Namespace, settings: Settings) -> int:
     archive = WalArchive(open_repository(args, settings).backend)
     h = health(list(archive.records()), archive.heartbeat())
     lag = h.lag_seconds()
-    print_json({"newest": h.newest.name if h.newest else None, "completed_segments": h.completed,
-                "covered_until": h.covered_until, "lag_seconds": None if lag is None else round(lag, 1),
-                "gaps": [f"{a} .. {b}" for a, b in h.gaps]})
+    print_json(
+        {
+            "newest": h.newest.name if h.newest else None,
+            "completed_segments": h.completed,
+            "covered_until": h.covered_until,
+            "lag_seconds": None if lag is None else round(lag, 1),
+            "gaps": [f"{a} .. {b}" for a, b in h.gaps],
+        }
+    )
     return 0 if h.newest and not h.gaps else EXIT_FAILURE
 
 

@@ -19,16 +19,28 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repository(args, settings)
     backups = repo.list(args.system, args.artifact)
     if args.json:
-        print_json([{"key": b.prefix, "partition": b.partition, "size": b.size, "stored_size": b.stored_size,
-                     "captured_at": b.metadata.get("captured_at")} for b in backups])
+        print_json(
+            [
+                {
+                    "key": b.prefix,
+                    "partition": b.partition,
+                    "size": b.size,
+                    "stored_size": b.stored_size,
+                    "captured_at": b.metadata.get("captured_at"),
+                }
+                for b in backups
+            ]
+        )
         return 0
     if not backups:
         print(f"no backups in {repo.describe()}")
         return 0
     print(f"{'system/artifact':<28} {'day':<10}  {'stored':>12}  {'captured_at':<26} backup_id")
     for b in backups:
-        print(f"{layout.artifact_key(b.system, b.artifact):<28} {b.partition:<10}  {b.stored_size:>12}  "
-              f"{str(b.metadata.get('captured_at', '')):<26} {b.backup_id}")
+        print(
+            f"{layout.artifact_key(b.system, b.artifact):<28} {b.partition:<10}  {b.stored_size:>12}  "
+            f"{str(b.metadata.get('captured_at', '')):<26} {b.backup_id}"
+        )
     return 0
 
 
@@ -56,8 +68,11 @@ def cmd_offsite(args: argparse.Namespace, settings: Settings) -> int:
     src, dst = open_repository(args, settings), offsite.repository_from_settings(settings.offsite)
     if args.date and not (args.system and args.artifact):
         raise CliError("--date needs --system and --artifact")
-    reports = ([offsite.copy_partition(src, dst, args.system, args.artifact, args.date)] if args.date
-               else offsite.copy_all(src, dst, args.system))
+    reports = (
+        [offsite.copy_partition(src, dst, args.system, args.artifact, args.date)]
+        if args.date
+        else offsite.copy_all(src, dst, args.system)
+    )
     for r in reports:
         print(r.summary())
     if args.wal:

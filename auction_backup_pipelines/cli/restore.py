@@ -38,9 +38,14 @@ def cmd_restore_redis(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_restore_kafka(args: argparse.Namespace, settings: Settings) -> int:
     """Days D1..D2 of topics replayed into a cluster, verified, with translated group offsets."""
     report = kafka_restore.restore_topics(
-        open_repository(args, settings), (args.from_day, args.to_day), args.topics,
+        open_repository(args, settings),
+        (args.from_day, args.to_day),
+        args.topics,
         args.target_bootstrap or settings.kafka.bootstrap_servers,
-        topic_prefix=args.topic_prefix, force=args.force, apply_offsets=args.apply_offsets)
+        topic_prefix=args.topic_prefix,
+        force=args.force,
+        apply_offsets=args.apply_offsets,
+    )
     print_json(report.as_dict())
     return 0
 
@@ -66,5 +71,7 @@ def register(sub: Any) -> None:
     r.add_argument("--target-bootstrap", help="cluster to restore into (default: $KAFKA_BOOTSTRAP_SERVERS)")
     r.add_argument("--topic-prefix", default="", help="write <prefix><topic>, e.g. restored-; groups get the same prefix")
     r.add_argument("--force", action="store_true", help="append to non-empty topics and replace the groups' offsets")
-    r.add_argument("--apply-offsets", action="store_true", help="commit the translated consumer-group offsets (default: report only)")
+    r.add_argument(
+        "--apply-offsets", action="store_true", help="commit the translated consumer-group offsets (default: report only)"
+    )
     r.set_defaults(func=cmd_restore_kafka)

@@ -65,14 +65,20 @@ def cmd_verify_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: Any) -> None:
     """Add `verify` (manifests, or --restore for the restore checks)."""
-    p = sub.add_parser("verify", help="check backups against their manifests (nothing is written), "
-                       "or with --restore restore the newest ones into scratch targets and compare")
+    p = sub.add_parser(
+        "verify",
+        help="check backups against their manifests (nothing is written), "
+        "or with --restore restore the newest ones into scratch targets and compare",
+    )
     p.add_argument("system", nargs="?", choices=SYSTEMS)
     p.add_argument("artifact", nargs="?")
     p.add_argument("--date")
     p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
-    p.add_argument("--restore", action="store_true",
-                   help="run the weekly restore checks now on the newest backup of each asset of SYSTEM (default: all); "
-                   "scratch databases, instances, servers and topics are removed afterwards; exit 1 if one fails")
+    p.add_argument(
+        "--restore",
+        action="store_true",
+        help="run the weekly restore checks now on the newest backup of each asset of SYSTEM (default: all); "
+        "scratch databases, instances, servers and topics are removed afterwards; exit 1 if one fails",
+    )
     p.add_argument("--json", action="store_true", help="with --restore: print the outcomes as JSON")
     p.set_defaults(func=cmd_verify)

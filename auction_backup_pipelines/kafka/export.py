@@ -39,13 +39,33 @@ import hashlib
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from auction_backup_pipelines.kafka.records import (
+    BLOCK_RECORDS,
+    DEFAULT_TIMEOUT_S,
+    FORMAT,
+    RECORD_HEAD,
+    SYSTEM,
+    TOPIC_FILE,
+    KafkaBackupError,
+    RetentionGap,
+    TopicInfo,
+    admin_client,
+    artifact_name,
+    block_head,
+    consumer,
+    encode_record,
+    error_text,
+    export_file,
+    read_topic,
+    require_topic,
+)
 from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.kafka.records import BLOCK_RECORDS, DEFAULT_TIMEOUT_S, FORMAT, RECORD_HEAD, SYSTEM, TOPIC_FILE, KafkaBackupError, RetentionGap, TopicInfo, admin_client, artifact_name, block_head, consumer, encode_record, error_text, export_file, read_topic, require_topic
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, parse_day, utcnow
 
@@ -60,7 +80,7 @@ def _ms(t: dt.datetime) -> int:
 
 
 def _iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- the plan: which offsets are day D -------------------------------------------------------------
@@ -91,7 +111,7 @@ class RetentionPolicy:
     deletes: bool  # cleanup.policy includes "delete"
 
     @classmethod
-    def from_configs(cls, effective: dict[str, str]) -> "RetentionPolicy":
+    def from_configs(cls, effective: dict[str, str]) -> RetentionPolicy:
         return cls(
             retention_ms=int(effective.get("retention.ms", "-1")),
             retention_bytes=int(effective.get("retention.bytes", "-1")),
@@ -172,8 +192,15 @@ def plan_export(c: Consumer, info: TopicInfo, day: dt.date, now: dt.datetime, ti
     return ExportPlan(topic, day, tuple(ranges), fixed_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
 
 
-def _gap_message(c: Consumer, topic: str, day: dt.date, gone: list[int], marks: dict[int, tuple[int, int]],
-                 policy: RetentionPolicy, timeout: float) -> str:
+def _gap_message(
+    c: Consumer,
+    topic: str,
+    day: dt.date,
+    gone: list[int],
+    marks: dict[int, tuple[int, int]],
+    policy: RetentionPolicy,
+    timeout: float,
+) -> str:
     parts = []
     for p in gone:
         low, high = marks[p]
@@ -182,10 +209,13 @@ def _gap_message(c: Consumer, topic: str, day: dt.date, gone: list[int], marks: 
             continue
         ts = _first_timestamp(c, topic, p, low, timeout)
         when = _iso_ms(ts) if ts is not None else "unknown"
-        parts.append(f"partition {p}: offsets 0..{low - 1} were deleted and the earliest message left (offset {low}) is from {when}")
+        parts.append(
+            f"partition {p}: offsets 0..{low - 1} were deleted and the earliest message left (offset {low}) is from {when}"
+        )
     return (
         f"Kafka no longer holds all of {day} in topic {topic!r} (retention.ms={policy.retention_ms}, "
-        f"retention.bytes={policy.retention_bytes}): " + "; ".join(parts)
+        f"retention.bytes={policy.retention_bytes}): "
+        + "; ".join(parts)
         + f". Messages of {day} may be among the deleted ones, so an export would be silently incomplete; "
         "nothing was written."
     )
@@ -236,8 +266,9 @@ class _ChunkWriter:
             raise self._error
 
 
-def export_partitions(c: Consumer, topic: str, ranges: Sequence[PartitionRange], out: BinaryIO, day: dt.date,
-                      stall_timeout: float = STALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+def export_partitions(
+    c: Consumer, topic: str, ranges: Sequence[PartitionRange], out: BinaryIO, day: dt.date, stall_timeout: float = STALL_TIMEOUT_S
+) -> dict[str, dict[str, Any]]:
     """Stream each range into `out`, one partition after another; return the manifest entries.
 
     Partitions are read one after another so the file's bytes are the same on every run;
@@ -261,12 +292,18 @@ def export_partitions(c: Consumer, topic: str, ranges: Sequence[PartitionRange],
 class _PartitionExport:
     """Reads one partition's range into blocks (see kafka.py for the format) for the writer."""
 
-    def __init__(self, c: Consumer, topic: str, r: PartitionRange, writer: _ChunkWriter, day: dt.date,
-                 stall_timeout: float):
+    def __init__(self, c: Consumer, topic: str, r: PartitionRange, writer: _ChunkWriter, day: dt.date, stall_timeout: float):
         self.c, self.topic, self.range, self.writer, self.stall_timeout = c, topic, r, writer, stall_timeout
         self.early_before = _ms(capture.day_start(day))
-        self.stats: dict[str, Any] = {"start_offset": r.start, "end_offset": r.end, "messages": 0, "first_offset": None,
-                                      "last_offset": None, "sha256": hashlib.sha256(), "early_timestamps": 0}
+        self.stats: dict[str, Any] = {
+            "start_offset": r.start,
+            "end_offset": r.end,
+            "messages": 0,
+            "first_offset": None,
+            "last_offset": None,
+            "sha256": hashlib.sha256(),
+            "early_timestamps": 0,
+        }
         self.last_event = ""
         # The block being built, as columns: offsets, timestamp types, record pieces.
         self.offsets: list[int] = []
@@ -427,7 +464,11 @@ def backup_topic_day(
                     "dynamic_configs": info.configs,
                     "consumer_groups": sorted(info.consumer_groups),
                     "source_position": {
-                        str(r.partition): {"log_start": r.log_start, "high_watermark": r.high_watermark, "end_reason": r.end_reason}
+                        str(r.partition): {
+                            "log_start": r.log_start,
+                            "high_watermark": r.high_watermark,
+                            "end_reason": r.end_reason,
+                        }
                         for r in plan.partitions
                     },
                     "captured_at": plan.fixed_at,
@@ -441,8 +482,9 @@ def backup_topic_day(
     return writer.committed
 
 
-def plan_day(bootstrap: str, topic: str, day: dt.date | str, *, now: dt.datetime | None = None,
-             timeout: float = DEFAULT_TIMEOUT_S) -> ExportPlan:
+def plan_day(
+    bootstrap: str, topic: str, day: dt.date | str, *, now: dt.datetime | None = None, timeout: float = DEFAULT_TIMEOUT_S
+) -> ExportPlan:
     """Fix a day's offsets now, to export later with backup_topic_day(plan=...)."""
     day, now = parse_day(day), now or utcnow()
     capture.classify(day, now)
@@ -453,4 +495,3 @@ def plan_day(bootstrap: str, topic: str, day: dt.date | str, *, now: dt.datetime
         return plan_export(c, info, day, now, timeout)
     finally:
         c.close()
-

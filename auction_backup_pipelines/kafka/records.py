@@ -38,8 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -191,13 +192,15 @@ class TopicInfo:
             "partitions": self.partitions,
             "replication_factor": self.replication_factor,
             "configs": self.configs,
-            "consumer_groups": {g: {str(p): o for p, o in sorted(offs.items())} for g, offs in sorted(self.consumer_groups.items())},
+            "consumer_groups": {
+                g: {str(p): o for p, o in sorted(offs.items())} for g, offs in sorted(self.consumer_groups.items())
+            },
             "unreadable_groups": self.unreadable_groups,
         }
         return json.dumps(doc, indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "TopicInfo":
+    def from_json(cls, raw: bytes) -> TopicInfo:
         doc = json.loads(raw)
         return cls(
             name=doc["topic"],
@@ -218,13 +221,17 @@ def topic_configs(admin: AdminClient, topic: str, timeout: float = DEFAULT_TIMEO
     except KafkaException as exc:
         raise KafkaBackupError(f"cannot describe configs of topic {topic!r}: {error_text(exc)}") from None
     dynamic = {
-        name: e.value for name, e in entries.items() if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and e.value is not None
+        name: e.value
+        for name, e in entries.items()
+        if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and e.value is not None
     }
     effective = {name: e.value for name, e in entries.items() if e.value is not None}
     return dynamic, effective
 
 
-def group_offsets(admin: AdminClient, topic: str, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[dict[str, dict[int, int]], dict[str, str]]:
+def group_offsets(
+    admin: AdminClient, topic: str, timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[dict[str, dict[int, int]], dict[str, str]]:
     """Committed offsets on `topic` of every consumer group, and groups that could not be read."""
     try:
         listing = admin.list_consumer_groups(request_timeout=timeout).result()

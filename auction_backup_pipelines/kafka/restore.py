@@ -25,14 +25,41 @@ import dataclasses
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from auction_backup_pipelines.kafka.records import DEFAULT_TIMEOUT_S, SYSTEM, TOPIC_FILE, KafkaBackupError, KafkaUnavailable, RestoreRefused, TopicInfo, VerificationError, admin_client, artifact_name, client_config, FORMAT, consumer, encode_record, error_text, export_file, is_topic_artifact, read_records, topic_of
-from auction_backup_pipelines.kafka.restore_report import GroupRestore, KafkaRestoreReport, PartitionRestore, TopicRestore, TranslatedOffset
+from auction_backup_pipelines.kafka.records import (
+    DEFAULT_TIMEOUT_S,
+    FORMAT,
+    SYSTEM,
+    TOPIC_FILE,
+    KafkaBackupError,
+    KafkaUnavailable,
+    RestoreRefused,
+    TopicInfo,
+    VerificationError,
+    admin_client,
+    artifact_name,
+    client_config,
+    consumer,
+    encode_record,
+    error_text,
+    export_file,
+    is_topic_artifact,
+    read_records,
+    topic_of,
+)
+from auction_backup_pipelines.kafka.restore_report import (
+    GroupRestore,
+    KafkaRestoreReport,
+    PartitionRestore,
+    TopicRestore,
+    TranslatedOffset,
+)
 from auction_backup_pipelines.repository.manifest import Backup, NotFoundError
 from auction_backup_pipelines.repository.repository import Repository, parse_day
 
@@ -98,7 +125,9 @@ class _TopicJob:
 
 def _backups_for(repo: Repository, topics: Sequence[str] | None, days: list[dt.date]) -> dict[str, list[Backup]]:
     if not topics:
-        found = {topic_of(b.artifact) for b in repo.list(SYSTEM) if is_topic_artifact(b.artifact) and days[0] <= b.day <= days[-1]}
+        found = {
+            topic_of(b.artifact) for b in repo.list(SYSTEM) if is_topic_artifact(b.artifact) and days[0] <= b.day <= days[-1]
+        }
         if not found:
             raise NotFoundError(f"no Kafka topic backups between {days[0]} and {days[-1]} in {repo.describe()}")
         topics = sorted(found)
@@ -146,8 +175,13 @@ def _wait_leaders(admin: AdminClient, names: list[str], partitions: dict[str, in
     deadline = time.monotonic() + timeout
     while True:
         md = admin.list_topics(timeout=timeout)
-        waiting = [n for n in names if n not in md.topics or len(md.topics[n].partitions) < partitions[n]
-                   or any(p.leader < 0 for p in md.topics[n].partitions.values())]
+        waiting = [
+            n
+            for n in names
+            if n not in md.topics
+            or len(md.topics[n].partitions) < partitions[n]
+            or any(p.leader < 0 for p in md.topics[n].partitions.values())
+        ]
         if not waiting:
             return
         if time.monotonic() > deadline:
@@ -180,7 +214,9 @@ def _check_groups(admin: AdminClient, jobs: list[_TopicJob], prefix: str, force:
             except KafkaException:
                 committed = []
             if committed and not force:
-                problems.append(f"group {target_group!r} already has committed offsets on {job.target!r} (pass --force to replace them)")
+                problems.append(
+                    f"group {target_group!r} already has committed offsets on {job.target!r} (pass --force to replace them)"
+                )
     if problems:
         raise RestoreRefused("cannot apply consumer-group offsets: " + "; ".join(problems) + ". Nothing was written")
 
@@ -200,8 +236,9 @@ def _producer(bootstrap: str, timeout: float, max_message: int) -> Producer:
     )
 
 
-def _replay(repo: Repository, job: _TopicJob, bootstrap: str, base: dict[int, int], translator: OffsetTranslator,
-            timeout: float) -> dict[int, _PartitionProgress]:
+def _replay(
+    repo: Repository, job: _TopicJob, bootstrap: str, base: dict[int, int], translator: OffsetTranslator, timeout: float
+) -> dict[int, _PartitionProgress]:
     progress = {p: _PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
     pending: dict[int, collections.deque[int]] = {p: collections.deque() for p in progress}
     failures: list[str] = []
@@ -231,8 +268,15 @@ def _replay(repo: Repository, job: _TopicJob, bootstrap: str, base: dict[int, in
                 pending[rec.partition].append(rec.offset)
                 while True:
                     try:
-                        producer.produce(job.target, value=rec.value, key=rec.key, partition=rec.partition,
-                                         timestamp=max(rec.timestamp, 0), headers=rec.headers or None, on_delivery=delivered)
+                        producer.produce(
+                            job.target,
+                            value=rec.value,
+                            key=rec.key,
+                            partition=rec.partition,
+                            timestamp=max(rec.timestamp, 0),
+                            headers=rec.headers or None,
+                            on_delivery=delivered,
+                        )
                         break
                     except BufferError:
                         producer.poll(0.1)  # the local queue is full: serve delivery reports
@@ -272,8 +316,11 @@ def _verify(job: _TopicJob, bootstrap: str, progress: dict[int, _PartitionProgre
     finally:
         c.close()
     if problems:
-        raise VerificationError(f"restored {job.target!r} does not match the backups: " + "; ".join(problems[:10])
-                                + ". The topic is left as written, for inspection")
+        raise VerificationError(
+            f"restored {job.target!r} does not match the backups: "
+            + "; ".join(problems[:10])
+            + ". The topic is left as written, for inspection"
+        )
     return total
 
 
@@ -308,8 +355,15 @@ def _compare_range(c: Any, topic: str, p: int, first: int, segments: list[tuple[
     return problems
 
 
-def _apply_offsets(admin: AdminClient, job: _TopicJob, prefix: str, translator: OffsetTranslator,
-                   progress: dict[int, _PartitionProgress], apply: bool, timeout: float) -> dict[str, GroupRestore]:
+def _apply_offsets(
+    admin: AdminClient,
+    job: _TopicJob,
+    prefix: str,
+    translator: OffsetTranslator,
+    progress: dict[int, _PartitionProgress],
+    apply: bool,
+    timeout: float,
+) -> dict[str, GroupRestore]:
     report: dict[str, GroupRestore] = {}
     for group, offsets in sorted(job.info.consumer_groups.items()):
         target_group = _group_target(group, prefix)
@@ -330,12 +384,15 @@ def _apply_offsets(admin: AdminClient, job: _TopicJob, prefix: str, translator: 
             parts[str(p)] = TranslatedOffset(committed=committed, restored=restored, note=note)
         applied = False
         if apply and parts:
-            req = ConsumerGroupTopicPartitions(target_group, [TopicPartition(job.target, int(p), v.restored) for p, v in parts.items()])
+            req = ConsumerGroupTopicPartitions(
+                target_group, [TopicPartition(job.target, int(p), v.restored) for p, v in parts.items()]
+            )
             try:
                 admin.alter_consumer_group_offsets([req], request_timeout=timeout)[target_group].result()
             except KafkaException as exc:
-                raise KafkaBackupError(f"messages restored and verified, but committing offsets for group {target_group!r} "
-                                       f"failed: {error_text(exc)}") from None
+                raise KafkaBackupError(
+                    f"messages restored and verified, but committing offsets for group {target_group!r} failed: {error_text(exc)}"
+                ) from None
             applied = True
         report[group] = GroupRestore(target_group=target_group, partitions=parts, applied=applied)
     return report
@@ -387,10 +444,14 @@ def restore_topics(
                 continue
             filled = _non_empty(c, job.target, len(t.partitions), timeout)
             if filled and not force:
-                refusals.append(f"{job.target!r} already holds {sum(filled.values())} messages (pass --force to append "
-                                "to it, or restore under a --topic-prefix)")
-            marks = {p: c.get_watermark_offsets(TopicPartition(job.target, p), timeout=timeout, cached=False)
-                     for p in range(job.info.partitions)}
+                refusals.append(
+                    f"{job.target!r} already holds {sum(filled.values())} messages (pass --force to append "
+                    "to it, or restore under a --topic-prefix)"
+                )
+            marks = {
+                p: c.get_watermark_offsets(TopicPartition(job.target, p), timeout=timeout, cached=False)
+                for p in range(job.info.partitions)
+            }
             bases[job.target] = {p: high for p, (_, high) in marks.items()}
     finally:
         c.close()
@@ -417,14 +478,20 @@ def restore_topics(
             created=not job.exists,
             configs=job.create_config if not job.exists else "kept (topic existed)",
             messages=verified,
-            partitions={str(p): PartitionRestore(first_offset=st.first_restored, last_offset=st.last_restored, messages=st.delivered)
-                        for p, st in progress.items()},
+            partitions={
+                str(p): PartitionRestore(first_offset=st.first_restored, last_offset=st.last_restored, messages=st.delivered)
+                for p, st in progress.items()
+            },
             coverage_gaps=_coverage_gaps(job.backups),
             consumer_groups=_apply_offsets(admin, job, topic_prefix, translator, progress, apply_offsets, timeout),
             notes=job.notes,
         )
-    return KafkaRestoreReport(days=(span[0].isoformat(), span[-1].isoformat()), target_bootstrap=target_bootstrap,
-                              topics=restored, duration_s=round(time.monotonic() - started, 3))
+    return KafkaRestoreReport(
+        days=(span[0].isoformat(), span[-1].isoformat()),
+        target_bootstrap=target_bootstrap,
+        topics=restored,
+        duration_s=round(time.monotonic() - started, 3),
+    )
 
 
 def _require_format(backup: Backup) -> None:
@@ -446,8 +513,16 @@ def _by_partition(groups: dict[str, dict[int, int]]) -> dict[int, dict[str, int]
 
 
 def _create_topics(admin: AdminClient, jobs: list[_TopicJob], brokers: int, timeout: float) -> None:
-    new = [NewTopic(j.target, num_partitions=j.info.partitions, replication_factor=min(j.info.replication_factor or 1, brokers),
-                    config=j.create_config) for j in jobs if not j.exists]
+    new = [
+        NewTopic(
+            j.target,
+            num_partitions=j.info.partitions,
+            replication_factor=min(j.info.replication_factor or 1, brokers),
+            config=j.create_config,
+        )
+        for j in jobs
+        if not j.exists
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout + 5).items():
@@ -465,7 +540,8 @@ def _coverage_gaps(backups: list[Backup]) -> list[str]:
         for p, st in cur.metadata["partitions"].items():
             before = prev.metadata["partitions"].get(p)
             if before and st["start_offset"] > before["end_offset"]:
-                gaps.append(f"partition {p}: offsets {before['end_offset']}..{st['start_offset'] - 1} "
-                            f"between {prev.partition} and {cur.partition} are in neither backup")
+                gaps.append(
+                    f"partition {p}: offsets {before['end_offset']}..{st['start_offset'] - 1} "
+                    f"between {prev.partition} and {cur.partition} are in neither backup"
+                )
     return gaps
-

@@ -70,5 +70,9 @@ class KafkaRestoreReport:
         return sum(t.messages for t in self.topics.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"days": list(self.days), "target_bootstrap": self.target_bootstrap,
-                "topics": {name: t.as_dict() for name, t in self.topics.items()}, "duration_s": self.duration_s}
+        return {
+            "days": list(self.days),
+            "target_bootstrap": self.target_bootstrap,
+            "topics": {name: t.as_dict() for name, t in self.topics.items()},
+            "duration_s": self.duration_s,
+        }

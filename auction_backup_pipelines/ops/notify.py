@@ -34,7 +34,7 @@ _EMAIL_ERROR_MAX = 20000
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ class Alert:
                 "type": "section",
                 "text": {
                     "type": "mrkdwn",
-                    "text": "*Error*\n```" + _slack_escape(_truncate(self.error or "(no error message)", _SLACK_SECTION_MAX)) + "```",
+                    "text": "*Error*\n```"
+                    + _slack_escape(_truncate(self.error or "(no error message)", _SLACK_SECTION_MAX))
+                    + "```",
                 },
             },
         ]
@@ -113,7 +115,10 @@ class Alert:
             blocks.append(
                 {
                     "type": "section",
-                    "text": {"type": "mrkdwn", "text": f"<{self.run_url}|{'Open the run' if self.run_id else 'Open'} in Dagster>"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": f"<{self.run_url}|{'Open the run' if self.run_id else 'Open'} in Dagster>",
+                    },
                 }
             )
         return {"text": text, "blocks": blocks}
@@ -157,9 +162,13 @@ def notify(alert: Alert, sinks: Iterable[Sink], logger: logging.Logger | None = 
     """
     out = logger or log
     sinks = list(sinks)
-    _safe_log(out, logging.ERROR, f"ALERT {alert.subject}: {_first_line(alert.error)}"
-              + (f" ({alert.run_url})" if alert.run_url else "")
-              + ("" if sinks else " [no alert sink: logged only]"))
+    _safe_log(
+        out,
+        logging.ERROR,
+        f"ALERT {alert.subject}: {_first_line(alert.error)}"
+        + (f" ({alert.run_url})" if alert.run_url else "")
+        + ("" if sinks else " [no alert sink: logged only]"),
+    )
     results = []
     for sink in sinks:
         started = time.monotonic()
@@ -225,7 +234,7 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
-    return (t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t).astimezone(dt.timezone.utc)
+    return (t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t).astimezone(dt.UTC)
 
 
 def _iso(t: dt.datetime) -> str:

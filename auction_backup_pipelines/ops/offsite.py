@@ -28,13 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import EncryptedBackend
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, VerifyReport, parse_day
 from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
 from auction_backup_pipelines.repository.streams import CHUNK
-from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.settings import OffsiteSettings
 
 COPIED = "copied"
@@ -53,8 +53,10 @@ class CopyReport:
     replaced: list[str] = field(default_factory=list)  # superseded backups removed at the destination
 
     def summary(self) -> str:
-        return (f"{self.backup}: {self.status} to {self.destination} ({self.files} files, {self.bytes} bytes, "
-                f"verified {self.verified.bytes_checked} bytes, {self.duration_s:.1f} s)")
+        return (
+            f"{self.backup}: {self.status} to {self.destination} ({self.files} files, {self.bytes} bytes, "
+            f"verified {self.verified.bytes_checked} bytes, {self.duration_s:.1f} s)"
+        )
 
 
 def _copy_file(src: Repository, dst: Repository, backup: Backup, key: str, size: int, sha256: str) -> int:
@@ -91,8 +93,16 @@ def _refuse_downgrade(src: Repository, dst: Repository, allow_plaintext: bool) -
         )
 
 
-def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_older: bool = True,
-                deep_verify: bool = False, allow_plaintext: bool = False, reverify: bool = True) -> CopyReport:
+def copy_backup(
+    src: Repository,
+    dst: Repository,
+    backup: Backup,
+    *,
+    replace_older: bool = True,
+    deep_verify: bool = False,
+    allow_plaintext: bool = False,
+    reverify: bool = True,
+) -> CopyReport:
     """Copy one complete backup from `src` to `dst` and verify it there; see the module doc."""
     _refuse_downgrade(src, dst, allow_plaintext)
     started = time.monotonic()
@@ -129,8 +139,9 @@ def copy_backup(src: Repository, dst: Repository, backup: Backup, *, replace_old
                 if old.backup_id != backup.backup_id and old.backup_id not in keep:
                     dst.delete(old)
                     replaced.append(old.prefix)
-    return CopyReport(backup.prefix, status, len(backup.files), moved, dst.describe(), verified,
-                      round(time.monotonic() - started, 3), replaced)
+    return CopyReport(
+        backup.prefix, status, len(backup.files), moved, dst.describe(), verified, round(time.monotonic() - started, 3), replaced
+    )
 
 
 def repository_from_settings(settings: OffsiteSettings) -> Repository:
@@ -139,8 +150,11 @@ def repository_from_settings(settings: OffsiteSettings) -> Repository:
     from auction_backup_pipelines.repository.encryption import Encryption
     from auction_backup_pipelines.repository.s3 import S3Backend
 
-    return Repository(S3Backend.from_settings(settings), compression=settings.compression,
-                      encryption=Encryption.from_settings(settings.encryption_key_file, settings.encryption_keys))
+    return Repository(
+        S3Backend.from_settings(settings),
+        compression=settings.compression,
+        encryption=Encryption.from_settings(settings.encryption_key_file, settings.encryption_keys),
+    )
 
 
 def copy_partition(src: Repository, dst: Repository, system: str, artifact: str, partition: str, **kwargs: Any) -> CopyReport:
@@ -149,8 +163,9 @@ def copy_partition(src: Repository, dst: Repository, system: str, artifact: str,
     return copy_backup(src, dst, src.get(system, artifact, parse_day(partition)), **kwargs)
 
 
-def copy_all(src: Repository, dst: Repository, system: str | None = None, reverify: bool = False,
-             **kwargs: Any) -> list[CopyReport]:
+def copy_all(
+    src: Repository, dst: Repository, system: str | None = None, reverify: bool = False, **kwargs: Any
+) -> list[CopyReport]:
     """Copy every complete backup (of `system`) that the destination lacks; returns one report each.
     Copies already there are trusted by their manifest unless `reverify` (which reads them all back)."""
     return [copy_backup(src, dst, b, reverify=reverify, **kwargs) for b in src.list(system)]
@@ -167,7 +182,9 @@ def copy_wal(src: WalArchive, dst: WalArchive, allow_plaintext: bool = False) ->
     """Copy archived WAL files the destination lacks (completed segments, history; the newest
     `.partial` again when it changed): data first, record last, each checked against its record."""
     if isinstance(src.backend, EncryptedBackend) and not isinstance(dst.backend, EncryptedBackend) and not allow_plaintext:
-        raise RepositoryError(f"the source WAL archive is encrypted but {dst.backend.describe()} is not; refusing to copy plaintext")
+        raise RepositoryError(
+            f"the source WAL archive is encrypted but {dst.backend.describe()} is not; refusing to copy plaintext"
+        )
     have = {r.name: r for r in dst.records()}
     copied, moved = [], 0
     for record in sorted(src.records(), key=lambda r: r.name):

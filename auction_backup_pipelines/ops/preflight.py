@@ -35,8 +35,14 @@ def check_postgres(s: PostgresSettings) -> str:
 
 
 def check_redis(s: RedisSettings) -> str:
-    client = redis.Redis(host=s.host, port=s.port, username=s.username or None, password=s.password or None,
-                         socket_connect_timeout=5, socket_timeout=5)
+    client = redis.Redis(
+        host=s.host,
+        port=s.port,
+        username=s.username or None,
+        password=s.password or None,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+    )
     where = f"Redis at {s.host}:{s.port}"
     try:
         info = client.info("server")

@@ -10,10 +10,12 @@ system's verification engine and reports any failure as a failed outcome, with t
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA, artifact_name
+from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA
+from auction_backup_pipelines.kafka.records import artifact_name
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP
 from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP
@@ -68,14 +70,23 @@ class CheckOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         b = self.check.backup
-        return {"check": self.check.name, "asset": self.check.asset, "partition": b.partition if b else None,
-                "backup_id": b.backup_id if b else None, "passed": self.passed, "error": self.error,
-                "duration_s": self.duration_s, **self.figures}
+        return {
+            "check": self.check.name,
+            "asset": self.check.asset,
+            "partition": b.partition if b else None,
+            "backup_id": b.backup_id if b else None,
+            "passed": self.passed,
+            "error": self.error,
+            "duration_s": self.duration_s,
+            **self.figures,
+        }
 
     def summary(self) -> str:
         """One line: PASS/FAIL, asset, partition, check, then key figures or the reason."""
         b = self.check.backup
-        head = f"{'PASS' if self.passed else 'FAIL'}  {self.check.asset:<36} {b.partition if b else '-':<10}  {self.check.name:<17}"
+        head = (
+            f"{'PASS' if self.passed else 'FAIL'}  {self.check.asset:<36} {b.partition if b else '-':<10}  {self.check.name:<17}"
+        )
         if not self.passed:
             return f"{head} {self.error}"
         figures = " ".join(f"{k}={self.figures[k]}" for k in KEY_FIGURES.get(self.check.name, ()) if k in self.figures)
@@ -94,12 +105,15 @@ def planned_checks(repo: Repository, kafka_topics: Sequence[str], systems: Itera
     if KAFKA in wanted:
         for topic in kafka_topics:
             artifact = artifact_name(topic)
-            checks.append(RestoreCheck(KAFKA, artifact, EXPORT_RESTORES, f"export of {topic}", repo.latest(KAFKA, artifact), topic))
+            checks.append(
+                RestoreCheck(KAFKA, artifact, EXPORT_RESTORES, f"export of {topic}", repo.latest(KAFKA, artifact), topic)
+            )
     return checks
 
 
-def run_check(check: RestoreCheck, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str,
-              pitr_timeout_s: float = 120) -> CheckOutcome:
+def run_check(
+    check: RestoreCheck, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str, pitr_timeout_s: float = 120
+) -> CheckOutcome:
     """Run one restore check into its scratch target; a failure is an outcome, never raised."""
     started = time.monotonic()
     if check.backup is None:
@@ -111,8 +125,9 @@ def run_check(check: RestoreCheck, repo: Repository, postgres: PostgresSettings,
     return CheckOutcome(check, True, figures, None, round(time.monotonic() - started, 2))
 
 
-def _verify(check: RestoreCheck, backup: Backup, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str,
-            pitr_timeout_s: float) -> dict[str, Any]:
+def _verify(
+    check: RestoreCheck, backup: Backup, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str, pitr_timeout_s: float
+) -> dict[str, Any]:
     # each system's engine is imported when its check runs: a check of one system needs no other
     if check.name == DUMP_RESTORES:
         from auction_backup_pipelines.postgres.verification import verify_dump_restores

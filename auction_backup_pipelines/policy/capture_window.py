@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+
 from auction_backup_pipelines.errors import RefusedError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class CaptureWindowError(RefusedError):

@@ -40,8 +40,7 @@ from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.layout import BackupRef, PartitionRef
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, parse_day
-from auction_backup_pipelines.repository.storage import RepositoryError
-from auction_backup_pipelines.repository.storage import StorageError
+from auction_backup_pipelines.repository.storage import RepositoryError, StorageError
 
 # WAL artifacts and the base backup artifact whose PITR window they serve.
 WAL_FOR = {"postgres/wal": "postgres/base_backup"}
@@ -61,7 +60,7 @@ class PruningError(RepositoryError):
 
 def utcnow() -> dt.datetime:
     """The pruner's clock (one place, so tests can fix it)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,7 @@ def _status(b: Backup) -> str:
         return "failed"
     status = meta.get("status", "good")
     if status not in retention.STATUSES:
-        raise PruningError(
-            f"manifest {b.manifest_key} has status {status!r}; expected one of {', '.join(retention.STATUSES)}"
-        )
+        raise PruningError(f"manifest {b.manifest_key} has status {status!r}; expected one of {', '.join(retention.STATUSES)}")
     return status
 
 
@@ -233,4 +230,3 @@ def prune_command(repo: Repository, dry_run: bool, now: dt.datetime | None = Non
     counts = {a: sum(o.action == a for o in outcomes) for a in (DELETED, ALREADY_GONE, KEPT, ERROR)}
     print(", ".join(f"{n} {a}" for a, n in counts.items()))
     return 1 if counts[ERROR] else 0
-

@@ -114,19 +114,13 @@ class Backup:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"Backup.{name} must be a non-empty string, got {value!r}")
         if isinstance(self.day, _dt.datetime) or not isinstance(self.day, _dt.date):
-            raise TypeError(
-                f"Backup.day must be a datetime.date (not a datetime), got {self.day!r} for {self.key!r}"
-            )
+            raise TypeError(f"Backup.day must be a datetime.date (not a datetime), got {self.day!r} for {self.key!r}")
         if self.status not in STATUSES:
-            raise ValueError(
-                f"Backup.status must be one of {', '.join(STATUSES)}; got {self.status!r} for {self.key!r}"
-            )
+            raise ValueError(f"Backup.status must be one of {', '.join(STATUSES)}; got {self.status!r} for {self.key!r}")
         if not isinstance(self.pinned, bool):
             raise TypeError(f"Backup.pinned must be a bool, got {self.pinned!r} for {self.key!r}")
         if isinstance(self.depends_on, str):
-            raise TypeError(
-                f"Backup.depends_on must be a collection of keys, not a string ({self.key!r})"
-            )
+            raise TypeError(f"Backup.depends_on must be a collection of keys, not a string ({self.key!r})")
         deps = frozenset(self.depends_on)
         if not all(isinstance(d, str) and d for d in deps):
             raise ValueError(f"Backup.depends_on must hold non-empty string keys ({self.key!r})")
@@ -168,9 +162,7 @@ DEFAULT_POLICIES: Mapping[str, Policy] = MappingProxyType(
 )
 
 
-def policy_for(
-    artifact: str, policies: Mapping[str, Policy], default_policy: Policy | None = None
-) -> Policy:
+def policy_for(artifact: str, policies: Mapping[str, Policy], default_policy: Policy | None = None) -> Policy:
     """The policy of ``artifact``: longest matching fnmatch pattern, else the default."""
     matches = [p for p in policies if fnmatch.fnmatchcase(artifact, p)]
     if matches:
@@ -189,7 +181,7 @@ def _resolve_tz(tz: str | _dt.tzinfo) -> _dt.tzinfo:
         return tz
     if isinstance(tz, str):
         if tz.upper() == "UTC":
-            return _dt.timezone.utc
+            return _dt.UTC
         try:
             return ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -33,7 +33,15 @@ from typing import Any, BinaryIO
 import zstandard
 
 from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, child_env, connect, pg_bin, run_capturing_stderr, stderr_tail
+from auction_backup_pipelines.postgres.client import (
+    SYSTEM,
+    PostgresError,
+    child_env,
+    connect,
+    pg_bin,
+    run_capturing_stderr,
+    stderr_tail,
+)
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import IntegrityError
@@ -74,7 +82,9 @@ def inspect_tar(repo: Repository, backup: Backup) -> TarInspection:
     except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
         # A damaged byte can reach the decompressor or the tar reader before the stream's
         # sha256 is checked at its end: it is the same verdict, said in the same words.
-        raise IntegrityError(f"{backup.prefix}: the stored tar cannot be read ({exc}); the backup is corrupt or truncated") from None
+        raise IntegrityError(
+            f"{backup.prefix}: the stored tar cannot be read ({exc}); the backup is corrupt or truncated"
+        ) from None
     if not has_label or manifest is None:
         raise PostgresError(f"{backup.prefix}: the tar lacks {'backup_label' if not has_label else 'backup_manifest'}")
     body, _, _ = manifest.rpartition(b'"Manifest-Checksum"')
@@ -104,10 +114,21 @@ def take_base_backup_for_day(s: PostgresSettings, repo: Repository, day: dt.date
 def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None) -> Backup:
     connect(s).close()  # clear error before anything is written
     with repo.begin(SYSTEM, BASE_BACKUP, partition) as writer:
-        start_time = dt.datetime.now(dt.timezone.utc)
+        start_time = dt.datetime.now(dt.UTC)
         started = time.monotonic()
-        argv = [pg_bin("pg_basebackup", s.bin_dir), "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "--verbose",
-                "--compress=client-zstd:level=1,workers=2", "--no-password", f"--label=auction-backup {partition}"]
+        argv = [
+            pg_bin("pg_basebackup", s.bin_dir),
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "fetch",
+            "--checkpoint=fast",
+            "--verbose",
+            "--compress=client-zstd:level=1,workers=2",
+            "--no-password",
+            f"--label=auction-backup {partition}",
+        ]
         proc, err = run_capturing_stderr(argv, child_env(s), stdout=subprocess.PIPE)
         try:
             with writer.open_file(TAR_FILE, compression="none") as out:
@@ -123,7 +144,7 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
             raise
         finally:
             err.close()
-        stop_time = dt.datetime.now(dt.timezone.utc)
+        stop_time = dt.datetime.now(dt.UTC)
         start_m, end_m = _START.search(log), _END.search(log)
         if not (start_m and end_m):
             raise PostgresError(f"pg_basebackup did not report its WAL range: {log[-1000:]}")

@@ -143,9 +143,9 @@ def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     """
     result: dict[str, dict[str, Any]] = {}
     for schema, table in conn.execute(_TABLES).fetchall():
-        query = sql.SQL(
-            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {}.{} t"
-        ).format(sql.Identifier(schema), sql.Identifier(table))
+        query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {}.{} t").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
         rows, checksum = conn.execute(query).fetchone()  # type: ignore[misc]
         result[f"{schema}.{table}"] = {"rows": int(rows), "checksum": checksum}
     return result

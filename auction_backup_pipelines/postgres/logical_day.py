@@ -81,7 +81,10 @@ def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of:
         result = pitr.restore_to_time(s, repo, archive, as_of, workdir / "instance")
         with result.instance(s.bin_dir) as instance:
             backup = backup_logical(
-                instance.settings(s), repo, day, checksums=checksums,
+                instance.settings(s),
+                repo,
+                day,
+                checksums=checksums,
                 extra={
                     "late_capture": False,
                     "captured_at": as_of.isoformat(),

@@ -21,8 +21,9 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -81,7 +82,14 @@ def logical_dump(s: PostgresSettings, writer: BackupWriter, checksums: bool = Tr
             "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, "
             "current_setting('server_version')"
         ).fetchone()  # type: ignore[misc]
-        argv = [pg_bin("pg_dump", s.bin_dir), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password", s.dbname]
+        argv = [
+            pg_bin("pg_dump", s.bin_dir),
+            "--format=custom",
+            "--compress=0",
+            f"--snapshot={snapshot}",
+            "--no-password",
+            s.dbname,
+        ]
         proc, err = run_capturing_stderr(argv, child_env(s), stdout=subprocess.PIPE)
         # Fingerprints are computed in our snapshot while pg_dump streams: same data, in parallel.
         fingerprints: dict[str, Any] = {}
@@ -118,7 +126,7 @@ def logical_dump(s: PostgresSettings, writer: BackupWriter, checksums: bool = Tr
         "database": s.dbname,
         "server": f"{s.host}:{s.port}",
         "server_version": server_version,
-        "snapshot_time": snapshot_time.astimezone(dt.timezone.utc).isoformat(),
+        "snapshot_time": snapshot_time.astimezone(dt.UTC).isoformat(),
         "wal_lsn": lsn,
         "format": "custom",
         "tables": fingerprints,
@@ -129,8 +137,9 @@ def logical_dump(s: PostgresSettings, writer: BackupWriter, checksums: bool = Tr
     }
 
 
-def backup_logical(s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None,
-                   checksums: bool = True) -> Backup:
+def backup_logical(
+    s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None, checksums: bool = True
+) -> Backup:
     """Take a logical dump and publish it as the `partition` day's backup."""
     connect(s).close()  # fail fast, before a lock or a file exists, with a clear message
     with repo.begin(SYSTEM, LOGICAL_DUMP, partition) as writer:
@@ -161,7 +170,9 @@ def _feed(source: BinaryIO, proc: subprocess.Popen) -> None:
 def dump_toc(repo: Repository, backup: Backup, bin_dir: str = "") -> list[str]:
     """`pg_restore --list` of the dump: proves the archive is readable end to end.
     `bin_dir`: PostgresSettings.bin_dir (PGBIN)."""
-    proc, err = run_capturing_stderr([pg_bin("pg_restore", bin_dir), "--list"], dict(os.environ), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc, err = run_capturing_stderr(
+        [pg_bin("pg_restore", bin_dir), "--list"], dict(os.environ), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))  # type: ignore[union-attr]
     reader.start()
@@ -200,8 +211,9 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[str]:
             drop_database(admin, name)
 
 
-def restore_logical(s: PostgresSettings, repo: Repository, backup: Backup, target_db: str,
-                    force: bool = False) -> LogicalRestoreResult:
+def restore_logical(
+    s: PostgresSettings, repo: Repository, backup: Backup, target_db: str, force: bool = False
+) -> LogicalRestoreResult:
     """Restore a logical dump into `target_db` on the server `s` names, and prove it matches.
 
     Order of events, so that no failure can damage anything: check the backup's checksums;
@@ -220,7 +232,15 @@ def restore_logical(s: PostgresSettings, repo: Repository, backup: Backup, targe
             "nothing was changed. Restore into a new database, or pass --force to replace it"
         )
     with _staging_database(s, target_db) as staging:
-        argv = [pg_bin("pg_restore", s.bin_dir), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password", "--dbname", staging]
+        argv = [
+            pg_bin("pg_restore", s.bin_dir),
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--no-password",
+            "--dbname",
+            staging,
+        ]
         proc, err = run_capturing_stderr(argv, child_env(s, staging), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         try:
             with repo.open(backup, DUMP_FILE) as source:

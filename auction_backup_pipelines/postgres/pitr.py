@@ -35,12 +35,20 @@ from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.localhost import free_port, port_in_use
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
 from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, connect, pg_bin
-from auction_backup_pipelines.postgres.wal_archive import COVERAGE_MARGIN, SegmentRecord, WalArchive, health, lsn_to_segment, segment_name, segment_number
+from auction_backup_pipelines.postgres.wal_archive import (
+    COVERAGE_MARGIN,
+    SegmentRecord,
+    WalArchive,
+    health,
+    lsn_to_segment,
+    segment_name,
+    segment_number,
+)
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TIME_FORMATS = "'YYYY-MM-DD HH:MM:SS' (UTC unless --timezone is given) or ISO 8601 with an offset"
 
 
@@ -214,12 +222,15 @@ class RestoredInstance:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            subprocess.run(as_postgres([pg_bin("pg_ctl", self.bin_dir), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
-                           capture_output=True)
+            subprocess.run(
+                as_postgres([pg_bin("pg_ctl", self.bin_dir), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+                capture_output=True,
+            )
 
     def settings(self, base: PostgresSettings) -> PostgresSettings:
-        return PostgresSettings(host="127.0.0.1", port=self.port, dbname=base.dbname, user=base.user, password=base.password,
-                                bin_dir=base.bin_dir)
+        return PostgresSettings(
+            host="127.0.0.1", port=self.port, dbname=base.dbname, user=base.user, password=base.password, bin_dir=base.bin_dir
+        )
 
 
 @dataclass(frozen=True)
@@ -252,8 +263,9 @@ class PitrResult:
 # -- the restore ---------------------------------------------------------------------------------
 
 
-def _stage_wal(archive: WalArchive, records: list[SegmentRecord], reach: Reach, target: dt.datetime | None, stage: Path,
-               workers: int = 4) -> int:
+def _stage_wal(
+    archive: WalArchive, records: list[SegmentRecord], reach: Reach, target: dt.datetime | None, stage: Path, workers: int = 4
+) -> int:
     """Fetch the segments recovery will ask for, in parallel; returns how many were staged.
 
     Segments up to the backup's stop LSN may be missing from the archive (the receiver
@@ -290,7 +302,7 @@ def _write_recovery_config(data_dir: Path, stage: Path, port: int, target: dt.da
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
         "unix_socket_directories = ''",
-        f"restore_command = 'cp \"{stage}/%f\" \"%p\"'",
+        f'restore_command = \'cp "{stage}/%f" "%p"\'',
         "recovery_target_timeline = 'latest'",
         "hot_standby = on",
     ]
@@ -303,7 +315,9 @@ def _write_recovery_config(data_dir: Path, stage: Path, port: int, target: dt.da
 
 def _drop_recovery_target(data_dir: Path) -> None:
     conf = data_dir / "postgresql.auto.conf"
-    text = "\n".join(l for l in conf.read_text().splitlines() if not l.startswith(("recovery_target_time", "recovery_target_action")))
+    text = "\n".join(
+        line for line in conf.read_text().splitlines() if not line.startswith(("recovery_target_time", "recovery_target_action"))
+    )
     conf.write_text(text + "\n")
     (data_dir / "recovery.signal").touch()
 
@@ -311,7 +325,8 @@ def _drop_recovery_target(data_dir: Path) -> None:
 def _start(data_dir: Path, log: Path, bin_dir: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         as_postgres([pg_bin("pg_ctl", bin_dir), "-D", str(data_dir), "-l", str(log), "-w", "-t", "600", "start"]),
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
 
 

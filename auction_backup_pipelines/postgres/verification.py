@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres.client import VerificationError, compare_fingerprints, connect, drop_database, table_fingerprints
+from auction_backup_pipelines.postgres.client import (
+    VerificationError,
+    compare_fingerprints,
+    connect,
+    drop_database,
+    table_fingerprints,
+)
 from auction_backup_pipelines.postgres.logical_day import scratch_dir
 from auction_backup_pipelines.postgres.logical_dump import restore_logical
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
@@ -76,8 +82,9 @@ def verify_pitr(s: PostgresSettings, repo: Repository, archive: WalArchive, time
         reference = table_fingerprints(conn)
         conn.execute("COMMIT")
     if not wait_for_archived_time(archive, target, timeout=timeout_s):
-        raise pitr.PitrError(f"the WAL archive does not reach {pitr.format_utc(target)} UTC after {timeout_s:g} s: "
-                             "is the receiver running?")
+        raise pitr.PitrError(
+            f"the WAL archive does not reach {pitr.format_utc(target)} UTC after {timeout_s:g} s: is the receiver running?"
+        )
     workdir = scratch_dir("verify-pitr-")
     try:
         result = pitr.restore_to_time(s, repo, archive, target, workdir / "instance")

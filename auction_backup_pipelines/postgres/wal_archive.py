@@ -22,17 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import zstandard
 
-from auction_backup_pipelines.repository import layout
-from auction_backup_pipelines.repository.storage import IntegrityError
-from auction_backup_pipelines.repository.streams import ArtifactStream
-from auction_backup_pipelines.repository.storage import Backend
 from auction_backup_pipelines.errors import BackupError, ConfigurationError
+from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError
+from auction_backup_pipelines.repository.streams import ArtifactStream
 
 PREFIX = layout.WAL_AREA
 HEARTBEAT = layout.WAL_HEARTBEAT
@@ -87,7 +87,7 @@ def lsn_to_segment(lsn: str, timeline: int) -> str:
 
 
 def _utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 class WalArchive:
@@ -221,7 +221,7 @@ class ArchiveHealth:
     def lag_seconds(self, now: dt.datetime | None = None) -> float | None:
         if self.covered_until is None:
             return None
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         return max(0.0, (now - self.covered_until).total_seconds())
 
 

@@ -29,8 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class WalReceiver:
-    def __init__(self, settings: PostgresSettings, archive: WalArchive, spool: Path, slot: str = "auction_backup_wal",
-                 ship_interval: float = 1.0):
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        archive: WalArchive,
+        spool: Path,
+        slot: str = "auction_backup_wal",
+        ship_interval: float = 1.0,
+    ):
         self.settings = settings
         self.archive = archive
         self.spool = Path(spool)
@@ -46,22 +52,43 @@ class WalReceiver:
     def ensure_slot(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         proc = subprocess.run(
-            [pg_bin("pg_receivewal", self.settings.bin_dir), "--create-slot", "--if-not-exists", "-S", self.slot, "--no-password"],
-            env=self._env(), capture_output=True, text=True,
+            [
+                pg_bin("pg_receivewal", self.settings.bin_dir),
+                "--create-slot",
+                "--if-not-exists",
+                "-S",
+                self.slot,
+                "--no-password",
+            ],
+            env=self._env(),
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise PostgresError(f"cannot create replication slot {self.slot!r}: {proc.stderr.strip()}")
 
     def drop_slot(self) -> None:
         with connect(self.settings) as conn:
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+            )
 
     def _start(self) -> None:
         log_file = open(self.spool / "pg_receivewal.log", "ab")
         self._proc = subprocess.Popen(
-            [pg_bin("pg_receivewal", self.settings.bin_dir), "-D", str(self.spool), "-S", self.slot, "--synchronous", "--no-loop",
-             "--no-password"],
-            env=self._env(), stdout=log_file, stderr=log_file,
+            [
+                pg_bin("pg_receivewal", self.settings.bin_dir),
+                "-D",
+                str(self.spool),
+                "-S",
+                self.slot,
+                "--synchronous",
+                "--no-loop",
+                "--no-password",
+            ],
+            env=self._env(),
+            stdout=log_file,
+            stderr=log_file,
         )
         log_file.close()
 

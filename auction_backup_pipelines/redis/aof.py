@@ -54,8 +54,12 @@ def copy_aof(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_dir: Path,
                 r.config_set("auto-aof-rewrite-percentage", 0)
                 paused = True
         deadline = time.monotonic() + timeout
-        wait_persistence(r, lambda p: not p["aof_rewrite_in_progress"] and not p.get("aof_rewrite_scheduled"),
-                         deadline, "a running AOF rewrite to end")
+        wait_persistence(
+            r,
+            lambda p: not p["aof_rewrite_in_progress"] and not p.get("aof_rewrite_scheduled"),
+            deadline,
+            "a running AOF rewrite to end",
+        )
         handles: dict[str, BinaryIO] = {}
         try:
             # Open every file the manifest names, then read the manifest again: if it is unchanged,
@@ -89,5 +93,10 @@ def copy_aof(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_dir: Path,
     finally:
         if paused:
             r.config_set("auto-aof-rewrite-percentage", original)
-    return {"appenddirname": dirname, "appendfilename": basename, "manifest": manifest_path.name,
-            "files": {n: sizes[n] for n, _ in files}, "captured_at": iso_ms(captured_ms)}
+    return {
+        "appenddirname": dirname,
+        "appendfilename": basename,
+        "manifest": manifest_path.name,
+        "files": {n: sizes[n] for n, _ in files},
+        "captured_at": iso_ms(captured_ms),
+    }

@@ -21,8 +21,18 @@ from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.redis.aof import copy_aof
 from auction_backup_pipelines.redis.capture import Captured, bgsave_and_stream, stream_network
 from auction_backup_pipelines.redis.client import (
-    MODES, RDB_FILE, SNAPSHOT, SYSTEM, LateCaptureRefused, RedisBackupError, SnapshotUnavailable, connect, explain,
-    iso_ms, server_time_ms, source_info,
+    MODES,
+    RDB_FILE,
+    SNAPSHOT,
+    SYSTEM,
+    LateCaptureRefused,
+    RedisBackupError,
+    SnapshotUnavailable,
+    connect,
+    explain,
+    iso_ms,
+    server_time_ms,
+    source_info,
 )
 from auction_backup_pipelines.redis.cluster import capture_cluster
 from auction_backup_pipelines.redis.facts import Facts, snapshot_facts
@@ -45,11 +55,23 @@ def check_capture_window(day: dt.date, allow_late_capture: bool = False, now: dt
     return timing
 
 
-def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path, data_dir: str | None, mode: str,
-                stall_timeout: float, wait_timeout: float) -> tuple[dict[str, Any], list[Captured]]:
+def _standalone(
+    s: RedisSettings,
+    r: redis.Redis,
+    writer: BackupWriter,
+    tmp: Path,
+    data_dir: str | None,
+    mode: str,
+    stall_timeout: float,
+    wait_timeout: float,
+) -> tuple[dict[str, Any], list[Captured]]:
     """One server's snapshot, by the first way `mode` allows that works; each failed way is kept in `fallbacks`."""
-    order = {"auto": ["bgsave", "network", "aof"] if data_dir else ["network"], "bgsave": ["bgsave"],
-             "network": ["network"], "aof": ["aof"]}[mode]
+    order = {
+        "auto": ["bgsave", "network", "aof"] if data_dir else ["network"],
+        "bgsave": ["bgsave"],
+        "network": ["network"],
+        "aof": ["aof"],
+    }[mode]
     failures: list[str] = []
     for method in order:
         try:
@@ -64,10 +86,20 @@ def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Pat
             else:
                 meta = copy_aof(r, data_dir, writer, tmp, wait_timeout)  # type: ignore[arg-type]
                 aof = (meta["appenddirname"], meta["appendfilename"])
-                return {"mode": "aof", "transfer": "aof copy", "aof": meta, "captured_at": meta["captured_at"],
-                        "fallbacks": failures}, [Captured(tmp, aof, rdb_facts_problem="an AOF copy")]
-            return {"mode": "rdb", "transfer": "bgsave+copy" if method == "bgsave" else "redis-cli --rdb",
-                    "captured_at": meta.pop("captured_at"), "rdb": meta, "fallbacks": failures}, [captured]
+                return {
+                    "mode": "aof",
+                    "transfer": "aof copy",
+                    "aof": meta,
+                    "captured_at": meta["captured_at"],
+                    "fallbacks": failures,
+                }, [Captured(tmp, aof, rdb_facts_problem="an AOF copy")]
+            return {
+                "mode": "rdb",
+                "transfer": "bgsave+copy" if method == "bgsave" else "redis-cli --rdb",
+                "captured_at": meta.pop("captured_at"),
+                "rdb": meta,
+                "fallbacks": failures,
+            }, [captured]
         except SnapshotUnavailable as exc:
             failures.append(f"{method}: {exc}")
             (tmp / RDB_FILE).unlink(missing_ok=True)  # a partial local copy must not be loaded later
@@ -75,9 +107,18 @@ def _standalone(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Pat
     raise RedisBackupError(f"no snapshot could be taken of Redis at {s.host}:{s.port}: {'; '.join(failures)}{hint}")
 
 
-def backup_snapshot(s: RedisSettings, repo: Repository, partition: dt.date, *, allow_late_capture: bool = False,
-                    data_dir: str | None = None, mode: str = "auto", now: dt.datetime | None = None,
-                    stall_timeout: float = 600.0, wait_timeout: float = 3600.0) -> Backup:
+def backup_snapshot(
+    s: RedisSettings,
+    repo: Repository,
+    partition: dt.date,
+    *,
+    allow_late_capture: bool = False,
+    data_dir: str | None = None,
+    mode: str = "auto",
+    now: dt.datetime | None = None,
+    stall_timeout: float = 600.0,
+    wait_timeout: float = 3600.0,
+) -> Backup:
     """Snapshot the server (or cluster) `s` names and publish it as the `partition` day's backup.
 
     `data_dir` (default: `s.data_dir`) is the server's data directory when it is on this
@@ -113,17 +154,19 @@ def backup_snapshot(s: RedisSettings, repo: Repository, partition: dt.date, *, a
             meta["digest_method"] = methods[0] if len(set(methods)) == 1 else methods
             content = facts.to_json()
             writer.metadata.update(meta)
-            writer.metadata.update({
-                "server": f"{s.host}:{s.port}",
-                "source": info,
-                "late_capture": not timing.on_time,
-                "content": content,
-                "digest": content["digest"],
-                "keys_total": content["keys"],
-                "transfer_duration_s": round(transferred - started, 3),
-                "digest_duration_s": round(time.monotonic() - transferred, 3),
-                "duration_s": round(time.monotonic() - started, 3),
-            })
+            writer.metadata.update(
+                {
+                    "server": f"{s.host}:{s.port}",
+                    "source": info,
+                    "late_capture": not timing.on_time,
+                    "content": content,
+                    "digest": content["digest"],
+                    "keys_total": content["keys"],
+                    "transfer_duration_s": round(transferred - started, 3),
+                    "digest_duration_s": round(time.monotonic() - transferred, 3),
+                    "duration_s": round(time.monotonic() - started, 3),
+                }
+            )
     except redis.RedisError as exc:
         raise RedisBackupError(explain(exc, s.host, s.port, s.username)) from None
     finally:

@@ -25,20 +25,26 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import redis
 
 from auction_backup_pipelines.redis import rdb_facts
 from auction_backup_pipelines.redis.client import (
-    CHUNK, RDB_FILE, SnapshotUnavailable, cli_env, iso_ms, redis_tool, server_time_ms,
+    CHUNK,
+    RDB_FILE,
+    SnapshotUnavailable,
+    cli_env,
+    iso_ms,
+    redis_tool,
+    server_time_ms,
 )
 from auction_backup_pipelines.redis.facts import BUCKET_MS
 from auction_backup_pipelines.repository.repository import BackupWriter
 from auction_backup_pipelines.settings import RedisSettings
-
 
 EOF_MARK = 40  # length of the end marker of a diskless replication transfer
 
@@ -125,7 +131,9 @@ class RedisCliRdb(Tee):
             raise SnapshotUnavailable(f"{self.where}: no data for too long; redis-cli was stopped")
         if rc != 0:
             lines = [ln for ln in err.strip().splitlines() if not ln.startswith("sending REPLCONF")]
-            raise SnapshotUnavailable(f"{self.where}: redis-cli --rdb failed (exit {rc}): {' | '.join(lines[-3:]) or 'no message'}")
+            raise SnapshotUnavailable(
+                f"{self.where}: redis-cli --rdb failed (exit {rc}): {' | '.join(lines[-3:]) or 'no message'}"
+            )
         sized = re.search(r"writing (\d+) bytes to", err)
         marked = re.search(r"success after (\d+) bytes", err)
         if sized:
@@ -165,8 +173,16 @@ class Captured:
     rdb_facts_problem: str = "not an RDB"
 
 
-def stream_network(s: RedisSettings, host: str, port: int, writer: BackupWriter, name: str, tee_path: Path,
-                   stall_timeout: float, captured_ms: int) -> tuple[dict[str, Any], Captured]:
+def stream_network(
+    s: RedisSettings,
+    host: str,
+    port: int,
+    writer: BackupWriter,
+    name: str,
+    tee_path: Path,
+    stall_timeout: float,
+    captured_ms: int,
+) -> tuple[dict[str, Any], Captured]:
     """Stream `redis-cli --rdb -` from host:port into the backup file `name`, the local copy `tee_path` and the helper."""
     argv = [redis_tool("redis-cli"), "-h", host, "-p", str(port)]
     if s.username:
@@ -185,8 +201,9 @@ def stream_network(s: RedisSettings, host: str, port: int, writer: BackupWriter,
     return {"file": name, "bytes": source.size, "rdb_version": source.head[5:9].decode()}, captured
 
 
-def bgsave_and_stream(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_path: Path,
-                      timeout: float) -> tuple[dict[str, Any], Captured]:
+def bgsave_and_stream(
+    r: redis.Redis, data_dir: str, writer: BackupWriter, tee_path: Path, timeout: float
+) -> tuple[dict[str, Any], Captured]:
     """BGSAVE, wait until that save succeeded, then stream the dump file from `data_dir` into the backup."""
     try:
         cfg = r.config_get("dir", "dbfilename")
@@ -210,13 +227,21 @@ def bgsave_and_stream(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_p
     # later one, which is as good); without the counter (Redis < 7), LASTSAVE must move.
     lastsave = r.lastsave()
     done = wait_persistence(
-        r, lambda p: not p["rdb_bgsave_in_progress"] and (p["rdb_saves"] > saves if saves is not None else r.lastsave() > lastsave),
-        deadline, "BGSAVE to finish")
+        r,
+        lambda p: not p["rdb_bgsave_in_progress"] and (p["rdb_saves"] > saves if saves is not None else r.lastsave() > lastsave),
+        deadline,
+        "BGSAVE to finish",
+    )
     if done.get("rdb_last_bgsave_status") != "ok":
-        raise SnapshotUnavailable(f"BGSAVE failed on the server (rdb_last_bgsave_status:{done.get('rdb_last_bgsave_status')}); see its log")
+        raise SnapshotUnavailable(
+            f"BGSAVE failed on the server (rdb_last_bgsave_status:{done.get('rdb_last_bgsave_status')}); see its log"
+        )
     where = f"{folder}/{filename}"
-    with open(os.path.join(folder, filename), "rb") as f, open(tee_path, "wb") as tee, \
-            rdb_facts.streaming(BUCKET_MS, captured_ms) as facts:
+    with (
+        open(os.path.join(folder, filename), "rb") as f,
+        open(tee_path, "wb") as tee,
+        rdb_facts.streaming(BUCKET_MS, captured_ms) as facts,
+    ):
         source = Tee(f, rdb_facts.Fanout(tee, facts))  # the open file keeps this save's bytes even if a newer save replaces it
         with writer.open_file(RDB_FILE) as out:
             out.copy_from(source)  # type: ignore[arg-type]

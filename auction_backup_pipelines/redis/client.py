@@ -27,7 +27,6 @@ from auction_backup_pipelines import errors
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
 from auction_backup_pipelines.settings import RedisSettings
 
-
 SYSTEM = "redis"
 SNAPSHOT = "snapshot"
 RDB_FILE = "dump.rdb"
@@ -79,7 +78,7 @@ def explain(exc: BaseException, host: str, port: int, user: str = "") -> str:
 
 
 def parse_target(text: str, credentials: RedisSettings) -> RedisSettings:
-    """"host:port" (or "[v6addr]:port") of a restore target, with the credentials of `credentials`."""
+    """ "host:port" (or "[v6addr]:port") of a restore target, with the credentials of `credentials`."""
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -94,12 +93,24 @@ def client_options() -> dict[str, Any]:
     return {"protocol": 2, "retry": Retry(NoBackoff(), 0)}
 
 
-def connect(s: RedisSettings, db: int = 0, *, host: str | None = None, port: int | None = None,
-            timeout: float = 120.0) -> redis.Redis:
+def connect(
+    s: RedisSettings, db: int = 0, *, host: str | None = None, port: int | None = None, timeout: float = 120.0
+) -> redis.Redis:
     """A checked connection (PING answered) to the server `s` names, or to host:port with its credentials."""
     host, port = host or s.host, port or s.port
-    r = raw_replies(redis.Redis(host=host, port=port, db=db, username=s.username or None, password=s.password or None,
-                                socket_connect_timeout=10, socket_timeout=timeout, client_name="auction-backup", **client_options()))
+    r = raw_replies(
+        redis.Redis(
+            host=host,
+            port=port,
+            db=db,
+            username=s.username or None,
+            password=s.password or None,
+            socket_connect_timeout=10,
+            socket_timeout=timeout,
+            client_name="auction-backup",
+            **client_options(),
+        )
+    )
     try:
         r.ping()
     except redis.RedisError as exc:
@@ -111,8 +122,15 @@ def connect(s: RedisSettings, db: int = 0, *, host: str | None = None, port: int
 def connect_cluster(s: RedisSettings, timeout: float = 120.0) -> RedisCluster:
     """A RedisCluster client for the cluster `s` names (any node as the entry point)."""
     try:
-        return RedisCluster(host=s.host, port=s.port, username=s.username or None, password=s.password or None,
-                            socket_connect_timeout=10, socket_timeout=timeout, **client_options())
+        return RedisCluster(
+            host=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=s.password or None,
+            socket_connect_timeout=10,
+            socket_timeout=timeout,
+            **client_options(),
+        )
     except redis.RedisError as exc:
         raise RedisBackupError(explain(exc, s.host, s.port, s.username)) from None
 
@@ -155,14 +173,17 @@ def server_time_ms(r: redis.Redis) -> int:
 
 def iso_ms(ms: int) -> str:
     """ms since the epoch as an ISO 8601 UTC time with ms, e.g. 2026-11-26T23:59:59.123Z."""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def source_info(r: redis.Redis) -> dict[str, Any]:
     """What the server says about itself before a transfer (INFO; CONFIG GET databases if allowed)."""
     info = r.info()
-    keyspace = {k[2:]: {"keys": v["keys"], "expires": v["expires"]} for k, v in info.items()
-                if re.fullmatch(r"db\d+", k) and isinstance(v, dict)}
+    keyspace = {
+        k[2:]: {"keys": v["keys"], "expires": v["expires"]}
+        for k, v in info.items()
+        if re.fullmatch(r"db\d+", k) and isinstance(v, dict)
+    }
     out = {
         "redis_version": info.get("redis_version"),
         "role": info.get("role"),

@@ -57,8 +57,9 @@ def topology(r: redis.Redis) -> list[dict[str, Any]]:
     return masters
 
 
-def capture_cluster(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path,
-                    stall_timeout: float) -> tuple[dict[str, Any], list[Captured]]:
+def capture_cluster(
+    s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp: Path, stall_timeout: float
+) -> tuple[dict[str, Any], list[Captured]]:
     """Every master over the network, one file each; fails if the slot map changed meanwhile."""
     before = topology(r)
     layouts = []
@@ -72,12 +73,20 @@ def capture_cluster(s: RedisSettings, r: redis.Redis, writer: BackupWriter, tmp:
             node.close()
         folder = tmp / node_file(m["host"], m["port"])[:-4]
         folder.mkdir()
-        meta, captured = stream_network(s, m["host"], m["port"], writer, node_file(m["host"], m["port"]), folder / RDB_FILE,
-                                        stall_timeout, at)
+        meta, captured = stream_network(
+            s, m["host"], m["port"], writer, node_file(m["host"], m["port"]), folder / RDB_FILE, stall_timeout, at
+        )
         nodes.append({**m, **meta, "captured_at": iso_ms(at), "source": info})
         layouts.append(captured)
     after = topology(r)
     if [(m["id"], m["slots"]) for m in after] != [(m["id"], m["slots"]) for m in before]:
-        raise RedisBackupError("the cluster's slot map changed during the backup (resharding or failover); nothing was published, retry")
-    return {"mode": "cluster", "transfer": "redis-cli --rdb per master", "captured_at": nodes[0]["captured_at"],
-            "cluster": {"nodes": nodes}, "fallbacks": []}, layouts
+        raise RedisBackupError(
+            "the cluster's slot map changed during the backup (resharding or failover); nothing was published, retry"
+        )
+    return {
+        "mode": "cluster",
+        "transfer": "redis-cli --rdb per master",
+        "captured_at": nodes[0]["captured_at"],
+        "cluster": {"nodes": nodes},
+        "fallbacks": [],
+    }, layouts

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -115,7 +116,7 @@ class Facts:
         b[1] = (b[1] + digest) & MASK64
         b[2] += expire_at_ms
 
-    def merge(self, other: "Facts") -> None:
+    def merge(self, other: Facts) -> None:
         other = other.coarsened(self.bucket_ms)
         for k, n in other.counts.items():
             self.counts[k] = self.counts.get(k, 0) + n
@@ -127,7 +128,7 @@ class Facts:
             lo, hi = self.observed_ms or other.observed_ms
             self.observed_ms = (min(lo, other.observed_ms[0]), max(hi, other.observed_ms[1]))
 
-    def coarsened(self, bucket_ms: int) -> "Facts":
+    def coarsened(self, bucket_ms: int) -> Facts:
         """The same facts in wider buckets (`bucket_ms` a multiple of ours): sums regroup exactly."""
         if bucket_ms == self.bucket_ms:
             return self
@@ -171,7 +172,7 @@ class Facts:
         }
 
     @classmethod
-    def from_rdb_facts(cls, doc: dict[str, Any], observed_ms: int, bucket_ms: int = BUCKET_MS) -> "Facts":
+    def from_rdb_facts(cls, doc: dict[str, Any], observed_ms: int, bucket_ms: int = BUCKET_MS) -> Facts:
         """The facts `rdb-facts` computed from a snapshot taken at `observed_ms` (its raw output)."""
         f = cls(bucket_ms=bucket_ms, persistent_digest=int(doc["persistent_digest"], 16), observed_ms=(observed_ms, observed_ms))
         f.counts = {(db, kind, volatile): n for db, kind, volatile, n in doc["counts"]}
@@ -179,7 +180,7 @@ class Facts:
         return f
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Facts":
+    def from_json(cls, doc: dict[str, Any]) -> Facts:
         f = cls(bucket_ms=int(doc["bucket_ms"]), persistent_digest=int(doc["persistent"]["digest"], 16))
         for db, d in doc["dbs"].items():
             for kind, n in d["types"].items():
@@ -191,7 +192,9 @@ class Facts:
         return f
 
 
-def compare_facts(expected: Facts, actual: Facts, window_ms: tuple[int, int], ttl_tolerance_ms: int = 1000) -> tuple[list[str], dict[str, int]]:
+def compare_facts(
+    expected: Facts, actual: Facts, window_ms: tuple[int, int], ttl_tolerance_ms: int = 1000
+) -> tuple[list[str], dict[str, int]]:
     """Differences between a manifest's facts and a keyspace read during `window_ms`.
 
     Volatile keys are judged by when they expire relative to the window: buckets ending
@@ -207,8 +210,10 @@ def compare_facts(expected: Facts, actual: Facts, window_ms: tuple[int, int], tt
         if e != a:
             problems.append(f"db{db} {kind}: {a} keys without TTL, backup recorded {e}")
     if not problems and expected.persistent_digest != actual.persistent_digest:
-        problems.append(f"keys without TTL: same counts but content digest {actual.persistent_digest:016x} "
-                        f"!= recorded {expected.persistent_digest:016x}")
+        problems.append(
+            f"keys without TTL: same counts but content digest {actual.persistent_digest:016x} "
+            f"!= recorded {expected.persistent_digest:016x}"
+        )
     lo, hi = window_ms
     summary = {"volatile_checked": 0, "volatile_expired": 0, "volatile_partly_expired": 0}
     for start in sorted(set(expected.buckets) | set(actual.buckets)):

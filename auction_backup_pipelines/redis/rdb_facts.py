@@ -23,8 +23,9 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HELPER = "rdb-facts"
 QUEUE_CHUNKS = 64  # chunks of at most 1 MiB waiting for the helper: bounds memory if it lags
@@ -51,8 +52,12 @@ class RdbFactsSink:
         self._thread: threading.Thread | None = None
         if path:
             try:
-                self._proc = subprocess.Popen([path, str(bucket_ms), str(captured_ms)], stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                self._proc = subprocess.Popen(
+                    [path, str(bucket_ms), str(captured_ms)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
             except OSError as exc:  # not executable, built for another machine, no fork possible
                 self.problem = f"{HELPER} could not start: {exc}"
                 return

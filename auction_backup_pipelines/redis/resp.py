@@ -10,7 +10,8 @@ Control commands (INFO, CONFIG, BGSAVE) stay with redis-py.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -28,7 +29,9 @@ _HEADS: dict[str, bytes] = {}
 def pack_command(command: tuple[Any, ...]) -> bytes:
     """One command as a RESP2 array of bulk strings."""
     if len(command) == 2 and type(command[1]) is bytes:  # (NAME, key): most bulk commands, packed fast
-        head = _HEADS.get(command[0]) or _HEADS.setdefault(command[0], b"*2\r\n$%d\r\n%s\r\n" % (len(command[0]), command[0].encode()))
+        head = _HEADS.get(command[0]) or _HEADS.setdefault(
+            command[0], b"*2\r\n$%d\r\n%s\r\n" % (len(command[0]), command[0].encode())
+        )
         return b"%s$%d\r\n%s\r\n" % (head, len(command[1]), command[1])
     parts = [b"*%d\r\n" % len(command)]
     for a in command:
@@ -46,8 +49,17 @@ class BulkConnection:
     cluster routing stay with redis-py.
     """
 
-    def __init__(self, *, host: str = "", port: int = 0, unix_socket: str = "", db: int = 0, username: str = "",
-                 password: str = "", timeout: float = 600.0):
+    def __init__(
+        self,
+        *,
+        host: str = "",
+        port: int = 0,
+        unix_socket: str = "",
+        db: int = 0,
+        username: str = "",
+        password: str = "",
+        timeout: float = 600.0,
+    ):
         where = (host, port) if host else ("localhost", 0)
         try:
             if unix_socket:
@@ -78,7 +90,7 @@ class BulkConnection:
 
     def _fill(self, need: int = 1) -> None:
         """Receive until `need` more bytes are buffered; one join, so a huge value costs one copy."""
-        parts, got = [self._buf[self._pos:]], 0
+        parts, got = [self._buf[self._pos :]], 0
         while got < need:
             data = self._sock.recv(max(CHUNK, min(need - got, 64 * CHUNK)))
             if not data:
@@ -90,14 +102,14 @@ class BulkConnection:
     def _reply(self) -> Any:
         while (end := self._buf.find(b"\r\n", self._pos)) < 0:
             self._fill()
-        kind, line, self._pos = self._buf[self._pos:self._pos + 1], self._buf[self._pos + 1:end], end + 2
+        kind, line, self._pos = self._buf[self._pos : self._pos + 1], self._buf[self._pos + 1 : end], end + 2
         if kind == b"$":
             n = int(line)
             if n < 0:
                 return None
             if len(self._buf) - self._pos < n + 2:
                 self._fill(n + 2 - (len(self._buf) - self._pos))
-            value, self._pos = self._buf[self._pos:self._pos + n], self._pos + n + 2
+            value, self._pos = self._buf[self._pos : self._pos + n], self._pos + n + 2
             return value
         if kind == b":":
             return int(line)
@@ -119,7 +131,7 @@ class BulkConnection:
             end = buf.find(b"\r\n", pos)
             first = buf[pos] if end >= 0 else 0
             if first == 58:  # ":"
-                out.append(int(buf[pos + 1:end]))
+                out.append(int(buf[pos + 1 : end]))
                 pos = end + 2
                 continue
             if first != 36:  # not "$", or the reply runs past the buffer: the general path
@@ -127,12 +139,12 @@ class BulkConnection:
                 out.append(self._reply())
                 buf, pos = self._buf, self._pos
                 continue
-            size = int(buf[pos + 1:end])
+            size = int(buf[pos + 1 : end])
             if size < 0:
                 out.append(None)
                 pos = end + 2
             elif end + 4 + size <= len(buf):
-                out.append(buf[end + 2:end + 2 + size])
+                out.append(buf[end + 2 : end + 2 + size])
                 pos = end + 4 + size
             else:
                 self._pos = pos

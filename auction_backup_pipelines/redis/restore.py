@@ -16,16 +16,26 @@ import datetime as dt
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
 from auction_backup_pipelines.redis.client import (
-    CHUNK, RDB_FILE, SNAPSHOT, SYSTEM, RedisBackupError, RestoreRefused, VerificationError, connect, connect_cluster,
-    explain, server_time_ms,
+    CHUNK,
+    RDB_FILE,
+    SNAPSHOT,
+    SYSTEM,
+    RedisBackupError,
+    RestoreRefused,
+    VerificationError,
+    connect,
+    connect_cluster,
+    explain,
+    server_time_ms,
 )
 from auction_backup_pipelines.redis.cluster import topology
 from auction_backup_pipelines.redis.facts import Facts, collect_facts, compare_facts, dbs_with_keys, unique_batches
@@ -95,8 +105,10 @@ def copy_keys(src: Runner, dst: Runner, batches: Iterable[list[bytes]], replace:
             restores.append(("RESTORE", k, max(expire_at, 0), payload, "ABSTTL", *(("REPLACE",) if replace else ())))
         for reply in dst(restores) if restores else []:
             if isinstance(reply, Exception) and "BUSYKEY" in str(reply):
-                raise RestoreRefused(f"a key of the backup appeared in the target during the restore ({reply}); "
-                                     "someone else is writing to it. Pass --force to overwrite such keys")
+                raise RestoreRefused(
+                    f"a key of the backup appeared in the target during the restore ({reply}); "
+                    "someone else is writing to it. Pass --force to overwrite such keys"
+                )
             check_reply(reply)
         copied += len(restores)
     return copied
@@ -130,8 +142,9 @@ class RedisRestoreResult:
         return dataclasses.asdict(self)
 
 
-def restore_snapshot(target: RedisSettings, repo: Repository, backup: Backup, force: bool = False, *,
-                     ttl_tolerance_ms: int = 1000) -> RedisRestoreResult:
+def restore_snapshot(
+    target: RedisSettings, repo: Repository, backup: Backup, force: bool = False, *, ttl_tolerance_ms: int = 1000
+) -> RedisRestoreResult:
     """Load a snapshot into the Redis server or cluster `target` names, then prove it matches the manifest.
 
     Order, so a failure changes nothing it should not: check the backup's checksums; refuse a
@@ -163,7 +176,9 @@ def restore_snapshot(target: RedisSettings, repo: Repository, backup: Backup, fo
             try:
                 runners[db] = bulk(db).run
             except RedisBackupError as exc:
-                raise RestoreRefused(f"Redis at {where} cannot select db {db}, which the backup uses ({exc}); nothing was changed") from None
+                raise RestoreRefused(
+                    f"Redis at {where} cannot select db {db}, which the backup uses ({exc}); nothing was changed"
+                ) from None
         return runners[db]
 
     try:
@@ -178,8 +193,10 @@ def restore_snapshot(target: RedisSettings, repo: Repository, backup: Backup, fo
             dst(db)  # every refusal before the first write
         existing = _key_counts(rc or r, cluster)
         if sum(existing.values()) and not force:
-            raise RestoreRefused(f"Redis at {where} is not empty ({existing}); nothing was changed. Restore into an empty "
-                                 "server, or pass --force to overwrite keys of the same name (other keys are kept)")
+            raise RestoreRefused(
+                f"Redis at {where} is not empty ({existing}); nothing was changed. Restore into an empty "
+                "server, or pass --force to overwrite keys of the same name (other keys are kept)"
+            )
         t_lo = server_time_ms(r)
         copied = 0
         actual = Facts(expected.bucket_ms)
@@ -200,8 +217,10 @@ def restore_snapshot(target: RedisSettings, repo: Repository, backup: Backup, fo
         t_hi = server_time_ms(r)
         problems, summary = compare_facts(expected, actual, (t_lo - ttl_tolerance_ms, t_hi + ttl_tolerance_ms), ttl_tolerance_ms)
         if problems:
-            raise VerificationError(f"Redis at {where} does not match backup {backup.prefix} after the restore (it holds the "
-                                    "restored keys; inspect them before relying on it): " + "; ".join(problems[:10]))
+            raise VerificationError(
+                f"Redis at {where} does not match backup {backup.prefix} after the restore (it holds the "
+                "restored keys; inspect them before relying on it): " + "; ".join(problems[:10])
+            )
         after = _key_counts(rc or r, cluster)
     except redis.RedisError as exc:
         raise RedisBackupError(explain(exc, target.host, target.port, target.username)) from None
@@ -224,8 +243,15 @@ def restore_snapshot(target: RedisSettings, repo: Repository, backup: Backup, fo
     )
 
 
-def place_rdb(repo: Repository, backup: Backup, data_dir: str | os.PathLike[str], *, node: str | None = None,
-              dbfilename: str = RDB_FILE, force: bool = False) -> dict[str, Any]:
+def place_rdb(
+    repo: Repository,
+    backup: Backup,
+    data_dir: str | os.PathLike[str],
+    *,
+    node: str | None = None,
+    dbfilename: str = RDB_FILE,
+    force: bool = False,
+) -> dict[str, Any]:
     """Put a backup's RDB into the data dir of a *stopped* Redis, atomically (temp file, fsync, rename).
 
     Start redis-server on that dir afterwards (with appendonly no, or Redis would load an AOF
@@ -248,7 +274,9 @@ def place_rdb(repo: Repository, backup: Backup, data_dir: str | os.PathLike[str]
     if not folder.is_dir():
         raise RedisBackupError(f"data dir {folder} does not exist")
     if pids := servers_in(folder):
-        raise RestoreRefused(f"redis-server (pid {pids}) is running in {folder}; stop it first (it would overwrite the file on exit)")
+        raise RestoreRefused(
+            f"redis-server (pid {pids}) is running in {folder}; stop it first (it would overwrite the file on exit)"
+        )
     if any(folder.glob("appendonlydir*")) or any(folder.glob("*.aof")):
         raise RestoreRefused(f"{folder} holds an AOF, which Redis loads instead of {dbfilename}; move it away first")
     final = folder / dbfilename
@@ -256,7 +284,7 @@ def place_rdb(repo: Repository, backup: Backup, data_dir: str | os.PathLike[str]
     if final.exists():
         if not force:
             raise RestoreRefused(f"{final} exists; nothing was changed. Pass force to replace it (the old file is kept aside)")
-        kept = final.with_name(f"{dbfilename}.before-restore-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
+        kept = final.with_name(f"{dbfilename}.before-restore-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
     tmp = folder / f".{dbfilename}.restoring-{os.getpid()}"
     try:
         with repo.open(backup, name) as src, open(tmp, "wb") as out:

@@ -20,9 +20,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import redis
 
@@ -44,13 +45,17 @@ class ScratchServer:
     _clients: list[Any] = field(default_factory=list)
 
     def client(self, db: int = 0, timeout: float = 600.0) -> redis.Redis:
-        where: dict[str, Any] = {"unix_socket_path": str(self.socket_path)} if self.socket_path else {"host": "127.0.0.1", "port": self.port}
+        where: dict[str, Any] = (
+            {"unix_socket_path": str(self.socket_path)} if self.socket_path else {"host": "127.0.0.1", "port": self.port}
+        )
         c = raw_replies(redis.Redis(**where, db=db, password=self.password or None, socket_timeout=timeout, **client_options()))
         self._clients.append(c)
         return c
 
     def bulk(self, db: int = 0) -> BulkConnection:
-        where: dict[str, Any] = {"unix_socket": str(self.socket_path)} if self.socket_path else {"host": "127.0.0.1", "port": self.port}
+        where: dict[str, Any] = (
+            {"unix_socket": str(self.socket_path)} if self.socket_path else {"host": "127.0.0.1", "port": self.port}
+        )
         c = BulkConnection(**where, db=db, password=self.password)
         self._clients.append(c)
         return c
@@ -111,8 +116,15 @@ def _log_tail(path: Path, lines: int = 8) -> str:
 
 
 @contextlib.contextmanager
-def scratch_server(data: Path, *, port: int = 0, databases: int = 16, aof: tuple[str, str] | None = None,
-                   extra_args: Iterable[str] = (), load_timeout: float = 1800.0) -> Iterator[ScratchServer]:
+def scratch_server(
+    data: Path,
+    *,
+    port: int = 0,
+    databases: int = 16,
+    aof: tuple[str, str] | None = None,
+    extra_args: Iterable[str] = (),
+    load_timeout: float = 1800.0,
+) -> Iterator[ScratchServer]:
     """Run redis-server on the folder `data` (its dump.rdb, or with `aof`=(dirname, filename) its AOF).
 
     It listens on a unix socket in a private temp dir (and on 127.0.0.1:`port` only if given;
@@ -128,9 +140,27 @@ def scratch_server(data: Path, *, port: int = 0, databases: int = 16, aof: tuple
         if not port:
             port, secret = free_port(), secrets.token_hex(16)
     log = data / "redis.log"
-    argv = [redis_tool("redis-server"), "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--dbfilename", RDB_FILE, "--save", "", "--databases", str(max(16, databases)), "--daemonize", "no",
-            "--logfile", str(log), *(("--unixsocket", str(sock), "--unixsocketperm", "700") if sock else ())]
+    argv = [
+        redis_tool("redis-server"),
+        "-",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--dbfilename",
+        RDB_FILE,
+        "--save",
+        "",
+        "--databases",
+        str(max(16, databases)),
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(log),
+        *(("--unixsocket", str(sock), "--unixsocketperm", "700") if sock else ()),
+    ]
     if aof:
         argv += ["--appendonly", "yes", "--appenddirname", aof[0], "--appendfilename", aof[1], "--appendfsync", "no"]
     else:

@@ -46,5 +46,7 @@ def verify_snapshot(repo: Repository, backup: Backup) -> SnapshotVerification:
     assert actual.observed_ms is not None
     problems, summary = compare_facts(expected, actual, actual.observed_ms)
     if problems:
-        raise VerificationError(f"backup {backup.prefix} does not load into what its manifest records: " + "; ".join(problems[:10]))
+        raise VerificationError(
+            f"backup {backup.prefix} does not load into what its manifest records: " + "; ".join(problems[:10])
+        )
     return SnapshotVerification(backup=backup.prefix, keys=actual.keys, digest=f"{actual.digest:016x}", **summary)

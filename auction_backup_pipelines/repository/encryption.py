@@ -38,7 +38,8 @@ import io
 import os
 import secrets
 import struct
-from typing import BinaryIO, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -81,15 +82,15 @@ class Encryption:
     # -- sources (see keys.py) -------------------------------------------------------------
 
     @classmethod
-    def from_string(cls, text: str, where: str = ENV_KEYS) -> "Encryption":
+    def from_string(cls, text: str, where: str = ENV_KEYS) -> Encryption:
         return cls(parse_keys(text, where))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "Encryption":
+    def from_file(cls, path: str | os.PathLike[str]) -> Encryption:
         return cls(read_key_file(path))
 
     @classmethod
-    def from_settings(cls, key_file: str = "", keys: str = "") -> "Encryption | None":
+    def from_settings(cls, key_file: str = "", keys: str = "") -> Encryption | None:
         """Both sources together (file keys first); None when neither is set: no encryption."""
         ring: list[Key] = []
         if key_file:
@@ -103,8 +104,15 @@ class Encryption:
     def header(self) -> tuple[bytes, _Sealer]:
         k = self.current
         salt, prefix = secrets.token_bytes(SALT), secrets.token_bytes(PREFIX)
-        head = (MAGIC + bytes([len(k.id)]) + k.id.encode() + salt + prefix
-                + struct.pack(">I", self.segment_size) + _key_check(k.secret, salt))
+        head = (
+            MAGIC
+            + bytes([len(k.id)])
+            + k.id.encode()
+            + salt
+            + prefix
+            + struct.pack(">I", self.segment_size)
+            + _key_check(k.secret, salt)
+        )
         return head, _Sealer(_subkey(k, salt), prefix)
 
     def open_header(self, source: BinaryIO, where: str) -> tuple[bytes, _Sealer, int]:
@@ -121,8 +129,8 @@ class Encryption:
         if len(key_id_raw) != fixed[-1] or len(rest) != SALT + PREFIX + 4 + CHECK:
             raise IntegrityError(f"{where}: encryption header is truncated")
         key_id = key_id_raw.decode(errors="replace")
-        salt, prefix = rest[:SALT], rest[SALT:SALT + PREFIX]
-        (segment,) = struct.unpack(">I", rest[SALT + PREFIX:SALT + PREFIX + 4])
+        salt, prefix = rest[:SALT], rest[SALT : SALT + PREFIX]
+        (segment,) = struct.unpack(">I", rest[SALT + PREFIX : SALT + PREFIX + 4])
         key = self.keys.get(key_id)
         if key is None:
             raise WrongKeyError(
@@ -138,10 +146,10 @@ class Encryption:
             raise IntegrityError(f"{where}: encryption header is corrupt (segment size {segment})")
         return fixed + key_id_raw + rest, _Sealer(_subkey(key, salt), prefix), segment
 
-    def encrypting(self, target: BinaryIO, key: str) -> "EncryptingWriter":
+    def encrypting(self, target: BinaryIO, key: str) -> EncryptingWriter:
         return EncryptingWriter(self, target, key)
 
-    def decrypting(self, source: BinaryIO, key: str) -> "DecryptingReader":
+    def decrypting(self, source: BinaryIO, key: str) -> DecryptingReader:
         return DecryptingReader(self, source, key)
 
 
@@ -224,13 +232,13 @@ class EncryptingWriter(io.RawIOBase):
         n, pos, seg = len(mv), 0, self._segment
         if self._fill:
             pos = min(seg - self._fill, n)
-            self._buf[self._fill:self._fill + pos] = mv[:pos]
+            self._buf[self._fill : self._fill + pos] = mv[:pos]
             self._fill += pos
             if self._fill == seg and pos < n:
                 self._emit(self._buf, False)
                 self._fill = 0
         while n - pos > seg:
-            self._emit(mv[pos:pos + seg], False)
+            self._emit(mv[pos : pos + seg], False)
             pos += seg
         if pos < n:  # the buffer is empty here
             self._buf[: n - pos] = mv[pos:]
@@ -283,7 +291,7 @@ class DecryptingReader(io.RawIOBase):
             else:
                 block = self._source.read(len(buf) - got)
                 n = len(block)
-                view[got:got + n] = block
+                view[got : got + n] = block
             if not n:
                 break
             got += n
@@ -300,8 +308,9 @@ class DecryptingReader(io.RawIOBase):
         if n < TAG:
             raise IntegrityError(f"{self._where}: encrypted object is truncated (segment {self._counter} incomplete)")
         try:
-            size = self._sealer.open_into(self._counter, last, memoryview(current)[:n], self._aad,
-                                          memoryview(self._plainbuf)[: n - TAG])
+            size = self._sealer.open_into(
+                self._counter, last, memoryview(current)[:n], self._aad, memoryview(self._plainbuf)[: n - TAG]
+            )
         except InvalidTag:
             why = "truncated (its final segment is missing)" if last and n == self._sealed else "corrupt or tampered with"
             raise IntegrityError(
@@ -319,7 +328,7 @@ class DecryptingReader(io.RawIOBase):
             if self._done:
                 return b""
             self._advance()
-        out = bytes(self._plain[self._pos:self._pos + size])
+        out = bytes(self._plain[self._pos : self._pos + size])
         self._pos += len(out)
         return out
 
@@ -384,5 +393,4 @@ def peek_key_id(raw: bytes) -> str | None:
     if not raw.startswith(MAGIC) or len(raw) <= len(MAGIC):
         return None
     n = raw[len(MAGIC)]
-    return raw[len(MAGIC) + 1:len(MAGIC) + 1 + n].decode(errors="replace")
-
+    return raw[len(MAGIC) + 1 : len(MAGIC) + 1 + n].decode(errors="replace")

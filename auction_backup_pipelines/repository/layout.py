@@ -85,9 +85,7 @@ TEMP_GLOB = ".*.tmp-*"
 
 def _check_part(what: str, value: object) -> str:
     if not isinstance(value, str) or not value or SEP in value or value.startswith("."):
-        raise ConfigurationError(
-            f"invalid {what} {value!r}: expected a non-empty name without '/' that does not start with '.'"
-        )
+        raise ConfigurationError(f"invalid {what} {value!r}: expected a non-empty name without '/' that does not start with '.'")
     return value
 
 
@@ -195,9 +193,7 @@ class BackupRef:
         _check_artifact(self.artifact)
         _check_day(self.day)
         if not isinstance(self.backup_id, str) or not BACKUP_ID.fullmatch(self.backup_id):
-            raise ConfigurationError(
-                f"invalid backup_id {self.backup_id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx (6 hex digits)"
-            )
+            raise ConfigurationError(f"invalid backup_id {self.backup_id!r}: expected YYYYMMDDTHHMMSSZ-xxxxxx (6 hex digits)")
 
     @classmethod
     def parse(cls, text: str) -> BackupRef:
@@ -206,9 +202,7 @@ class BackupRef:
             raise ConfigurationError(f"not a backup key: {text!r} (expected <system>/<artifact>/<YYYY-MM-DD>/<backup_id>)")
         parts = text.split(SEP)
         if len(parts) < 4:
-            raise ConfigurationError(
-                f"not a backup key: {text!r} (expected <system>/<artifact>/<YYYY-MM-DD>/<backup_id>)"
-            )
+            raise ConfigurationError(f"not a backup key: {text!r} (expected <system>/<artifact>/<YYYY-MM-DD>/<backup_id>)")
         day = _day(parts[-2])
         if day is None:
             raise ConfigurationError(f"not a backup key: {text!r}: {parts[-2]!r} is not a day (expected YYYY-MM-DD)")

@@ -27,12 +27,13 @@ listing needs no key. `self.storage` is always the bare backend.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
-import dataclasses
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import MAGIC as _ENCRYPTED_MAGIC
@@ -46,11 +47,11 @@ __all__ = ["BackupWriter", "Repository", "VerifyReport", "parse_day", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_day(value: str | dt.date) -> dt.date:
@@ -67,7 +68,7 @@ def parse_day(value: str | dt.date) -> dt.date:
 class BackupWriter:
     """Collects the files of one backup and publishes them with a manifest on `commit()`."""
 
-    def __init__(self, repo: "Repository", system: str, artifact: str, partition: str, started_at: dt.datetime):
+    def __init__(self, repo: Repository, system: str, artifact: str, partition: str, started_at: dt.datetime):
         self._repo = repo
         self.system = system
         self.artifact = artifact
@@ -137,8 +138,14 @@ class VerifyReport:
 class Repository:
     """Backups of all systems in one backend, each published atomically with its manifest."""
 
-    def __init__(self, backend: Backend, compression: str = "zstd", zstd_level: int = 3, zstd_threads: int = 0,
-                 encryption: Encryption | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        compression: str = "zstd",
+        zstd_level: int = 3,
+        zstd_threads: int = 0,
+        encryption: Encryption | None = None,
+    ):
         if compression not in COMPRESSIONS:
             raise RepositoryError(f"unknown compression {compression!r}; choose one of {sorted(COMPRESSIONS)}")
         self.storage = backend
@@ -149,7 +156,7 @@ class Repository:
         self.zstd_threads = zstd_threads
 
     @classmethod
-    def local(cls, root: str, compression: str = "zstd", **kwargs: Any) -> "Repository":
+    def local(cls, root: str, compression: str = "zstd", **kwargs: Any) -> Repository:
         return cls(LocalBackend(root), compression=compression, **kwargs)
 
     def describe(self) -> str:

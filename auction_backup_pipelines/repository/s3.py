@@ -40,12 +40,14 @@ import random
 import socket
 import time
 import uuid
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.storage import Backend, LockedError, ObjectInfo, StorageError
@@ -54,8 +56,15 @@ from auction_backup_pipelines.settings import OffsiteSettings
 PART_SIZE = 8 << 20
 MIN_PART = 5 << 20  # S3's minimum for every part but the last
 DELETE_BATCH = 1000
-THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-              "ServiceUnavailable", "RequestThrottled"}
+THROTTLING = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "ServiceUnavailable",
+    "RequestThrottled",
+}
 _NO_FLEXIBLE_CHECKSUMS = {"NotImplemented", "InvalidArgument", "InvalidRequest", "XAmzContentSHA256Mismatch"}
 
 
@@ -72,12 +81,28 @@ def _b64(digest: bytes) -> str:
 
 
 class S3Backend(Backend):
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None, region: str | None = None,
-                 access_key_id: str | None = None, secret_access_key: str | None = None,
-                 part_size: int = PART_SIZE, checksum: str = "auto", lock_ttl: float = 12 * 3600,
-                 max_attempts: int = 6, throttle_retries: int = 8, backoff: float = 0.5,
-                 addressing_style: str | None = None, connect_timeout: float = 10, read_timeout: float = 120,
-                 page_size: int = 1000, delete_batch: int = DELETE_BATCH, client: Any = None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        part_size: int = PART_SIZE,
+        checksum: str = "auto",
+        lock_ttl: float = 12 * 3600,
+        max_attempts: int = 6,
+        throttle_retries: int = 8,
+        backoff: float = 0.5,
+        addressing_style: str | None = None,
+        connect_timeout: float = 10,
+        read_timeout: float = 120,
+        page_size: int = 1000,
+        delete_batch: int = DELETE_BATCH,
+        client: Any = None,
+    ):
         if checksum not in ("auto", "sha256", "md5"):
             raise StorageError(f"unknown checksum mode {checksum!r} (auto, sha256 or md5)")
         self.bucket = bucket
@@ -93,27 +118,40 @@ class S3Backend(Backend):
         self.conditional_puts = True
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             # Only what the operation requires: botocore >= 1.36 would otherwise add CRC32
             # trailers (aws-chunked bodies) that many S3-compatible servers reject. We send
             # our own SHA-256 / MD5 below.
-            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
             s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
             user_agent_extra="auction-backup",
         )
         # The secrets go straight into the client and are not kept here.
         self.client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config,
-            aws_access_key_id=access_key_id or None, aws_secret_access_key=secret_access_key or None)
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region or "us-east-1",
+            config=config,
+            aws_access_key_id=access_key_id or None,
+            aws_secret_access_key=secret_access_key or None,
+        )
 
     @classmethod
-    def from_settings(cls, settings: OffsiteSettings, **kwargs: Any) -> "S3Backend":
+    def from_settings(cls, settings: OffsiteSettings, **kwargs: Any) -> S3Backend:
         """The offsite bucket (OFFSITE_S3_BUCKET, required), its prefix, endpoint, region and credentials."""
         if not settings.bucket:
             raise StorageError("OFFSITE_S3_BUCKET is not set")
-        return cls(settings.bucket, settings.prefix, endpoint_url=settings.endpoint_url or None,
-                   region=settings.region or None, access_key_id=settings.access_key_id or None,
-                   secret_access_key=settings.secret_access_key or None, **kwargs)
+        return cls(
+            settings.bucket,
+            settings.prefix,
+            endpoint_url=settings.endpoint_url or None,
+            region=settings.region or None,
+            access_key_id=settings.access_key_id or None,
+            secret_access_key=settings.secret_access_key or None,
+            **kwargs,
+        )
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
@@ -141,17 +179,20 @@ class S3Backend(Backend):
                 throttled = _code(exc) in THROTTLING or _status(exc) in (429, 503)
                 if not throttled or attempt == self.throttle_retries:
                     raise
-            time.sleep(min(30.0, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0))
+            time.sleep(min(30.0, self.backoff * 2**attempt) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
     def _fail(self, exc: Exception, action: str, key: str) -> StorageError:
         where = f"s3://{self.bucket}/{self._k(key) if key else self.prefix}"
         if isinstance(exc, ClientError):
             code = _code(exc)
-            hint = {"AccessDenied": " (the credentials' policy does not allow it; see docs/least-privilege.md)",
-                    "NoSuchBucket": " (create the bucket first)",
-                    "InvalidAccessKeyId": " (unknown access key id)", "SignatureDoesNotMatch": " (wrong secret key)",
-                    "BadDigest": " (the server received different bytes than were sent)"}.get(code, "")
+            hint = {
+                "AccessDenied": " (the credentials' policy does not allow it; see docs/least-privilege.md)",
+                "NoSuchBucket": " (create the bucket first)",
+                "InvalidAccessKeyId": " (unknown access key id)",
+                "SignatureDoesNotMatch": " (wrong secret key)",
+                "BadDigest": " (the server received different bytes than were sent)",
+            }.get(code, "")
             return StorageError(f"{action} {where} failed: {code or _status(exc)}{hint}")
         return StorageError(f"{action} {where} failed: {type(exc).__name__}: {exc}")
 
@@ -182,8 +223,11 @@ class S3Backend(Backend):
             raise
 
     def put_bytes(self, key: str, data: bytes, **extra: Any) -> Any:
-        return self._with_checksum_fallback(lambda: self._call(
-            "put_object", key, Bucket=self.bucket, Key=self._k(key), Body=data, **self._checksum_args(data), **extra))
+        return self._with_checksum_fallback(
+            lambda: self._call(
+                "put_object", key, Bucket=self.bucket, Key=self._k(key), Body=data, **self._checksum_args(data), **extra
+            )
+        )
 
     def reader(self, key: str) -> BinaryIO:
         try:
@@ -196,11 +240,12 @@ class S3Backend(Backend):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": self.page_size})
+            Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": self.page_size}
+        )
         try:
             for page in pages:
                 for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.prefix):]
+                    key = obj["Key"][len(self.prefix) :]
                     # dot-names are ours (locks), like the local backend's temp files and .locks
                     if layout.is_hidden(key):
                         continue
@@ -229,15 +274,21 @@ class S3Backend(Backend):
                 raise self._fail(exc, "deleting", keys[0]) from None
             return
         try:
-            out = self._call("delete_objects", keys[0], Bucket=self.bucket,
-                             Delete={"Objects": [{"Key": self._k(k)} for k in keys], "Quiet": True})
+            out = self._call(
+                "delete_objects",
+                keys[0],
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self._k(k)} for k in keys], "Quiet": True},
+            )
         except ClientError as exc:
             raise self._fail(exc, "deleting", keys[0]) from None
         errors = [e for e in out.get("Errors", []) if e.get("Code") != "NoSuchKey"]
         if errors:
             e = errors[0]
-            raise StorageError(f"deleting s3://{self.bucket}/{e.get('Key')} failed: {e.get('Code')} "
-                               f"({len(errors)} of {len(keys)} keys in the batch not deleted)")
+            raise StorageError(
+                f"deleting s3://{self.bucket}/{e.get('Key')} failed: {e.get('Code')} "
+                f"({len(errors)} of {len(keys)} keys in the batch not deleted)"
+            )
 
     def remove_temporaries(self, prefix: str = "") -> list[str]:
         """Abort unfinished multipart uploads (what a killed writer leaves); returns their keys."""
@@ -247,7 +298,7 @@ class S3Backend(Backend):
             for up in page.get("Uploads", []):
                 with contextlib.suppress(ClientError):  # finished or aborted meanwhile
                     self._call("abort_multipart_upload", up["Key"], Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
-                    removed.append(up["Key"][len(self.prefix):])
+                    removed.append(up["Key"][len(self.prefix) :])
         return removed
 
     # -- locks -----------------------------------------------------------------------------
@@ -256,9 +307,16 @@ class S3Backend(Backend):
     def lock(self, name: str) -> Iterator[None]:
         key = layout.lock_key(name)
         token = uuid.uuid4().hex
-        now = dt.datetime.now(dt.timezone.utc)
-        body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "acquired_at": now.isoformat(), "expires_at": (now + dt.timedelta(seconds=self.lock_ttl)).isoformat()})
+        now = dt.datetime.now(dt.UTC)
+        body = json.dumps(
+            {
+                "token": token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "acquired_at": now.isoformat(),
+                "expires_at": (now + dt.timedelta(seconds=self.lock_ttl)).isoformat(),
+            }
+        )
         self._acquire(key, name, body.encode())
         try:
             yield
@@ -302,7 +360,7 @@ class S3Backend(Backend):
             except FileNotFoundError:
                 continue  # released meanwhile: compete again
             expires = doc.get("expires_at")
-            if attempt == 0 and (not expires or dt.datetime.fromisoformat(expires) < dt.datetime.now(dt.timezone.utc)):
+            if attempt == 0 and (not expires or dt.datetime.fromisoformat(expires) < dt.datetime.now(dt.UTC)):
                 self.delete(key)  # its holder died (or it is garbage): break it and compete once more
                 continue
             break
@@ -355,8 +413,16 @@ class _Upload(io.RawIOBase):
                 args = {"ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
             else:
                 args = {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
-            out = b._call("upload_part", self._key, Bucket=b.bucket, Key=b._k(self._key), UploadId=self._upload_id,
-                          PartNumber=number, Body=data, **args)
+            out = b._call(
+                "upload_part",
+                self._key,
+                Bucket=b.bucket,
+                Key=b._k(self._key),
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+                **args,
+            )
         except ClientError as exc:
             raise b._fail(exc, f"uploading part {number} of", self._key) from None
         part = {"PartNumber": number, "ETag": out["ETag"]}
@@ -376,8 +442,14 @@ class _Upload(io.RawIOBase):
             self._send_part(bytes(self._buf))
             self._buf.clear()
         try:
-            b._call("complete_multipart_upload", self._key, Bucket=b.bucket, Key=b._k(self._key),
-                    UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+            b._call(
+                "complete_multipart_upload",
+                self._key,
+                Bucket=b.bucket,
+                Key=b._k(self._key),
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
         except ClientError as exc:
             raise b._fail(exc, "completing the upload of", self._key) from None
         self._upload_id = None
@@ -386,8 +458,13 @@ class _Upload(io.RawIOBase):
         if self._upload_id is not None:
             # Best effort: if this fails too, remove_temporaries (gc) aborts it later.
             with contextlib.suppress(ClientError, BotoCoreError):
-                self._b._call("abort_multipart_upload", self._key, Bucket=self._b.bucket, Key=self._b._k(self._key),
-                              UploadId=self._upload_id)
+                self._b._call(
+                    "abort_multipart_upload",
+                    self._key,
+                    Bucket=self._b.bucket,
+                    Key=self._b._k(self._key),
+                    UploadId=self._upload_id,
+                )
             self._upload_id = None
 
 
@@ -432,8 +509,9 @@ class _Reader(io.RawIOBase):
             self._body.close()
         extra = {"IfMatch": self._etag} if self._etag else {}
         try:
-            out = self._b._call("get_object", self._key, Bucket=self._b.bucket, Key=self._b._k(self._key),
-                                Range=f"bytes={self._pos}-", **extra)
+            out = self._b._call(
+                "get_object", self._key, Bucket=self._b.bucket, Key=self._b._k(self._key), Range=f"bytes={self._pos}-", **extra
+            )
         except ClientError as e:  # replaced meanwhile (412) or gone: the caller's digests would fail anyway
             raise self._b._fail(e, f"resuming at byte {self._pos}", self._key) from None
         self._body = out["Body"]

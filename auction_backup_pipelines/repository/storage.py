@@ -16,9 +16,11 @@ import fcntl
 import os
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
+
 from auction_backup_pipelines.errors import BackupError, VerificationError
 from auction_backup_pipelines.repository import layout
 

@@ -74,8 +74,9 @@ class _BackgroundSha256:
             self._queue = queue.Queue(maxsize=8)  # bounded: memory stays flat if hashing lags
             # The thread holds the queue and the hash, not this object: when a failed stream is
             # dropped without hexdigest(), the finalizer ends the thread.
-            self._thread = threading.Thread(target=_hash_blocks, args=(self._queue, self._sha), name="artifact-sha256",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=_hash_blocks, args=(self._queue, self._sha), name="artifact-sha256", daemon=True
+            )
             self._thread.start()
             weakref.finalize(self, _stop_quietly, self._queue)
         self._queue.put(b if isinstance(b, bytes) else bytes(b))

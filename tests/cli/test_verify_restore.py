@@ -44,7 +44,7 @@ def topic():
     name = f"t-{uuid.uuid4().hex[:10]}-verify"
     admin.create_topics([NewTopic(name, 2, 1, config={"retention.ms": "-1"})])[name].result()
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
-    noon = int(dt.datetime.combine(DAY, dt.time(12), tzinfo=dt.timezone.utc).timestamp() * 1000)
+    noon = int(dt.datetime.combine(DAY, dt.time(12), tzinfo=dt.UTC).timestamp() * 1000)
     for i in range(MESSAGES):
         producer.produce(name, key=f"k{i}".encode(), value=f"bid {i}".encode(), partition=i % 2, timestamp=noon + i)
     assert producer.flush(30) == 0

@@ -153,7 +153,9 @@ run_defs = Definitions(assets=[failing_dump, fine_base_backup], jobs=[backup_job
 
 
 def failed_run(instance):
-    result = run_defs.resolve_job_def("tiny_backup_job").execute_in_process(instance=instance, partition_key=DAY, raise_on_error=False)
+    result = run_defs.resolve_job_def("tiny_backup_job").execute_in_process(
+        instance=instance, partition_key=DAY, raise_on_error=False
+    )
     assert not result.success
     return result
 
@@ -276,7 +278,9 @@ def recency_warns() -> AssetCheckResult:
 
 
 check_failure_alert_sensor = build_check_failure_alert_sensor(60)
-check_defs = Definitions(assets=[dump], asset_checks=[integrity_fails, restore_passes, recency_warns], sensors=[check_failure_alert_sensor])
+check_defs = Definitions(
+    assets=[dump], asset_checks=[integrity_fails, restore_passes, recency_warns], sensors=[check_failure_alert_sensor]
+)
 
 
 TICK_LOG: list[str] = []
@@ -292,7 +296,9 @@ def tick(instance, alerting, cursor, defs=check_defs):
 
 def runless_evaluation(instance, passed: bool, description: str = "the WAL archive lags 900 s") -> None:
     instance.report_runless_asset_event(
-        AssetCheckEvaluation(asset_key=DUMP, check_name="dump_integrity", passed=passed, severity=AssetCheckSeverity.ERROR, description=description)
+        AssetCheckEvaluation(
+            asset_key=DUMP, check_name="dump_integrity", passed=passed, severity=AssetCheckSeverity.ERROR, description=description
+        )
     )
 
 
@@ -307,7 +313,12 @@ def test_check_failure_sensor_alerts_once_per_failed_error_check(instance, webho
     nothing_more(webhook, smtp)  # the passing check and the WARN are not alerted
     assert subject == f"[auction-backup] CHECK FAILED postgres/logical_dump dump_integrity {DAY}"
     fields = fields_of(payload)
-    assert (fields["Asset"], fields["Check"], fields["Partition"], fields["Run"]) == ("postgres/logical_dump", "dump_integrity", DAY, run_id)
+    assert (fields["Asset"], fields["Check"], fields["Partition"], fields["Run"]) == (
+        "postgres/logical_dump",
+        "dump_integrity",
+        DAY,
+        run_id,
+    )
     assert "sha256 of dump.pgdump.zst does not match its manifest" in payload["blocks"][2]["text"]["text"]
     assert f"<{DAGSTER_URL}/runs/{run_id}|" in payload["text"]
     assert "Check:     dump_integrity" in body and f"Partition: {DAY}" in body
@@ -363,7 +374,9 @@ def test_a_long_check_completing_after_a_newer_evaluation_is_still_alerted(insta
     def slow_integrity() -> AssetCheckResult:
         started.set()
         assert release.wait(WAIT_S)
-        return AssetCheckResult(passed=False, description="restore verification failed: row counts differ", metadata={"partition": DAY})
+        return AssetCheckResult(
+            passed=False, description="restore verification failed: row counts differ", metadata={"partition": DAY}
+        )
 
     defs = Definitions(assets=[dump], asset_checks=[slow_integrity])
     outcome: dict = {}
@@ -424,9 +437,7 @@ def test_a_tick_never_raises_when_sinks_fail_or_are_misconfigured(instance, webh
 
 def test_first_tick_ignores_failures_older_than_the_look_back(instance):
     runless_evaluation(instance, passed=False)
-    [record] = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(DUMP, "dump_integrity"), limit=5
-    )
+    [record] = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(DUMP, "dump_integrity"), limit=5)
     sent = []
     resource = AlertingResource(check_lookback_s=3600)
     later = record.event.timestamp + 7200
@@ -434,7 +445,9 @@ def test_first_tick_ignores_failures_older_than_the_look_back(instance):
     state = alerts.scan_check([record], None, later, resource, sent.append, lambda: True, logging.getLogger())
     assert sent == [] and state["id"] == record.id
 
-    state = alerts.scan_check([record], None, record.event.timestamp + 60, resource, sent.append, lambda: True, logging.getLogger())
+    state = alerts.scan_check(
+        [record], None, record.event.timestamp + 60, resource, sent.append, lambda: True, logging.getLogger()
+    )
     assert len(sent) == 1
 
 
@@ -446,19 +459,21 @@ def test_default_resource_binds_secrets_with_envvar_only_when_set():
     assert bare.webhook_url == "" and bare.smtp_password == "" and bare.sinks() == []
     assert bare.dagster_url == "http://127.0.0.1:3000"
 
-    bound = build_alerting_resource(load_settings(
-        {
-            "ALERT_WEBHOOK_URL": f"https://hooks.example.test/{TOKEN}",
-            "ALERT_SMTP_HOST": "mail.example.test",
-            "ALERT_SMTP_PORT": "2525",
-            "ALERT_SMTP_FROM": "backup@example.test",
-            "ALERT_SMTP_TO": "a@example.test,b@example.test",
-            "ALERT_SMTP_USER": "alerts",
-            "ALERT_SMTP_PASSWORD": PASSWORD,
-            "DAGSTER_PORT": "3100",
-            "ALERT_CHECK_REPEAT_S": "0",
-        }
-    ))
+    bound = build_alerting_resource(
+        load_settings(
+            {
+                "ALERT_WEBHOOK_URL": f"https://hooks.example.test/{TOKEN}",
+                "ALERT_SMTP_HOST": "mail.example.test",
+                "ALERT_SMTP_PORT": "2525",
+                "ALERT_SMTP_FROM": "backup@example.test",
+                "ALERT_SMTP_TO": "a@example.test,b@example.test",
+                "ALERT_SMTP_USER": "alerts",
+                "ALERT_SMTP_PASSWORD": PASSWORD,
+                "DAGSTER_PORT": "3100",
+                "ALERT_CHECK_REPEAT_S": "0",
+            }
+        )
+    )
     assert bound.webhook_url == EnvVar("ALERT_WEBHOOK_URL") and bound.smtp_password == EnvVar("ALERT_SMTP_PASSWORD")
     assert TOKEN not in repr(bound) and PASSWORD not in repr(bound)
     assert (bound.smtp_host, bound.smtp_port, bound.smtp_to) == ("mail.example.test", 2525, ["a@example.test", "b@example.test"])

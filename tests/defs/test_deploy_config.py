@@ -56,7 +56,9 @@ def test_code_location_environment_matches_settings_and_services(compose):
     assert kafka_host in services
     assert services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{kafka_host}:{kafka_port}"
     assert kafka_port == KafkaSettings().bootstrap_servers.split(":")[1]
-    assert env["DAGSTER_PG_HOST"] in services and env["DAGSTER_PG_DB"] == services["dagster_storage"]["environment"]["POSTGRES_DB"]
+    assert (
+        env["DAGSTER_PG_HOST"] in services and env["DAGSTER_PG_DB"] == services["dagster_storage"]["environment"]["POSTGRES_DB"]
+    )
     assert "auction_backups:" + env["BACKUP_ROOT"] in services["code_location"]["volumes"]
     # Secrets are never written in the file, only required from the environment.
     assert env["POSTGRES_PASSWORD"].startswith("${") and env["DAGSTER_PG_PASSWORD"].startswith("${")

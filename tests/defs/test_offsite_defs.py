@@ -8,12 +8,12 @@ import secrets
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.defs.offsite.assets import offsite_copy_asset
 from auction_backup_pipelines.defs.shared.keys import REDIS_SNAPSHOT_KEY as SNAPSHOT_KEY
-from tests.dagster_defs import PARTITIONS, redis_snapshot
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, OffsiteRepositoryResource, RedisResource
+from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.settings import RedisSettings
+from tests.dagster_defs import PARTITIONS, redis_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,19 @@ pytestmark = pytest.mark.integration
 def test_offsite_copy_is_verified_there_idempotent_and_missing_days_show(tmp_path):
     env = os.environ
     offsite = OffsiteRepositoryResource(
-        bucket=env["OFFSITE_S3_BUCKET"], prefix=f"test-{secrets.token_hex(4)}", endpoint_url=env["OFFSITE_S3_ENDPOINT_URL"],
-        region=env.get("OFFSITE_S3_REGION", ""), access_key_id=env["OFFSITE_S3_ACCESS_KEY_ID"],
+        bucket=env["OFFSITE_S3_BUCKET"],
+        prefix=f"test-{secrets.token_hex(4)}",
+        endpoint_url=env["OFFSITE_S3_ENDPOINT_URL"],
+        region=env.get("OFFSITE_S3_REGION", ""),
+        access_key_id=env["OFFSITE_S3_ACCESS_KEY_ID"],
         secret_access_key=env["OFFSITE_S3_SECRET_ACCESS_KEY"],
     )
     rd = RedisSettings.from_env()
-    resources = {"redis": RedisResource(host=rd.host, port=rd.port), "backup_repo": BackupRepositoryResource(root=str(tmp_path / "b")),
-                 "offsite_repo": offsite}
+    resources = {
+        "redis": RedisResource(host=rd.host, port=rd.port),
+        "backup_repo": BackupRepositoryResource(root=str(tmp_path / "b")),
+        "offsite_repo": offsite,
+    }
     copy = offsite_copy_asset(SNAPSHOT_KEY, PARTITIONS)
     day = capture.default_partition().isoformat()
     instance = DagsterInstance.ephemeral()

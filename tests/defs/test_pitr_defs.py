@@ -7,17 +7,16 @@ import datetime as dt
 import pytest
 from dagster import DagsterInstance, build_asset_check_context, build_sensor_context, materialize
 
-from auction_backup_pipelines.policy import capture_window as capture
-from auction_backup_pipelines.postgres import client as pg
-from auction_backup_pipelines.postgres.wal_archive import WalArchive
-from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
 from auction_backup_pipelines.defs.postgres.checks import postgres_base_backup_integrity
 from auction_backup_pipelines.defs.postgres.wal import CHECK_NAME, build_wal_archive_sensor
 from auction_backup_pipelines.defs.shared.keys import WAL_ARCHIVE_KEY
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
-from tests.dagster_defs import defs, postgres_base_backup
-
+from auction_backup_pipelines.policy import capture_window as capture
+from auction_backup_pipelines.postgres import client as pg
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
 from tests.conftest import running_wal_receiver
+from tests.dagster_defs import defs, postgres_base_backup
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +24,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def resources(pg_settings, tmp_path):
     return {
-        "postgres": PostgresResource(host=pg_settings.host, port=pg_settings.port, dbname=pg_settings.dbname,
-                                     user=pg_settings.user, password=pg_settings.password),
+        "postgres": PostgresResource(
+            host=pg_settings.host,
+            port=pg_settings.port,
+            dbname=pg_settings.dbname,
+            user=pg_settings.user,
+            password=pg_settings.password,
+        ),
         "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
     }
 
@@ -39,7 +43,9 @@ def receiver(pg_settings, resources, tmp_path):
 
 def _sensor_events(resources):
     with DagsterInstance.ephemeral() as instance:
-        result = build_wal_archive_sensor(300, 300.0)(build_sensor_context(instance=instance, resources={"backup_repo": resources["backup_repo"]}))
+        result = build_wal_archive_sensor(300, 300.0)(
+            build_sensor_context(instance=instance, resources={"backup_repo": resources["backup_repo"]})
+        )
     return result.asset_events
 
 
@@ -71,9 +77,12 @@ def test_base_backup_asset_and_healthy_archive_then_pitr_job(resources, receiver
     assert observation.metadata["gaps"].value == "none"
     assert observation.metadata["lag_seconds"].value < 60
 
-    config = {"ops": {"pitr_restore": {"config": {"target_time": target.isoformat(), "target_dir": str(pitr_dir), "stop_after": True}}}}
-    run = defs.resolve_job_def("postgres_pitr_job").execute_in_process(run_config=config, resources=resources,
-                                                                        instance=DagsterInstance.ephemeral())
+    config = {
+        "ops": {"pitr_restore": {"config": {"target_time": target.isoformat(), "target_dir": str(pitr_dir), "stop_after": True}}}
+    }
+    run = defs.resolve_job_def("postgres_pitr_job").execute_in_process(
+        run_config=config, resources=resources, instance=DagsterInstance.ephemeral()
+    )
     assert run.success
     out = run.output_for_node("pitr_restore")
     assert out["base_backup"].startswith(f"postgres/base_backup/{day}/") and out["running"] is False
@@ -82,8 +91,9 @@ def test_base_backup_asset_and_healthy_archive_then_pitr_job(resources, receiver
 
 def test_base_backup_for_a_past_day_is_refused(resources):
     old = (capture.default_partition() - dt.timedelta(days=2)).isoformat()
-    result = materialize([postgres_base_backup], partition_key=old, resources=resources,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(
+        [postgres_base_backup], partition_key=old, resources=resources, instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert not result.success
     assert "cannot stand for a past day" in result.get_step_failure_events()[0].step_failure_data.error.message
     assert resources["backup_repo"].repository().list() == []

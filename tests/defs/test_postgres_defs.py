@@ -7,11 +7,11 @@ import datetime as dt
 import pytest
 from dagster import AssetSelection, DagsterInstance, Definitions, build_schedule_context, define_asset_job, materialize
 
+from auction_backup_pipelines.defs.postgres.checks import postgres_dump_integrity
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.defs.postgres.checks import postgres_dump_integrity
-from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
 from tests.dagster_defs import defs, postgres_logical_dump
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,10 @@ def resources(pg_settings, tmp_path):
     root = tmp_path / "backups"
     return {
         "postgres": PostgresResource(
-            host=pg_settings.host, port=pg_settings.port, dbname=pg_settings.dbname, user=pg_settings.user,
+            host=pg_settings.host,
+            port=pg_settings.port,
+            dbname=pg_settings.dbname,
+            user=pg_settings.user,
             password=pg_settings.password,
         ),
         "backup_repo": BackupRepositoryResource(root=str(root)),
@@ -61,7 +64,10 @@ def test_partitioned_materialization_publishes_backup_with_metadata(resources):
 def test_past_partition_is_refused_without_a_late_capture_flag(resources):
     old_day = (capture.default_partition() - dt.timedelta(days=3)).isoformat()
     result = materialize(
-        [postgres_logical_dump], partition_key=old_day, resources=resources, instance=DagsterInstance.ephemeral(),
+        [postgres_logical_dump],
+        partition_key=old_day,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
     assert not result.success
@@ -70,7 +76,10 @@ def test_past_partition_is_refused_without_a_late_capture_flag(resources):
     assert resources["backup_repo"].repository().list() == []
 
     late = materialize(
-        [postgres_logical_dump], partition_key=old_day, resources=resources, instance=DagsterInstance.ephemeral(),
+        [postgres_logical_dump],
+        partition_key=old_day,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
         run_config={"ops": {"postgres__logical_dump": {"config": {"allow_late_capture": True}}}},
     )
     [mat] = late.asset_materializations_for_node("postgres__logical_dump")
@@ -81,8 +90,13 @@ def test_wrong_password_fails_the_run_with_a_clear_message_and_no_artifact(resou
     good = resources["postgres"]
     wrong = PostgresResource(host=good.host, port=good.port, dbname=good.dbname, user=good.user, password="not-the-password")
     bad = dict(resources, postgres=wrong)
-    result = materialize([postgres_logical_dump], partition_key=_yesterday(), resources=bad,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(
+        [postgres_logical_dump],
+        partition_key=_yesterday(),
+        resources=bad,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
     assert "rejected the password for user 'auctionuser'" in message
@@ -132,7 +146,7 @@ def test_schedule_fires_at_0200_utc_for_the_previous_day():
     assert schedule.default_status.value == "RUNNING"
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
-    context = build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.timezone.utc))
+    context = build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 27, 2, 0, tzinfo=dt.UTC))
     [request] = list(schedule.evaluate_tick(context).run_requests)
     assert request.partition_key == "2026-11-26"
     assert request.job_name == "postgres_backup_job"

@@ -37,8 +37,11 @@ def storage_db(pg_settings):
 
 def test_run_completes_through_postgres_storage(tmp_path, monkeypatch, pg_settings, storage_db):
     for key, value in {
-        "DAGSTER_PG_HOST": pg_settings.host, "DAGSTER_PG_PORT": str(pg_settings.port), "DAGSTER_PG_DB": storage_db,
-        "DAGSTER_PG_USER": pg_settings.user, "DAGSTER_PG_PASSWORD": pg_settings.password,
+        "DAGSTER_PG_HOST": pg_settings.host,
+        "DAGSTER_PG_PORT": str(pg_settings.port),
+        "DAGSTER_PG_DB": storage_db,
+        "DAGSTER_PG_USER": pg_settings.user,
+        "DAGSTER_PG_PASSWORD": pg_settings.password,
     }.items():
         monkeypatch.setenv(key, value)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")

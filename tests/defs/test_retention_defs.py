@@ -10,16 +10,16 @@ import datetime as dt
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 
+from auction_backup_pipelines.defs.retention import jobs as ret
+from auction_backup_pipelines.defs.retention.sensors import build_retention_sensor
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
+from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.policy import pruning
 from auction_backup_pipelines.repository.layout import BackupRef
 from auction_backup_pipelines.repository.storage import LocalBackend
-from auction_backup_pipelines.defs.retention import jobs as ret
-from auction_backup_pipelines.defs.retention.sensors import build_retention_sensor
-from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.settings import load_settings
-from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
 
-NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.UTC)
 DAYS = [dt.date(2026, 12, 9) - dt.timedelta(days=i) for i in range(40)]  # 2026-10-31 .. 2026-12-09
 LAST_WEEK = {f"2026-12-0{d}" for d in range(3, 10)}
 # postgres 7/4/12: the 7 newest days; newest of ISO weeks 50 (12-09), 49 (12-06), 48 (11-29),

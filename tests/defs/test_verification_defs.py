@@ -7,16 +7,21 @@ import json
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
+from auction_backup_pipelines.defs.alerting.resources import AlertingResource
+from auction_backup_pipelines.defs.alerting.sensors import build_check_failure_alert_sensor
+from auction_backup_pipelines.defs.shared.resources import (
+    BackupRepositoryResource,
+    KafkaResource,
+    PostgresResource,
+    RedisResource,
+)
+from auction_backup_pipelines.kafka.records import admin_client
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.kafka.records import admin_client
-from auction_backup_pipelines.defs.alerting.resources import AlertingResource
-from auction_backup_pipelines.defs.alerting.sensors import build_check_failure_alert_sensor
-from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource, RedisResource
-from tests.dagster_defs import defs
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
 from tests.conftest import running_wal_receiver
+from tests.dagster_defs import defs
 from tests.ops.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
 
 pytestmark = pytest.mark.integration
@@ -27,8 +32,13 @@ DAY = capture.default_partition()
 def resources(pg_settings, tmp_path):
     rd, kf = RedisSettings.from_env(), KafkaSettings.from_env()
     return {
-        "postgres": PostgresResource(host=pg_settings.host, port=pg_settings.port, dbname=pg_settings.dbname,
-                                     user=pg_settings.user, password=pg_settings.password),
+        "postgres": PostgresResource(
+            host=pg_settings.host,
+            port=pg_settings.port,
+            dbname=pg_settings.dbname,
+            user=pg_settings.user,
+            password=pg_settings.password,
+        ),
         "redis": RedisResource(host=rd.host, port=rd.port),
         "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(AUCTION_TOPICS)),
         "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
@@ -55,8 +65,12 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
 
     weekly = defs.resolve_job_def("weekly_verification_job")
     healthy = _checks(weekly.execute_in_process(resources=resources, instance=instance))
-    expected = {"postgres/logical_dump:dump_restores", "postgres/base_backup:pitr_restores", "redis/snapshot:snapshot_restores",
-                *(f"kafka/topic_export/{t}:export_restores" for t in AUCTION_TOPICS)}
+    expected = {
+        "postgres/logical_dump:dump_restores",
+        "postgres/base_backup:pitr_restores",
+        "redis/snapshot:snapshot_restores",
+        *(f"kafka/topic_export/{t}:export_restores" for t in AUCTION_TOPICS),
+    }
     assert set(healthy) == expected
     failed = {k: e.description for k, e in healthy.items() if not e.passed}
     assert failed == {}
@@ -69,8 +83,9 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
     assert scratch_topics and not scratch_topics & set(remaining)  # scratch topics are deleted afterwards
 
     # The daily job's freshness check now sees a verification younger than 8 days.
-    again = defs.resolve_job_def("redis_backup_job").execute_in_process(partition_key=DAY.isoformat(), resources=resources,
-                                                                        instance=instance)
+    again = defs.resolve_job_def("redis_backup_job").execute_in_process(
+        partition_key=DAY.isoformat(), resources=resources, instance=instance
+    )
     assert _checks(again)["redis/snapshot:verified_recently"].passed
 
     # Damage: one flipped byte in the dump, a truncated Redis snapshot.
@@ -97,9 +112,15 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
 
     # The failed checks reach the operator: one webhook post and one email per failed check.
     with WebhookServer() as hook, SmtpServer() as mail:
-        alerting = AlertingResource(webhook_url=hook.url(), smtp_host="127.0.0.1", smtp_port=mail.port,
-                                    smtp_from="backup@auctionflow.test", smtp_to=["sre@auctionflow.test"],
-                                    smtp_user="alerts", smtp_password=PASSWORD)
+        alerting = AlertingResource(
+            webhook_url=hook.url(),
+            smtp_host="127.0.0.1",
+            smtp_port=mail.port,
+            smtp_from="backup@auctionflow.test",
+            smtp_to=["sre@auctionflow.test"],
+            smtp_user="alerts",
+            smtp_password=PASSWORD,
+        )
         context = build_sensor_context(instance=instance, cursor=None, resources={"alerting": alerting}, definitions=defs)
         build_check_failure_alert_sensor(60)(context)
         posts = [hook.next_post() for _ in range(2)]

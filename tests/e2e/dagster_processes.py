@@ -14,8 +14,9 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -23,8 +24,13 @@ BIN = ROOT / ".venv" / "bin"
 
 def dg_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment `dg` runs in, as the Makefile sets it: the project's .venv active, its own instance."""
-    return {**os.environ, "DAGSTER_HOME": str(home), "VIRTUAL_ENV": str(ROOT / ".venv"),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "VIRTUAL_ENV": str(ROOT / ".venv"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
+    }
 
 
 def dagster_home(tmp_path: Path) -> Path:

@@ -4,13 +4,12 @@ through the GraphQL API (a partition backfill) and through a real browser (headl
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.localhost import free_port
+from auction_backup_pipelines.policy import capture_window as capture
 
 from .dagster_processes import BIN, ROOT, dagster_home, dg_env, graphql, process_group, wait_until
 
@@ -44,8 +43,11 @@ def dagster_dev(tmp_path_factory):
     log = tmp / "dagster-dev.log"
     argv = [str(BIN / "dg"), "dev", "-h", "127.0.0.1", "-p", str(port)]
     with process_group(argv, env, log) as proc:
+
         def loaded():
-            data = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }")
+            data = graphql(
+                port, "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
+            )
             return data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
 
         wait_until("the code location to load", loaded, 180, proc, log)
@@ -79,7 +81,9 @@ def test_backfill_of_the_last_seven_days_through_graphql(dagster_dev):
 
     assert wait_until("the Kafka backfill", lambda: finished(kafka), 600, proc, log) == "COMPLETED_SUCCESS"
     kafka_runs = _runs(port, kafka)
-    assert sorted(r["partition"] for r in kafka_runs) == [(yesterday - dt.timedelta(days=i)).isoformat() for i in range(6, -1, -1)]
+    assert sorted(r["partition"] for r in kafka_runs) == [
+        (yesterday - dt.timedelta(days=i)).isoformat() for i in range(6, -1, -1)
+    ]
     assert {r["status"] for r in kafka_runs} == {"SUCCESS"}
 
     assert wait_until("the Redis backfill", lambda: finished(redis), 600, proc, log) == "COMPLETED_FAILED"
@@ -97,8 +101,16 @@ def test_browser_shows_assets_partitions_and_checks(dagster_dev):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})

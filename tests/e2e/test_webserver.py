@@ -26,8 +26,14 @@ WORKSPACE = """
 
 def test_dg_check_defs_passes_without_warnings(tmp_path):
     """`dg check defs` loads every definition; nothing it prints is a beta, supersession or instance warning."""
-    proc = subprocess.run([str(BIN / "dg"), "check", "defs"], cwd=ROOT, env=dg_env(dagster_home(tmp_path)),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"],
+        cwd=ROOT,
+        env=dg_env(dagster_home(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "All definitions loaded successfully" in out
@@ -36,12 +42,26 @@ def test_dg_check_defs_passes_without_warnings(tmp_path):
 
 
 def test_dg_list_defs_shows_every_domain(tmp_path):
-    proc = subprocess.run([str(BIN / "dg"), "list", "defs", "--json"], cwd=ROOT, env=dg_env(dagster_home(tmp_path)),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "dg"), "list", "defs", "--json"],
+        cwd=ROOT,
+        env=dg_env(dagster_home(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listed = proc.stdout
-    for name in ("postgres/logical_dump", "redis/snapshot", "kafka/topic_export/bid-events", "postgres_backup_job",
-                 "weekly_verification_job", "retention_sensor", "check_failure_alert_sensor", "postgres_backup_job_schedule"):
+    for name in (
+        "postgres/logical_dump",
+        "redis/snapshot",
+        "kafka/topic_export/bid-events",
+        "postgres_backup_job",
+        "weekly_verification_job",
+        "retention_sensor",
+        "check_failure_alert_sensor",
+        "postgres_backup_job_schedule",
+    ):
         assert name in listed, name
 
 
@@ -51,10 +71,15 @@ def test_webserver_loads_the_code_location(tmp_path):
     log = tmp_path / "webserver.log"
     argv = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with process_group(argv, env, log) as proc:
+
         def loaded():
             entries = graphql(port, WORKSPACE)["workspaceOrError"]["locationEntries"]
             location = entries[0]["locationOrLoadError"]
-            return location if location and location["__typename"] != "PythonError" or (location and location.get("message")) else None
+            return (
+                location
+                if location and location["__typename"] != "PythonError" or (location and location.get("message"))
+                else None
+            )
 
         location = wait_until("the code location to load", loaded, 180, proc, log)
     assert location["__typename"] == "RepositoryLocation", location

@@ -19,20 +19,29 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 from dagster import DagsterInstance, materialize
 
+from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
+from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
 from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka import restore as kr
-from auction_backup_pipelines.kafka.records import KafkaUnavailable, RestoreRefused, RetentionGap, KafkaBackupError, TopicNotFound, artifact_name, export_file, read_records
+from auction_backup_pipelines.kafka.records import (
+    KafkaBackupError,
+    KafkaUnavailable,
+    RestoreRefused,
+    RetentionGap,
+    TopicNotFound,
+    artifact_name,
+    export_file,
+    read_records,
+)
 from auction_backup_pipelines.kafka.restore_report import TranslatedOffset
 from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.repository.storage import IntegrityError
-from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
 from tests.dagster_defs import PARTITIONS
-from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
 
 pytestmark = pytest.mark.integration
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TODAY = dt.datetime.now(UTC).date()
 D0, D1, D2, D3 = (TODAY - dt.timedelta(days=n) for n in (4, 3, 2, 1))
 OLD = TODAY - dt.timedelta(days=10)
@@ -85,11 +94,19 @@ class Kafka:
             def cb(err, m):
                 assert err is None, err
                 offsets[i] = m.offset()
+
             return cb
 
         for i, m in enumerate(msgs):
-            p.produce(topic, key=m.key, value=m.value, partition=m.partition, timestamp=m.ts,
-                      headers=list(m.headers) or None, on_delivery=report(i))
+            p.produce(
+                topic,
+                key=m.key,
+                value=m.value,
+                partition=m.partition,
+                timestamp=m.ts,
+                headers=list(m.headers) or None,
+                on_delivery=report(i),
+            )
         assert p.flush(30) == 0
         return offsets  # type: ignore[return-value]
 
@@ -180,7 +197,7 @@ H = (("trace", b"\x00\x01"), ("nullable", None), ("trace", b""))  # ordered, rep
 
 def varied(partition: int, ts: int, i: int) -> Msg:
     """Keys and values that must survive exactly: binary, null, empty; headers of every kind."""
-    key = [BIN[i % 7:], None, b"", f"k{i}".encode()][i % 4]
+    key = [BIN[i % 7 :], None, b"", f"k{i}".encode()][i % 4]
     value = [b"\xff\xfe" * (i + 1), None, b"", BIN][i % 4]
     headers = [(), H, (("only", None),), (("u\u00e9", b"\x80"),)][i % 4]
     return Msg(partition, ts, key, value, headers)
@@ -196,10 +213,12 @@ def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo
             stamps = [
                 at(D0, 23, 30),  # the day before: not restored
                 at(D1, 0, 0),  # exactly midnight: first of D1
-                at(D1, 9), at(D1, 17),
+                at(D1, 9),
+                at(D1, 17),
                 at(D2, 1),  # D2 starts here
                 at(D1, 23, 59),  # straggler stamped D1, written inside D2's range: stored with D2
-                at(D2, 12), at(D2, 23, 59),
+                at(D2, 12),
+                at(D2, 23, 59),
                 at(D3, 0, 10),  # D3 starts here
                 at(D2, 22),  # straggler stamped D2 written in D3's range: stored with D3, not restored
             ][: 10 - p]  # partitions differ in length, and one ends inside D3
@@ -224,7 +243,9 @@ def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo
             assert b.metadata["capture"].startswith("backfill")
         assert repo.get("kafka", artifact_name(topic), D2).metadata["early_timestamps"] > 0
 
-    assert any(m.value is None and m.key == b"user-1" for v in day_slices(msgs[state], offsets[state], [D2])[D2].values() for m in v)
+    assert any(
+        m.value is None and m.key == b"user-1" for v in day_slices(msgs[state], offsets[state], [D2])[D2].values() for m in v
+    )
     report = kr.restore_topics(repo, (D1, D2), [events, state], BOOTSTRAP, topic_prefix="r-")
     for topic in (events, state):
         expected = day_slices(msgs[topic], offsets[topic], [D1, D2])
@@ -253,7 +274,11 @@ def test_consumer_group_offsets_translate_and_apply(kafka, repo):
     assert groups[g1].partitions["1"].restored == 0 and groups[g1].partitions["1"].note.startswith("before")
     assert groups[g2].partitions["0"].restored == 4 and groups[g2].partitions["0"].note.startswith("past")
     assert not groups[g1].applied
-    assert report.as_dict()["topics"][topic]["consumer_groups"][g1]["partitions"]["0"] == {"committed": 7, "restored": 2, "note": ""}
+    assert report.as_dict()["topics"][topic]["consumer_groups"][g1]["partitions"]["0"] == {
+        "committed": 7,
+        "restored": 2,
+        "note": "",
+    }
     assert kafka.committed(f"a-{g1}", f"a-{topic}", 2) == {}  # reported only
 
     report = kr.restore_topics(repo, (D2, D2), [topic], BOOTSTRAP, topic_prefix="b-", apply_offsets=True)
@@ -327,8 +352,13 @@ def test_missing_topic_fails_clearly_and_stores_nothing(kafka, repo):
 
 def test_day_deleted_by_retention_fails_but_an_empty_day_is_valid(kafka, repo):
     topic = kafka.topic("aged", 2)
-    kafka.produce(topic, [Msg(0, at(OLD, h)) for h in range(4)] + [Msg(0, at(D1, h)) for h in range(4)]
-                  + [Msg(1, at(OLD, h)) for h in range(2)] + [Msg(1, at(D1, h)) for h in range(2)])
+    kafka.produce(
+        topic,
+        [Msg(0, at(OLD, h)) for h in range(4)]
+        + [Msg(0, at(D1, h)) for h in range(4)]
+        + [Msg(1, at(OLD, h)) for h in range(2)]
+        + [Msg(1, at(D1, h)) for h in range(2)],
+    )
     # Simulate retention: p0 loses OLD and the first two messages of D1, p1 exactly OLD.
     for f in kafka.admin.delete_records([TopicPartition(topic, 0, 6), TopicPartition(topic, 1, 2)]).values():
         f.result()
@@ -385,7 +415,7 @@ def test_restore_checks_the_backups_before_writing(kafka, repo):
     with pytest.raises(IntegrityError, match="checksum mismatch"):
         kr.restore_topics(repo, (D1, D1), [topic], BOOTSTRAP, topic_prefix="r-")
     assert f"r-{topic}" not in kafka.admin.list_topics(timeout=10).topics
-    stored.write_bytes(bytes(raw[: len(raw) // 2]) + bytes([raw[len(raw) // 2] ^ 0xFF]) + bytes(raw[len(raw) // 2 + 1:]))
+    stored.write_bytes(bytes(raw[: len(raw) // 2]) + bytes([raw[len(raw) // 2] ^ 0xFF]) + bytes(raw[len(raw) // 2 + 1 :]))
     with pytest.raises(KafkaUnavailable, match=r"no Kafka broker answered at 127\.0\.0\.1:1"):
         kr.restore_topics(repo, (D1, D1), [topic], "127.0.0.1:1", topic_prefix="r-", timeout=3)
 
@@ -407,10 +437,16 @@ def test_restore_refuses_a_backup_in_another_format(kafka, repo):
 def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     topic = kafka.topic("dag", 2)
     kafka.produce(topic, [Msg(p, at(D1, h)) for p in range(2) for h in range(5)])
-    resources = {"kafka": KafkaResource(bootstrap_servers=BOOTSTRAP, topics=[topic]),
-                 "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups"))}
-    result = materialize([build_topic_export_asset(topic, PARTITIONS)], partition_key=D1.isoformat(), resources=resources,
-                         instance=DagsterInstance.ephemeral())
+    resources = {
+        "kafka": KafkaResource(bootstrap_servers=BOOTSTRAP, topics=[topic]),
+        "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
+    }
+    result = materialize(
+        [build_topic_export_asset(topic, PARTITIONS)],
+        partition_key=D1.isoformat(),
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+    )
     [event] = result.get_asset_materialization_events()
     mat = event.materialization
     assert mat.metadata["dagster/row_count"].value == 10
@@ -418,8 +454,13 @@ def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     assert mat.partition == D1.isoformat()
 
     missing = f"{kafka.stem}-gone"
-    failed = materialize([build_topic_export_asset(missing, PARTITIONS)], partition_key=D1.isoformat(), resources=resources,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    failed = materialize(
+        [build_topic_export_asset(missing, PARTITIONS)],
+        partition_key=D1.isoformat(),
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not failed.success
     error = failed.get_step_failure_events()[0].step_failure_data.error
     assert f"has no topic '{missing}'" in error.message

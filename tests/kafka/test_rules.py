@@ -8,20 +8,20 @@ import datetime as dt
 import pytest
 from dagster import Definitions
 
-from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
-from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
-from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
 from auction_backup_pipelines.defs.kafka.assets import build_kafka_assets
 from auction_backup_pipelines.defs.kafka.jobs import build_kafka_backup_job
 from auction_backup_pipelines.defs.shared.backup_jobs import daily_schedule
-from auction_backup_pipelines.defs.verification.checks import build_restore_checks
-from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
 from auction_backup_pipelines.defs.shared.keys import topic_export_key, topic_source_key
 from auction_backup_pipelines.defs.shared.partitions import daily_partitions
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource
+from auction_backup_pipelines.defs.verification.checks import build_restore_checks
+from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
+from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
+from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
+from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
 from auction_backup_pipelines.settings import AUCTION_TOPICS
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 RESOURCES = {"kafka": KafkaResource(), "postgres": PostgresResource(), "backup_repo": BackupRepositoryResource(root="unused")}
 NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 WEEK = RetentionPolicy(retention_ms=7 * 86_400_000, retention_bytes=-1, deletes=True)

@@ -25,8 +25,12 @@ def test_postgres_holds_the_seeded_auction_data():
                 "UNION ALL SELECT 'bids', count(*) FROM bids UNION ALL SELECT 'payments', count(*) FROM payments"
             ).fetchall()
         )
-        orphan_bids = conn.execute("SELECT count(*) FROM bids b LEFT JOIN auctions a ON a.id = b.auction_id WHERE a.id IS NULL").fetchone()[0]
-        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'archive_mode')").fetchall())
+        orphan_bids = conn.execute(
+            "SELECT count(*) FROM bids b LEFT JOIN auctions a ON a.id = b.auction_id WHERE a.id IS NULL"
+        ).fetchone()[0]
+        settings = dict(
+            conn.execute("SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'archive_mode')").fetchall()
+        )
     assert counts["users"] >= 200 and counts["auctions"] >= 50 and counts["bids"] >= 2000 and counts["payments"] > 0
     assert orphan_bids == 0
     assert settings == {"wal_level": "replica", "archive_mode": "on"}
@@ -34,9 +38,16 @@ def test_postgres_holds_the_seeded_auction_data():
 
 def test_redis_holds_platform_keys_of_every_type():
     r = redis_client()
-    types = {k: r.type(k).decode() for k in (b"auction:1", b"leaderboard:1", b"stream:bids", b"auctions:open", b"queue:notifications")}
-    assert types == {b"auction:1": "hash", b"leaderboard:1": "zset", b"stream:bids": "stream", b"auctions:open": "set",
-                     b"queue:notifications": "list"}
+    types = {
+        k: r.type(k).decode() for k in (b"auction:1", b"leaderboard:1", b"stream:bids", b"auctions:open", b"queue:notifications")
+    }
+    assert types == {
+        b"auction:1": "hash",
+        b"leaderboard:1": "zset",
+        b"stream:bids": "stream",
+        b"auctions:open": "set",
+        b"queue:notifications": "list",
+    }
     session = next(r.scan_iter(match="session:*", count=1000), None)
     assert session is not None, "no session keys: the stack was seeded over a month ago (re-seed it)"
     assert 0 < r.ttl(session) <= SESSION_TTL_S
@@ -82,10 +93,13 @@ def test_preflight_passes_on_the_stack():
 def test_doctor_names_the_bad_setting(env, system, message):
     proc = subprocess.run(
         [sys.executable, "-m", "auction_backup_pipelines.cli", "doctor"],
-        env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
-    line = next(l for l in proc.stdout.splitlines() if f" {system} " in l and l.startswith("FAILED"))
+    line = next(out for out in proc.stdout.splitlines() if f" {system} " in out and out.startswith("FAILED"))
     assert message in line
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "pw-Zq81x-not-it" not in proc.stdout + proc.stderr  # a password is never echoed

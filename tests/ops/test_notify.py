@@ -192,7 +192,7 @@ ALERT = nt.Alert(
     system="postgres",
     asset="postgres/logical_dump",
     partition="2026-11-26",
-    error="pg_dump: error: connection to server at \"localhost\" failed: <refused> & gone\nsecond line",
+    error='pg_dump: error: connection to server at "localhost" failed: <refused> & gone\nsecond line',
     run_id="6f1c2d3e-run",
     run_url="http://dagster.test:3000/runs/6f1c2d3e-run",
     job="postgres_backup_job",
@@ -221,7 +221,10 @@ def test_webhook_posts_slack_compatible_payload(webhook):
     assert payload["text"].startswith("[auction-backup] FAILED postgres/logical_dump 2026-11-26: pg_dump: error")
     assert "<http://dagster.test:3000/runs/6f1c2d3e-run|" in payload["text"]
     blocks = payload["blocks"]
-    assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "[auction-backup] FAILED postgres/logical_dump 2026-11-26"}}
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "[auction-backup] FAILED postgres/logical_dump 2026-11-26"},
+    }
     fields = {f["text"].split("\n")[0].strip("*"): f["text"].split("\n", 1)[1] for f in blocks[1]["fields"]}
     assert fields["Asset"] == "postgres/logical_dump"
     assert fields["Partition"] == "2026-11-26"
@@ -312,7 +315,7 @@ def test_smtp_sends_a_plain_text_email_with_the_alert(smtp):
         "System:    postgres",
         "Job:       postgres_backup_job",
         "Link:      http://dagster.test:3000/runs/6f1c2d3e-run",
-        "connection to server at \"localhost\" failed: <refused> & gone\nsecond line",
+        'connection to server at "localhost" failed: <refused> & gone\nsecond line',
     ):
         assert expected in body
     assert smtp.empty()
@@ -336,7 +339,9 @@ def test_smtp_starttls_not_offered_is_an_error_not_an_exception(smtp):
 def test_secrets_never_appear_in_logs_results_or_reprs(webhook, smtp, caplog):
     caplog.set_level(logging.DEBUG)
     webhook.statuses.extend([500, 500])
-    failing_webhook = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET))
+    failing_webhook = sinks.WebhookSink(
+        webhook.url(), timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET)
+    )
     down_webhook = sinks.WebhookSink(f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/x/{TOKEN}?k={QUERY_TOKEN}", tries=1)
     wrong_password = smtp_sink(smtp, password=PASSWORD + "-wrong")
     good_smtp = smtp_sink(smtp)

@@ -34,8 +34,13 @@ REDIS_BACKUP_ACL = "-@all +@connection +info +time +config|get +sync +psync +rep
 
 
 def superuser_sql(sql: str) -> str:
-    out = subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
-                          "-q", "-At"], input=sql, text=True, capture_output=True, cwd=ROOT)
+    out = subprocess.run(
+        ["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-At"],
+        input=sql,
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -50,13 +55,16 @@ def make_role():
     def make(attributes: str, grant: str = "") -> PostgresSettings:
         name, password = f"abp_test_{secrets.token_hex(4)}", secrets.token_urlsafe(24)
         made.append(name)
-        superuser_sql(f"CREATE ROLE {name} {attributes} PASSWORD '{password}';\n"
-                      + (f"GRANT {grant} TO {name};\n" if grant else ""))
+        superuser_sql(
+            f"CREATE ROLE {name} {attributes} PASSWORD '{password}';\n" + (f"GRANT {grant} TO {name};\n" if grant else "")
+        )
         return dataclasses.replace(PostgresSettings.from_env(), user=name, password=password)
 
     yield make
     for name in made:
-        dbs = superuser_sql(f"SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = '{name}');")
+        dbs = superuser_sql(
+            f"SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = '{name}');"
+        )
         drops = "".join(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE);\n' for db in dbs.split())
         superuser_sql(drops + f"DROP OWNED BY {name};\nDROP ROLE {name};\n")
     assert superuser_sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'abp_test_%';").strip() == "0"
@@ -87,7 +95,9 @@ def redis_backup_user():
 
 
 def test_backup_role_needs_only_replication_and_pg_read_all_data(backup_role, tmp_path):
-    attrs = superuser_sql(f"SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles WHERE rolname = '{backup_role.user}';")
+    attrs = superuser_sql(
+        f"SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles WHERE rolname = '{backup_role.user}';"
+    )
     assert attrs.strip() == "f|f|f|t"
     repo = Repository.local(tmp_path / "repo")
     dump = pg.backup_logical(backup_role, repo, DAY)
@@ -215,19 +225,26 @@ def test_password_not_in_dagster_event_logs_or_storage(backup_role, tmp_path, mo
     from dagster import DagsterInstance, EnvVar, materialize
     from dagster._serdes import serialize_value
 
-    from tests.dagster_defs import postgres_logical_dump
     from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
+    from tests.dagster_defs import postgres_logical_dump
 
     monkeypatch.setenv("POSTGRES_PASSWORD", backup_role.password)
-    day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     home = tmp_path / "dagster_home"
     home.mkdir()
     with DagsterInstance.local_temp(str(home)) as instance:
         result = materialize(
-            [postgres_logical_dump], partition_key=day, instance=instance,
+            [postgres_logical_dump],
+            partition_key=day,
+            instance=instance,
             resources={
-                "postgres": PostgresResource(host=backup_role.host, port=backup_role.port, dbname=backup_role.dbname,
-                                             user=backup_role.user, password=EnvVar("POSTGRES_PASSWORD")),
+                "postgres": PostgresResource(
+                    host=backup_role.host,
+                    port=backup_role.port,
+                    dbname=backup_role.dbname,
+                    user=backup_role.user,
+                    password=EnvVar("POSTGRES_PASSWORD"),
+                ),
                 "backup_repo": BackupRepositoryResource(root=str(tmp_path / "repo")),
             },
         )

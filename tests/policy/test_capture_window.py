@@ -4,7 +4,7 @@ import pytest
 
 from auction_backup_pipelines.policy.capture_window import CaptureWindowError, classify, default_partition
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_on_time_during_the_next_day():

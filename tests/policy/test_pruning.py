@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 
 from auction_backup_pipelines.policy import pruning
-from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.policy.retention import Policy
+from auction_backup_pipelines.repository.manifest import NotFoundError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TODAY = dt.date(2026, 11, 26)
 REDIS_ONLY = {"redis/*": Policy(daily=3)}

@@ -9,10 +9,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from auction_backup_pipelines.policy.retention import DEFAULT_POLICIES, Backup, Decision, Policy, evaluate, expired, format_table, policy_for
+from auction_backup_pipelines.policy.retention import (
+    DEFAULT_POLICIES,
+    Backup,
+    Decision,
+    Policy,
+    evaluate,
+    expired,
+    format_table,
+    policy_for,
+)
 
 D = dt.date
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Thursday 2026-11-26, ISO week 2026-W48 (Mon 2026-11-23 .. Sun 2026-11-29).
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TODAY = D(2026, 11, 26)
@@ -117,6 +126,7 @@ def test_400_day_history_under_default_policies_matches_postgres_rule():
 # ---------------------------------------------------------------------------
 # Rules: walking past non-good backups, independence, ties
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "overrides, policy, expect_keep",
@@ -241,10 +251,7 @@ def test_two_good_backups_on_one_day_keep_the_greatest_key():
     ],
 )
 def test_artifact_without_good_backups(statuses, expect):
-    backups = [
-        Backup(f"r/{i}", "redis/snapshot", TODAY - dt.timedelta(days=i), status=s)
-        for i, s in enumerate(statuses)
-    ]
+    backups = [Backup(f"r/{i}", "redis/snapshot", TODAY - dt.timedelta(days=i), status=s) for i, s in enumerate(statuses)]
     decisions = evaluate(backups, NOW, DEFAULT_POLICIES)
     assert tuple(d.keep for d in sorted(decisions, key=lambda d: d.backup.key)) == expect
 
@@ -253,16 +260,21 @@ def test_artifact_without_good_backups(statuses, expect):
 # Dependencies
 # ---------------------------------------------------------------------------
 
+
 def test_depends_on_is_transitive_and_crosses_artifacts():
-    export = Backup("kafka/topic_export/bid-events/2026-11-26", "kafka/topic_export/bid-events", TODAY,
-                    depends_on=frozenset({"kafka/schema/2026-09-01"}))
-    schema = Backup("kafka/schema/2026-09-01", "kafka/schema", D(2026, 9, 1),
-                    depends_on=frozenset({"kafka/schema/2026-08-01"}))
+    export = Backup(
+        "kafka/topic_export/bid-events/2026-11-26",
+        "kafka/topic_export/bid-events",
+        TODAY,
+        depends_on=frozenset({"kafka/schema/2026-09-01"}),
+    )
+    schema = Backup("kafka/schema/2026-09-01", "kafka/schema", D(2026, 9, 1), depends_on=frozenset({"kafka/schema/2026-08-01"}))
     schema_base = Backup("kafka/schema/2026-08-01", "kafka/schema", D(2026, 8, 1))
     schema_new = Backup("kafka/schema/2026-11-20", "kafka/schema", D(2026, 11, 20))
     unrelated = Backup("kafka/schema/2026-07-01", "kafka/schema", D(2026, 7, 1))
-    decisions = {d.backup.key: d for d in evaluate(
-        [export, schema, schema_base, schema_new, unrelated], NOW, {"kafka/*": Policy(daily=1)})}
+    decisions = {
+        d.backup.key: d for d in evaluate([export, schema, schema_base, schema_new, unrelated], NOW, {"kafka/*": Policy(daily=1)})
+    }
     assert decisions[schema.key].reasons == (f"needed by {export.key}",)
     assert decisions[schema_base.key].reasons == (f"needed by {schema.key}",)
     assert decisions[schema_new.key].reasons == ("daily #1", "last good backup")
@@ -296,6 +308,7 @@ def test_failed_dependency_of_kept_backup_is_kept():
 # WAL / point-in-time recovery window
 # ---------------------------------------------------------------------------
 
+
 def _base_and_wal(base_overrides=None, wal_overrides=None, wal_days=40):
     # Base backups every Sunday for 8 weeks, WAL archives every day.
     bases = []
@@ -303,8 +316,7 @@ def _base_and_wal(base_overrides=None, wal_overrides=None, wal_days=40):
         day = D(2026, 11, 22) - dt.timedelta(weeks=i)
         bases.append(Backup(f"{BASE}/{day}", BASE, day, **(base_overrides or {}).get(day, {})))
     wal_days_list = [TODAY - dt.timedelta(days=i) for i in range(wal_days)]
-    wal = history(WAL, TODAY, wal_days,
-                  {day: {"wal_for": BASE, **(wal_overrides or {}).get(day, {})} for day in wal_days_list})
+    wal = history(WAL, TODAY, wal_days, {day: {"wal_for": BASE, **(wal_overrides or {}).get(day, {})} for day in wal_days_list})
     return bases, wal
 
 
@@ -326,8 +338,7 @@ def test_wal_window_follows_oldest_kept_good_base_backup(policy, base_overrides,
     bases, wal = _base_and_wal(base_overrides)
     # the WAL pattern deliberately has a policy that would expire everything: it must be ignored
     decisions = evaluate(bases + wal, NOW, {BASE: policy, WAL: Policy(daily=0)})
-    kept_good_base = [d.backup.day for d in decisions
-                      if d.backup.artifact == BASE and d.keep and d.backup.status == "good"]
+    kept_good_base = [d.backup.day for d in decisions if d.backup.artifact == BASE and d.keep and d.backup.status == "good"]
     assert min(kept_good_base) == window_start
     wal_decisions = by_day(decisions, WAL)
     assert len(wal_decisions) == 40 and any(not d.keep for d in wal_decisions.values())
@@ -342,8 +353,13 @@ def test_wal_window_follows_oldest_kept_good_base_backup(policy, base_overrides,
 
 def test_wal_in_window_is_kept_whatever_its_status_and_pinned_wal_survives():
     bases, wal = _base_and_wal(
-        wal_overrides={TODAY: {"status": "failed"}, D(2026, 11, 16): {"status": "unverified"},
-                       D(2026, 10, 20): {"pinned": True}, D(2026, 10, 21): {"status": "failed"}})
+        wal_overrides={
+            TODAY: {"status": "failed"},
+            D(2026, 11, 16): {"status": "unverified"},
+            D(2026, 10, 20): {"pinned": True},
+            D(2026, 10, 21): {"status": "failed"},
+        }
+    )
     days = by_day(evaluate(bases + wal, NOW, {BASE: Policy(daily=2)}), WAL)
     assert days[TODAY].reasons == ("needed for PITR window",)
     assert days[D(2026, 11, 16)].keep
@@ -373,8 +389,12 @@ def test_wal_only_artifact_needs_no_policy():
 def test_wal_dependency_on_old_base_backup_widens_the_window():
     bases, wal = _base_and_wal()
     # the WAL of 2026-11-20 (inside the window) depends on the base backup of 2026-10-04
-    wal = [Backup(w.key, w.artifact, w.day, wal_for=BASE, depends_on=frozenset({f"{BASE}/2026-10-04"}))
-           if w.day == D(2026, 11, 20) else w for w in wal]
+    wal = [
+        Backup(w.key, w.artifact, w.day, wal_for=BASE, depends_on=frozenset({f"{BASE}/2026-10-04"}))
+        if w.day == D(2026, 11, 20)
+        else w
+        for w in wal
+    ]
     decisions = evaluate(bases + wal, NOW, {BASE: Policy(daily=2)})
     base_days = by_day(decisions, BASE)
     assert base_days[D(2026, 10, 4)].reasons == (f"needed by {WAL}/2026-11-20",)
@@ -386,6 +406,7 @@ def test_wal_dependency_on_old_base_backup_widens_the_window():
 # ---------------------------------------------------------------------------
 # Time zones and "now"
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "now, tz, local_today",
@@ -415,13 +436,13 @@ def test_future_backups_do_not_count_toward_rules_or_last_good():
     decisions = by_day(evaluate(backups, NOW, {DUMP: Policy(daily=3)}))
     assert decisions[TODAY].reasons == ("daily #1", "last good backup")
     assert decisions[D(2026, 11, 24)].reasons == ("daily #3",)
-    assert all(decisions[D(2026, 11, 27) + dt.timedelta(days=i)].reasons == ("newer than now",)
-               for i in range(9))
+    assert all(decisions[D(2026, 11, 27) + dt.timedelta(days=i)].reasons == ("newer than now",) for i in range(9))
 
 
 # ---------------------------------------------------------------------------
 # Policies and validation
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "artifact, policies, default, expected",
@@ -453,12 +474,16 @@ def test_specific_policy_applies_in_evaluate():
         (lambda: Policy(daily=-1), "Policy.daily must not be negative"),
         (lambda: Policy(weekly=-2), "Policy.weekly must not be negative"),
         (lambda: Policy(monthly=-3), "Policy.monthly must not be negative"),
-        (lambda: evaluate([Backup("k", DUMP, TODAY), Backup("k", DUMP, D(2026, 11, 1))], NOW, DEFAULT_POLICIES),
-         "duplicate backup key.*k"),
+        (
+            lambda: evaluate([Backup("k", DUMP, TODAY), Backup("k", DUMP, D(2026, 11, 1))], NOW, DEFAULT_POLICIES),
+            "duplicate backup key.*k",
+        ),
         (lambda: evaluate([], dt.datetime(2026, 11, 26, 12), DEFAULT_POLICIES), "timezone-aware"),
         (lambda: evaluate([], NOW, DEFAULT_POLICIES, tz="Mars/Olympus_Mons"), "unknown time zone"),
-        (lambda: evaluate([Backup("k", "mysql/dump", TODAY)], NOW, DEFAULT_POLICIES),
-         "no retention policy matches artifact 'mysql/dump'"),
+        (
+            lambda: evaluate([Backup("k", "mysql/dump", TODAY)], NOW, DEFAULT_POLICIES),
+            "no retention policy matches artifact 'mysql/dump'",
+        ),
         (lambda: Backup("k", DUMP, TODAY, status="ok"), "status must be one of"),
     ],
 )
@@ -473,8 +498,13 @@ def test_backup_day_must_be_a_date_not_a_datetime():
 
 
 def test_duplicate_key_error_names_every_duplicate():
-    backups = [Backup("a", DUMP, TODAY), Backup("a", BASE, TODAY), Backup("b", DUMP, D(2026, 1, 1)),
-               Backup("b", DUMP, D(2026, 1, 2)), Backup("c", DUMP, D(2026, 1, 3))]
+    backups = [
+        Backup("a", DUMP, TODAY),
+        Backup("a", BASE, TODAY),
+        Backup("b", DUMP, D(2026, 1, 1)),
+        Backup("b", DUMP, D(2026, 1, 2)),
+        Backup("c", DUMP, D(2026, 1, 3)),
+    ]
     with pytest.raises(ValueError) as info:
         evaluate(backups, NOW, DEFAULT_POLICIES)
     assert "a, b" in str(info.value) and "c" not in str(info.value).split(":")[-1]
@@ -483,6 +513,7 @@ def test_duplicate_key_error_names_every_duplicate():
 # ---------------------------------------------------------------------------
 # Determinism and output helpers
 # ---------------------------------------------------------------------------
+
 
 def test_output_sorted_and_independent_of_input_order():
     _, wal = _base_and_wal()
@@ -516,9 +547,11 @@ def test_format_table_is_aligned_and_complete():
     starts = [m.start() for m in re.finditer(r"\S+", lines[1])]
     assert len(starts) == 5
     for line, d in zip(lines[2:], decisions):
-        for start, value in zip(starts, [d.backup.artifact, d.backup.day.isoformat(), d.backup.key,
-                                         "KEEP" if d.keep else "EXPIRE", "; ".join(d.reasons)]):
-            assert line[start:start + len(value)] == value
+        for start, value in zip(
+            starts,
+            [d.backup.artifact, d.backup.day.isoformat(), d.backup.key, "KEEP" if d.keep else "EXPIRE", "; ".join(d.reasons)],
+        ):
+            assert line[start : start + len(value)] == value
             assert start == 0 or line[start - 1] == " "
     assert "KEEP" in table and "EXPIRE" in table
     assert "daily #1; weekly 2026-W48; last good backup" in table

@@ -29,14 +29,16 @@ def scenarios(draw):
     for i in range(n):
         artifact = draw(st.sampled_from(ARTIFACTS))
         day = ANCHOR + dt.timedelta(days=draw(st.integers(0, span)))
-        backups.append(dict(
-            key=f"{artifact}/{day}/{i}",
-            artifact=artifact,
-            day=day,
-            status=draw(st.sampled_from(["good", "good", "good", "failed", "unverified"])),
-            pinned=draw(st.integers(0, 9)) == 0,
-            wal_for=BASE if artifact == WAL else None,
-        ))
+        backups.append(
+            dict(
+                key=f"{artifact}/{day}/{i}",
+                artifact=artifact,
+                day=day,
+                status=draw(st.sampled_from(["good", "good", "good", "failed", "unverified"])),
+                pinned=draw(st.integers(0, 9)) == 0,
+                wal_for=BASE if artifact == WAL else None,
+            )
+        )
     keys = [b["key"] for b in backups]
     for b in backups:
         if keys and draw(st.integers(0, 4)) == 0:
@@ -83,8 +85,7 @@ def expected_rule_picks(backups, today, policies) -> dict[str, dict[str, str]]:
     picks: dict[str, dict[str, str]] = {r: {} for r in RULES}
     for artifact in {b.artifact for b in backups if b.wal_for is None}:
         pol = policy_of(artifact, policies)
-        good = [b for b in backups if b.artifact == artifact and b.wal_for is None
-                and b.status == "good" and b.day <= today]
+        good = [b for b in backups if b.artifact == artifact and b.wal_for is None and b.status == "good" and b.day <= today]
         for rule in RULES:
             groups = defaultdict(list)
             for b in good:
@@ -107,21 +108,19 @@ def kept_keys(decisions: list[Decision]) -> set[str]:
 
 
 def oldest_kept_good(decisions: list[Decision], artifact: str) -> dt.date | None:
-    days = [d.backup.day for d in decisions
-            if d.keep and d.backup.status == "good" and d.backup.artifact == artifact]
+    days = [d.backup.day for d in decisions if d.keep and d.backup.status == "good" and d.backup.artifact == artifact]
     return min(days) if days else None
 
 
 def check_newest_good_backup_of_each_artifact_survives(backups, now, tz, policies, decisions):
     decisions = {d.backup.key: d for d in decisions}
     today = local_today(now, tz)
-    for artifact, b in newest_good(backups, today).items():
+    for b in newest_good(backups, today).values():
         assert decisions[b.key].keep
         assert "last good backup" in decisions[b.key].reasons
     # and any artifact with a good backup keeps at least one good backup
     for artifact in {b.artifact for b in backups if b.status == "good"}:
-        assert any(d.keep and d.backup.status == "good" and d.backup.artifact == artifact
-                   for d in decisions.values())
+        assert any(d.keep and d.backup.status == "good" and d.backup.artifact == artifact for d in decisions.values())
 
 
 def check_each_rule_keeps_at_most_n_and_exactly_the_newest_buckets(backups, now, tz, policies, decisions):
@@ -235,7 +234,7 @@ def check_every_kept_backup_is_explained_by_a_rule_or_a_well_founded_rail(backup
                 continue
             for r in d.reasons:
                 if r.startswith("needed by "):
-                    parent = r[len("needed by "):]
+                    parent = r[len("needed by ") :]
                     if parent in grounded and b.key in by_key[parent].backup.depends_on:
                         added.add(b.key)
                 elif r == "needed for PITR window":
@@ -268,6 +267,5 @@ def test_retention_properties_hold_for_random_histories(scenario, rnd):
     check_each_rule_keeps_at_most_n_and_exactly_the_newest_buckets(backups, now, tz, policies, decisions)
     check_expired_backups_have_no_reason_to_be_kept(backups, now, tz, policies, decisions)
     check_wal_inside_pitr_window_is_never_expired(backups, now, tz, policies, decisions)
-    check_every_kept_backup_is_explained_by_a_rule_or_a_well_founded_rail(
-        backups, now, tz, policies, decisions)
+    check_every_kept_backup_is_explained_by_a_rule_or_a_well_founded_rail(backups, now, tz, policies, decisions)
     check_deterministic_and_independent_of_input_order(backups, now, tz, policies, decisions, rnd)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from auction_backup_pipelines.postgres import base_backup as basebackup
-from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.repository.repository import Repository
+from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_time
+from auction_backup_pipelines.repository.repository import Repository
 from stack.workload import Workload
 from tests.conftest import running_wal_receiver
 
@@ -55,7 +55,9 @@ def _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir):
 def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_settings, archive_setup, pitr_dir, probe_table):
     repo, archive, _ = archive_setup
     stop, started = threading.Event(), threading.Event()
-    traffic = threading.Thread(target=Workload(seed=5).run, kwargs=dict(rate=100, stop=stop, started=started, systems=("postgres",)))
+    traffic = threading.Thread(
+        target=Workload(seed=5).run, kwargs=dict(rate=100, stop=stop, started=started, systems=("postgres",))
+    )
     traffic.start()
     assert started.wait(30)
     basebackup.take_base_backup(pg_settings, repo, DAY)
@@ -87,8 +89,9 @@ def test_pitr_across_a_segment_switch_and_a_primary_restart(pg_settings, archive
     with pg_client.connect(pg_settings) as conn:
         conn.execute(f"INSERT INTO {probe_table} VALUES (1, 'before switch')")
     # pg_switch_wal needs a superuser: the stack's own psql runs as postgres
-    subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-c", "SELECT pg_switch_wal()"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "stack" / "postgres.sh"), "psql", "-c", "SELECT pg_switch_wal()"], check=True, capture_output=True
+    )
     restarts_before = receiver.restarts
     subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "down"], check=True)
     subprocess.run(["bash", str(ROOT / "stack" / "postgres.sh"), "up"], check=True)
@@ -115,7 +118,7 @@ def test_bad_targets_are_refused_naming_the_window_and_create_nothing(pg_setting
     assert wait_for_archived_time(archive, after)
     stop_time = dt.datetime.fromisoformat(base.metadata["stop_time"])
     cases = {
-        "in the future": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
+        "in the future": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
         "before the earliest base backup": stop_time - dt.timedelta(minutes=5),
     }
     for phrase, target in cases.items():

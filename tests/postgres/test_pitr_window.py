@@ -8,14 +8,13 @@ import json
 
 import pytest
 
-from auction_backup_pipelines.postgres import logical_day
-from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.postgres import logical_day, pitr
 from auction_backup_pipelines.postgres.base_backup import TAR_FILE
+from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, segment_name
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, segment_name
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 20, 22, 0, tzinfo=UTC)
 
 
@@ -29,8 +28,16 @@ def _base_backup(repo, day, start_segment, stop_time):
 
 def _segment(archive, number, archived_at, partial=False):
     name = segment_name(1, number) + (".partial" if partial else "")
-    rec = SegmentRecord(name=name, timeline=1, partial=partial, size=1, sha256="-", stored_size=1, stored_sha256="-",
-                        archived_at=archived_at.isoformat())
+    rec = SegmentRecord(
+        name=name,
+        timeline=1,
+        partial=partial,
+        size=1,
+        sha256="-",
+        stored_size=1,
+        stored_sha256="-",
+        archived_at=archived_at.isoformat(),
+    )
     with archive.backend.writer(layout.wal_record_key(name)) as f:
         f.write(json.dumps(dataclasses.asdict(rec)).encode())
 
@@ -73,7 +80,9 @@ def test_bad_targets_name_the_window(history, offset, phrase):
     now = T0 + dt.timedelta(days=1)
     with pytest.raises(pitr.PitrError, match=phrase) as err:
         pitr.check_target(pitr.recovery_window(repo, archive), T0 + offset, now=now)
-    assert "recoverable window: 2026-11-20 22:00:00 .. 2026-11-21 00:59:59, 2026-11-21 04:00:00 .. 2026-11-21 05:59:59" in str(err.value)
+    assert "recoverable window: 2026-11-20 22:00:00 .. 2026-11-21 00:59:59, 2026-11-21 04:00:00 .. 2026-11-21 05:59:59" in str(
+        err.value
+    )
 
 
 def test_targets_inside_pick_the_newest_base_backup_before_them(history):

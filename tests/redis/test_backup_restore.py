@@ -21,14 +21,21 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from auction_backup_pipelines.localhost import pid_alive
 from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.redis.client import (
-    RDB_FILE, SNAPSHOT, SYSTEM, LateCaptureRefused, RedisBackupError, RestoreRefused, VerificationError, connect,
+    RDB_FILE,
+    SNAPSHOT,
+    SYSTEM,
+    LateCaptureRefused,
+    RedisBackupError,
+    RestoreRefused,
+    VerificationError,
+    connect,
 )
 from auction_backup_pipelines.redis.restore import place_rdb, restore_snapshot
 from auction_backup_pipelines.redis.scratch import SCRATCH_PREFIX, scratch_server, servers_in, sweep_stale_scratch
 from auction_backup_pipelines.redis.verification import verify_snapshot
-from auction_backup_pipelines.localhost import pid_alive
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.repository.streams import ArtifactStream
@@ -37,7 +44,7 @@ from stack.workload import Workload
 
 pytestmark = pytest.mark.integration
 
-TODAY_PARTITION = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)  # on time right now
+TODAY_PARTITION = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # on time right now
 FAST_SYNC = ["--repl-diskless-sync-delay", "0"]  # test servers only; production keeps Redis's 5 s
 
 
@@ -85,10 +92,25 @@ def client(s: RedisSettings, db: int = 0) -> redis.Redis:
 
 
 def start_cluster(servers, name: str) -> RedisSettings:
-    nodes = [servers("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-                     name=f"{name}{i}", cluster_bus=True)[1] for i in range(3)]
-    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0",
-                    "--cluster-yes"], check=True, capture_output=True, timeout=60)
+    nodes = [
+        servers(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+            name=f"{name}{i}",
+            cluster_bus=True,
+        )[1]
+        for i in range(3)
+    ]
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     deadline = time.monotonic() + 30
     while not all(b"cluster_state:ok" in client(n).execute_command("CLUSTER", "INFO") for n in nodes):
         assert time.monotonic() < deadline, "cluster did not reach state ok"
@@ -104,8 +126,16 @@ BIN = bytes(range(256))
 def fill(c, prefix: str, db: int = 0) -> list[bytes]:
     """Every type, binary keys and values, TTLs and a consumer group; returns the keys written."""
     p = prefix
-    keys = [f"{p}s:{db}".encode(), f"{p}h:{db}".encode(), f"{p}l:{db}".encode(), f"{p}set:{db}".encode(),
-            f"{p}z:{db}".encode(), f"{p}x:{db}".encode(), f"{p}ttl:{db}".encode(), p.encode() + b"\x00\xff" + BIN[:8]]
+    keys = [
+        f"{p}s:{db}".encode(),
+        f"{p}h:{db}".encode(),
+        f"{p}l:{db}".encode(),
+        f"{p}set:{db}".encode(),
+        f"{p}z:{db}".encode(),
+        f"{p}x:{db}".encode(),
+        f"{p}ttl:{db}".encode(),
+        p.encode() + b"\x00\xff" + BIN[:8],
+    ]
     s, h, lst, st, z, x, ttl, binkey = keys
     c.set(s, "plain")
     c.hset(h, mapping={f"f{i}": f"v{i}" for i in range(40)} | {b"\x00bin": BIN})
@@ -127,13 +157,16 @@ def read_back(c, keys: list[bytes]) -> dict[bytes, tuple]:
     for k in keys:
         kind = c.type(k)
         value = {
-            b"string": lambda: c.get(k),
-            b"hash": lambda: c.hgetall(k),
-            b"list": lambda: c.lrange(k, 0, -1),
-            b"set": lambda: c.smembers(k),
-            b"zset": lambda: c.zrange(k, 0, -1, withscores=True),
-            b"stream": lambda: (c.xrange(k), [(g["name"], g["pending"], g["last-delivered-id"]) for g in c.xinfo_groups(k)]),
-        }.get(kind, lambda: None)()
+            b"string": c.get,
+            b"hash": c.hgetall,
+            b"list": lambda key: c.lrange(key, 0, -1),
+            b"set": c.smembers,
+            b"zset": lambda key: c.zrange(key, 0, -1, withscores=True),
+            b"stream": lambda key: (
+                c.xrange(key),
+                [(g["name"], g["pending"], g["last-delivered-id"]) for g in c.xinfo_groups(key)],
+            ),
+        }.get(kind, lambda key: None)(k)
         ttl = c.pttl(k)
         out[k] = (kind, value, round(ttl / 60000) if ttl > 0 else ttl)
     return out
@@ -361,8 +394,22 @@ def test_past_day_is_refused_unless_late_capture_is_allowed(servers, repo):
 
 
 def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
-    srv, s = servers("--appendonly", "yes", "--auto-aof-rewrite-percentage", "77", "--rename-command", "SYNC", "",
-                     "--rename-command", "PSYNC", "", "--rename-command", "BGSAVE", "", name="aofonly")
+    srv, s = servers(
+        "--appendonly",
+        "yes",
+        "--auto-aof-rewrite-percentage",
+        "77",
+        "--rename-command",
+        "SYNC",
+        "",
+        "--rename-command",
+        "PSYNC",
+        "",
+        "--rename-command",
+        "BGSAVE",
+        "",
+        name="aofonly",
+    )
     keys = fill(client(s), "a:") + fill(client(s, 4), "a:", db=4)
     expected = {db: read_back(client(s, db), keys) for db in (0, 4)}
     c = client(s)
@@ -373,7 +420,11 @@ def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
     assert [f.split(":")[0] for f in m["fallbacks"]] == ["bgsave", "network"]
     assert "unknown command" in m["fallbacks"][1]
     names = {f.name for f in backup.files}
-    assert m["aof"]["manifest"] in names and any(n.endswith(".base.rdb") for n in names) and any(n.endswith(".incr.aof") for n in names)
+    assert (
+        m["aof"]["manifest"] in names
+        and any(n.endswith(".base.rdb") for n in names)
+        and any(n.endswith(".incr.aof") for n in names)
+    )
     assert client(s).config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "77"  # restored
 
     _, ts = servers(name="target")
@@ -436,7 +487,9 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
                         dt.date.fromisoformat({TODAY_PARTITION.isoformat()!r}))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(scratch)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(scratch)}
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     assert [p for p in root.rglob("*") if p.is_file() and p.suffix != ".lock"], "the fault came before any byte was written"
     repo = Repository.local(root)
@@ -531,12 +584,15 @@ def test_manifest_is_plain_json_without_secrets(servers, repo):
 def test_asset_materializes_with_metadata_and_refuses_past_days(servers, tmp_path):
     from dagster import DagsterInstance, materialize
 
-    from tests.dagster_defs import redis_snapshot
     from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, RedisResource
+    from tests.dagster_defs import redis_snapshot
 
     _, s = servers(name="asset")
     fill(client(s), "d:")
-    resources = {"redis": RedisResource(host=s.host, port=s.port), "backup_repo": BackupRepositoryResource(root=str(tmp_path / "repo"))}
+    resources = {
+        "redis": RedisResource(host=s.host, port=s.port),
+        "backup_repo": BackupRepositoryResource(root=str(tmp_path / "repo")),
+    }
     instance = DagsterInstance.ephemeral()
     result = materialize([redis_snapshot], partition_key=TODAY_PARTITION.isoformat(), resources=resources, instance=instance)
     assert result.success

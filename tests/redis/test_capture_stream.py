@@ -91,7 +91,11 @@ def test_cluster_nodes_parsing():
         "d4 10.0.0.4:7004@17004 slave c3 0 0 3 connected\n"
     )
     masters = cluster.parse_cluster_nodes(text)
-    assert [(m["id"], m["host"], m["port"]) for m in masters] == [("a1", "10.0.0.1", 7001), ("b2", "10.0.0.2", 7002), ("c3", "10.0.0.3", 7003)]
+    assert [(m["id"], m["host"], m["port"]) for m in masters] == [
+        ("a1", "10.0.0.1", 7001),
+        ("b2", "10.0.0.2", 7002),
+        ("c3", "10.0.0.3", 7003),
+    ]
     assert masters[2]["slots"] == [[10923, 16000], [16001, 16001], [16002, 16383]]
     with pytest.raises(client.RedisBackupError, match="degraded"):
         cluster.parse_cluster_nodes(text.replace("b2 10.0.0.2:7002@17002,node-b master", "b2 10.0.0.2:7002@17002 master,fail"))
@@ -100,13 +104,17 @@ def test_cluster_nodes_parsing():
 
 def test_aof_manifest_parsing():
     text = "file appendonly.aof.3.base.rdb seq 3 type b\nfile appendonly.aof.2.incr.aof seq 2 type h\nfile appendonly.aof.4.incr.aof seq 4 type i\n"
-    assert aof.parse_aof_manifest(text) == [("appendonly.aof.3.base.rdb", "b"), ("appendonly.aof.2.incr.aof", "h"), ("appendonly.aof.4.incr.aof", "i")]
+    assert aof.parse_aof_manifest(text) == [
+        ("appendonly.aof.3.base.rdb", "b"),
+        ("appendonly.aof.2.incr.aof", "h"),
+        ("appendonly.aof.4.incr.aof", "i"),
+    ]
     with pytest.raises(client.SnapshotUnavailable):
         aof.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
 
 
 def test_capture_window():
-    now = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
     assert backup.check_capture_window(dt.date(2026, 11, 26), now=now).on_time
     with pytest.raises(client.LateCaptureRefused, match="Redis keeps no history.*allow_late_capture"):
         backup.check_capture_window(dt.date(2026, 11, 20), now=now)
@@ -157,7 +165,7 @@ class ChunkedSocket:
 
     def recv(self, n):
         size = self.sizes[0] if len(self.sizes) == 1 else self.sizes.pop(0)
-        chunk, self.data = self.data[: min(n, size)], self.data[min(n, size):]
+        chunk, self.data = self.data[: min(n, size)], self.data[min(n, size) :]
         return chunk
 
 
@@ -171,12 +179,17 @@ def test_parser_reads_any_reply_split_anywhere(values, sizes):
     assert got[:-2] == values
     assert got[-2] == b"string" and isinstance(got[-1], resp.ReplyError) and str(got[-1]) == "WRONGTYPE no"
     assert conn._sock.sent == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" * (len(values) + 2)
-    assert resp.pack_command(("RESTORE", b"k", 0, b"\x00p", "ABSTTL")) == b"*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$1\r\n0\r\n$2\r\n\x00p\r\n$6\r\nABSTTL\r\n"
+    assert (
+        resp.pack_command(("RESTORE", b"k", 0, b"\x00p", "ABSTTL"))
+        == b"*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$1\r\n0\r\n$2\r\n\x00p\r\n$6\r\nABSTTL\r\n"
+    )
 
 
 def test_restore_target_parsing_keeps_credentials():
     base = RedisSettings(host="prod", port=7001, password="pw", username="backup")
-    assert client.parse_target("10.0.0.5:7100", base) == RedisSettings(host="10.0.0.5", port=7100, password="pw", username="backup")
+    assert client.parse_target("10.0.0.5:7100", base) == RedisSettings(
+        host="10.0.0.5", port=7100, password="pw", username="backup"
+    )
     assert client.parse_target("[::1]:7001", base).host == "::1"
     for bad in ("localhost", ":7001", "h:0", "h:x", "h:70000"):
         with pytest.raises(client.RedisBackupError, match="host:port"):

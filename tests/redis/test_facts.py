@@ -45,7 +45,9 @@ def facts_of(keys, bucket_ms=facts.BUCKET_MS) -> facts.Facts:
 
 
 key_strategy = st.tuples(
-    st.integers(0, 3), st.sampled_from(["string", "hash", "zset"]), st.integers(0, 2**64 - 1),
+    st.integers(0, 3),
+    st.sampled_from(["string", "hash", "zset"]),
+    st.integers(0, 2**64 - 1),
     st.one_of(st.none(), st.integers(NOW, NOW + 48 * H)),
 )
 
@@ -71,7 +73,10 @@ def test_too_many_buckets_are_coarsened_losslessly(monkeypatch):
     assert len(doc["volatile"]) <= 10 and doc["bucket_ms"] > facts.BUCKET_MS
     assert doc["digest"] == f"{f.digest:016x}" and doc["keys"] == 100
     # a keyspace read later at the base width is regrouped to the manifest's width before comparing
-    assert facts.compare_facts(facts.Facts.from_json(doc), f, (NOW - H, NOW - H)) == ([], {"volatile_checked": 100, "volatile_expired": 0, "volatile_partly_expired": 0})
+    assert facts.compare_facts(facts.Facts.from_json(doc), f, (NOW - H, NOW - H)) == (
+        [],
+        {"volatile_checked": 100, "volatile_expired": 0, "volatile_partly_expired": 0},
+    )
 
 
 def snapshot():

@@ -89,9 +89,9 @@ def test_helper_is_installed():
 def test_helper_facts_equal_live_facts_for_every_encoding(server):
     c = server.client()
     volatile = fill_every_encoding(c)
-    assert {c.object("encoding", k) for k in (b"h:small", b"h:big", b"set:ints", b"set:big", b"z:small", b"z:big",
-                                               b"s:int", b"s:raw")} >= {b"listpack", b"hashtable", b"intset", b"skiplist",
-                                                                         b"int", b"raw"}
+    assert {
+        c.object("encoding", k) for k in (b"h:small", b"h:big", b"set:ints", b"set:big", b"z:small", b"z:big", b"s:int", b"s:raw")
+    } >= {b"listpack", b"hashtable", b"intset", b"skiplist", b"int", b"raw"}
     now_ms = int(time.time() * 1000)
     doc, problem = helper_facts(saved(server), now_ms)
     assert doc is not None, problem

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from auction_backup_pipelines.ops import offsite
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.repository import encryption as crypto
 from auction_backup_pipelines.repository import keys
-from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.repository.encryption import Encryption, WrongKeyError
 from auction_backup_pipelines.repository.keys import EncryptionError, Key
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
-from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.settings import EncryptionSettings
 
 DAY = "2026-11-20"
@@ -94,7 +94,7 @@ def test_truncation_reordering_and_appending_are_detected(tmp_path):
     assert len(good) == header + 10 * (SEG + 16)  # 9 segments + a full last one (the writer holds one byte back)
     sealed = SEG + 16
     body = good[header:]
-    segments = [body[i:i + sealed] for i in range(0, len(body), sealed)]
+    segments = [body[i : i + sealed] for i in range(0, len(body), sealed)]
     head = good[:header]
     cases = {
         "cut at a segment boundary": head + b"".join(segments[:-1]),
@@ -293,6 +293,10 @@ def test_offsite_refuses_to_copy_encrypted_backups_into_plaintext(tmp_path):
     with pytest.raises(RepositoryError, match="refusing to copy plaintext"):
         offsite.copy_wal(WalArchive(src.backend), WalArchive(plain.backend))
     # The same keys on both sides are fine; so is an explicit downgrade.
-    assert offsite.copy_partition(src, Repository.local(tmp_path / "same", encryption=_enc(K1)),
-                                  "postgres", "logical_dump", DAY).status == offsite.COPIED
+    assert (
+        offsite.copy_partition(
+            src, Repository.local(tmp_path / "same", encryption=_enc(K1)), "postgres", "logical_dump", DAY
+        ).status
+        == offsite.COPIED
+    )
     assert offsite.copy_partition(src, plain, "postgres", "logical_dump", DAY, allow_plaintext=True).status == offsite.COPIED

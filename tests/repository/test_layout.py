@@ -85,7 +85,7 @@ def test_a_ref_cannot_be_built_from_bad_parts(args, match):
 
 
 def test_new_backup_ids_have_the_format_the_parser_expects():
-    started = dt.datetime(2026, 11, 21, 2, 0, 5, tzinfo=dt.timezone.utc)
+    started = dt.datetime(2026, 11, 21, 2, 0, 5, tzinfo=dt.UTC)
     a, b = (BackupRef.new("kafka", "topic_export/bid-events", DAY, started) for _ in range(2))
     assert a.backup_id.startswith("20261121T020005Z-") and a.backup_id != b.backup_id
     assert BackupRef.parse(a.key) == a
@@ -96,9 +96,14 @@ def test_keys_that_are_not_pins_or_backup_files():
     assert layout.parse_pin_key("redis/snapshot/2026-11-20/PINNED.tmp") is None
     assert layout.parse_pin_key(f"redis/snapshot/2026-11-20/{BID}/PINNED") is None  # a file named PINNED
     assert layout.parse_pin_key("kafka/topic_export/2026-11-19/2026-11-20/PINNED") == PartitionRef(
-        "kafka", "topic_export/2026-11-19", DAY)
-    for key in ("postgres/wal/00000001/000000010000000000000003.zst", "postgres/wal_heartbeat.json",
-                "redis/snapshot/2026-11-20/PINNED", "manifest.json"):
+        "kafka", "topic_export/2026-11-19", DAY
+    )
+    for key in (
+        "postgres/wal/00000001/000000010000000000000003.zst",
+        "postgres/wal_heartbeat.json",
+        "redis/snapshot/2026-11-20/PINNED",
+        "manifest.json",
+    ):
         assert layout.parse_file_key(key) is None
         assert layout.parse_pin_key(key) is None or key.endswith("PINNED")
 

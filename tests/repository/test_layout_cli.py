@@ -25,7 +25,7 @@ CLI = Path(sys.executable).parent / "auction-backup"
 TOPIC = "bid-events"
 ARTIFACT = f"topic_export/{TOPIC}"
 OTHER = "topic_export/bid-events-dlq"  # its name starts with the first one's
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 KAFKA_3 = {"kafka/*": Policy(daily=3)}
 

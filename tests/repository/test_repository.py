@@ -10,8 +10,7 @@ import pytest
 
 from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
-from auction_backup_pipelines.repository.storage import LockedError, StorageError
+from auction_backup_pipelines.repository.storage import IntegrityError, LockedError, RepositoryError, StorageError
 
 DAY = "2026-11-20"
 

@@ -25,9 +25,8 @@ from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, WrongKeyError
 from auction_backup_pipelines.repository.keys import Key
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.repository.s3 import S3Backend
-from auction_backup_pipelines.repository.storage import LockedError, StorageError
+from auction_backup_pipelines.repository.storage import IntegrityError, LockedError, StorageError
 from auction_backup_pipelines.settings import OffsiteSettings
 
 pytestmark = pytest.mark.integration
@@ -59,7 +58,9 @@ def backend(s3_env):
     yield b
     b.remove_temporaries()
     b.delete_many(o.key for o in b.list())
-    b.delete_many([k["Key"][len(b.prefix):] for k in b.client.list_objects_v2(Bucket=b.bucket, Prefix=b.prefix + ".").get("Contents", [])])
+    b.delete_many(
+        [k["Key"][len(b.prefix) :] for k in b.client.list_objects_v2(Bucket=b.bucket, Prefix=b.prefix + ".").get("Contents", [])]
+    )
 
 
 def _uploads(b: S3Backend) -> list[str]:
@@ -92,8 +93,9 @@ def test_multipart_round_trip_with_sha256_checksums(backend):
 
 def test_server_verifies_checksums_and_md5_mode_works(backend):
     with pytest.raises(ClientError) as err:
-        backend.client.put_object(Bucket=backend.bucket, Key=backend._k("x"), Body=b"abc",
-                                  ChecksumSHA256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=")
+        backend.client.put_object(
+            Bucket=backend.bucket, Key=backend._k("x"), Body=b"abc", ChecksumSHA256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
+        )
     assert err.value.response["Error"]["Code"] == "BadDigest"
     backend.checksum = "md5"
     repo = Repository(backend, compression="zstd")
@@ -156,7 +158,12 @@ def test_listing_paginates_and_deletes_go_in_batches(backend):
     for k in keys:
         backend.put_bytes(k, b"x")
     calls: list[str] = []
-    backend.client.meta.events.register("before-send.s3.*", lambda request, **kw: calls.append(request.method + " " + request.url.split("?")[1][:20] if "?" in request.url else request.method))
+    backend.client.meta.events.register(
+        "before-send.s3.*",
+        lambda request, **kw: calls.append(
+            request.method + " " + request.url.split("?")[1][:20] if "?" in request.url else request.method
+        ),
+    )
     assert [o.key for o in backend.list("many/")] == keys
     assert sum(c.startswith("GET") for c in calls) == 18  # ceil(120 / 7) pages
     calls.clear()
@@ -246,9 +253,16 @@ def test_throttling_500s_and_timeouts_are_retried(backend):
 
 
 def test_throttling_beyond_botocore_retries_is_waited_out(backend):
-    fast = S3Backend(backend.bucket, backend.prefix, endpoint_url=backend.endpoint_url, max_attempts=1,
-                     throttle_retries=4, backoff=0.01, access_key_id=os.environ["OFFSITE_S3_ACCESS_KEY_ID"],
-                     secret_access_key=os.environ["OFFSITE_S3_SECRET_ACCESS_KEY"])
+    fast = S3Backend(
+        backend.bucket,
+        backend.prefix,
+        endpoint_url=backend.endpoint_url,
+        max_attempts=1,
+        throttle_retries=4,
+        backoff=0.01,
+        access_key_id=os.environ["OFFSITE_S3_ACCESS_KEY_ID"],
+        secret_access_key=os.environ["OFFSITE_S3_SECRET_ACCESS_KEY"],
+    )
     seen = _inject(fast, "PutObject", [_error(503, "SlowDown")] * 3)
     fast.put_bytes("throttled", b"ok")
     assert seen["attempts"] == 4

@@ -14,7 +14,6 @@ from auction_backup_pipelines.ops.sinks import SECRET_SETTINGS, build_sinks
 from auction_backup_pipelines.settings import Settings
 
 
-
 class AlertingResource(ConfigurableResource):
     """Where alerts go (ALERT_* variables); no sink configured: alerts are only logged."""
 

@@ -212,7 +212,7 @@ def check_failure_alert(record, alerting: AlertingResource) -> nt.Alert:
         error=evaluation.description or f"asset check {evaluation.check_name} did not pass",
         run_id=run_id,
         run_url=alerting.run_url(run_id) if run_id else alerting.asset_checks_url(list(evaluation.asset_key.path)),
-        occurred_at=dt.datetime.fromtimestamp(record.event.timestamp, dt.timezone.utc),
+        occurred_at=dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC),
         check=evaluation.check_name,
     )
 

@@ -6,11 +6,10 @@ pick topics and days independently. A past partition is not refused as for Postg
 export reconstructs the day from the log by timestamp, or fails if retention removed it.
 """
 
-
 from dagster import (
     AssetExecutionContext,
-    AssetSpec,
     AssetsDefinition,
+    AssetSpec,
     Failure,
     MaterializeResult,
     MetadataValue,

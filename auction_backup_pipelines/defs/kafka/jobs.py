@@ -8,7 +8,10 @@ from ..shared.keys import topic_export_key
 
 def build_kafka_backup_job(topics: tuple[str, ...], offsite: bool) -> UnresolvedAssetJobDefinition:
     return backup_job(
-        "kafka_backup_job", "kafka", [topic_export_key(t) for t in topics], [],
+        "kafka_backup_job",
+        "kafka",
+        [topic_export_key(t) for t in topics],
+        [],
         offsite=offsite,
         description="Daily Kafka exports: each topic's messages of the partition day, its configs and consumer-group offsets.",
     )

@@ -2,8 +2,8 @@
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 
-from auction_backup_pipelines.kafka import restore as kafka_restore
 from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.kafka import restore as kafka_restore
 
 from ..shared.keys import SYSTEM_TAG
 from ..shared.resources import BackupRepositoryResource, KafkaResource
@@ -32,9 +32,13 @@ def restore_kafka_topics(
 ) -> dict:
     try:
         report = kafka_restore.restore_topics(
-            backup_repo.repository(), (config.from_day, config.to_day), config.topics or None,
-            config.target_bootstrap or kafka.bootstrap_servers, topic_prefix=config.topic_prefix,
-            force=config.force, apply_offsets=config.apply_offsets,
+            backup_repo.repository(),
+            (config.from_day, config.to_day),
+            config.topics or None,
+            config.target_bootstrap or kafka.bootstrap_servers,
+            topic_prefix=config.topic_prefix,
+            force=config.force,
+            apply_offsets=config.apply_offsets,
         )
     except BackupError as exc:
         raise Failure(description=str(exc)) from None
@@ -43,6 +47,9 @@ def restore_kafka_topics(
     return report.as_dict()
 
 
-@job(tags={SYSTEM_TAG: "kafka"}, description="Replay backed-up Kafka days into topics you name, verified, with translated group offsets.")
+@job(
+    tags={SYSTEM_TAG: "kafka"},
+    description="Replay backed-up Kafka days into topics you name, verified, with translated group offsets.",
+)
 def kafka_restore_job() -> None:
     restore_kafka_topics()

@@ -89,7 +89,6 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
             )
         )
 
-
     @asset(
         key=BASE_BACKUP_KEY,
         partitions_def=partitions,

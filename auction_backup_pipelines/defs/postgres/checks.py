@@ -49,19 +49,32 @@ def postgres_dump_integrity(
     )
 
 
-@asset_check(asset=BASE_BACKUP_KEY, name="base_backup_integrity",
-             description="The newest base backup reads back end to end (sha256), is a complete tar with backup_label, "
-             "and PostgreSQL's backup_manifest matches its own checksum.")
-def postgres_base_backup_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
+@asset_check(
+    asset=BASE_BACKUP_KEY,
+    name="base_backup_integrity",
+    description="The newest base backup reads back end to end (sha256), is a complete tar with backup_label, "
+    "and PostgreSQL's backup_manifest matches its own checksum.",
+)
+def postgres_base_backup_integrity(
+    context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource
+) -> AssetCheckResult:
     repo = backup_repo.repository()
     latest = repo.latest(SYSTEM, BASE_BACKUP)
     if latest is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=f"no base backup in {repo.describe()} yet")
+        return AssetCheckResult(
+            passed=False, severity=AssetCheckSeverity.WARN, description=f"no base backup in {repo.describe()} yet"
+        )
     meta = {"partition": latest.partition, "backup_id": latest.backup_id}
     try:
         found = inspect_tar(repo, latest)
     except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(passed=True, metadata={**meta, "tar_members": MetadataValue.int(found.tar_members),
-                                                   "backup_manifest_checksum": found.backup_manifest_checksum})
+    return AssetCheckResult(
+        passed=True,
+        metadata={
+            **meta,
+            "tar_members": MetadataValue.int(found.tar_members),
+            "backup_manifest_checksum": found.backup_manifest_checksum,
+        },
+    )

@@ -61,12 +61,21 @@ class PitrConfig(Config):
 
 
 @op(pool="postgres")
-def pitr_restore(context: OpExecutionContext, config: PitrConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource) -> dict:
+def pitr_restore(
+    context: OpExecutionContext, config: PitrConfig, postgres: PostgresResource, backup_repo: BackupRepositoryResource
+) -> dict:
     repo = backup_repo.repository()
     try:
         target = pitr.parse_target(config.target_time, config.timezone)
-        result = pitr.restore_to_time(postgres.settings(), repo, WalArchive(repo.backend), target, Path(config.target_dir),
-                                      port=config.port or None, stop_after=config.stop_after)
+        result = pitr.restore_to_time(
+            postgres.settings(),
+            repo,
+            WalArchive(repo.backend),
+            target,
+            Path(config.target_dir),
+            port=config.port or None,
+            stop_after=config.stop_after,
+        )
     except BackupError as exc:
         raise Failure(description=str(exc)) from None
     context.log.info(f"recovered to {result.reached_transaction_time} in {result.data_dir} (port {result.port})")

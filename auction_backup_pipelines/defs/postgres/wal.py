@@ -23,8 +23,9 @@ from dagster import (
 )
 
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
+from auction_backup_pipelines.repository.repository import Repository
+
 from ..shared.keys import WAL_ARCHIVE_KEY
 from ..shared.loading import current_settings
 from ..shared.resources import BackupRepositoryResource
@@ -63,7 +64,9 @@ def archive_status(repo: Repository, max_lag_s: float) -> tuple[bool, str, dict]
     return True, f"archive reaches {h.covered_until:%Y-%m-%d %H:%M:%S} UTC, {lag:.0f} s ago, no gaps", metadata
 
 
-@asset_check(asset=WAL_ARCHIVE_KEY, name=CHECK_NAME, description="The archive has no gap and lags less than WAL_ARCHIVE_MAX_LAG_S.")
+@asset_check(
+    asset=WAL_ARCHIVE_KEY, name=CHECK_NAME, description="The archive has no gap and lags less than WAL_ARCHIVE_MAX_LAG_S."
+)
 def wal_archive_check(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
     passed, description, metadata = archive_status(backup_repo.repository(), current_settings().wal.max_lag_s)
     return AssetCheckResult(passed=passed, description=description, metadata=metadata, severity=AssetCheckSeverity.ERROR)
@@ -84,7 +87,10 @@ def build_wal_archive_sensor(interval_s: int, max_lag_s: float) -> SensorDefinit
             asset_events=[
                 AssetObservation(WAL_ARCHIVE_KEY, metadata={**metadata, "status": "healthy" if passed else description}),
                 AssetCheckEvaluation(
-                    asset_key=WAL_ARCHIVE_KEY, check_name=CHECK_NAME, passed=passed, metadata={**metadata, "summary": description},
+                    asset_key=WAL_ARCHIVE_KEY,
+                    check_name=CHECK_NAME,
+                    passed=passed,
+                    metadata={**metadata, "summary": description},
                     severity=AssetCheckSeverity.ERROR,
                 ),
             ]

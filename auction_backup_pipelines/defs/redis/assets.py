@@ -91,9 +91,13 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
         if m["mode"] == "cluster":
             nodes = m["cluster"]["nodes"]
             extra["cluster_nodes"] = MetadataValue.md(
-                "\n".join(["| node | id | slots | keys |", "|---|---|---|---:|"]
-                          + [f"| {n['host']}:{n['port']} | {n['id'][:12]} | {' '.join(f'{a}-{b}' for a, b in n['slots'])} | {n['keys']} |"
-                             for n in nodes])
+                "\n".join(
+                    ["| node | id | slots | keys |", "|---|---|---|---:|"]
+                    + [
+                        f"| {n['host']}:{n['port']} | {n['id'][:12]} | {' '.join(f'{a}-{b}' for a, b in n['slots'])} | {n['keys']} |"
+                        for n in nodes
+                    ]
+                )
             )
         return MaterializeResult(metadata=backup_metadata(repo, backup, **extra))
 

@@ -34,6 +34,9 @@ def restore_redis_snapshot(
     return result.as_dict()
 
 
-@job(tags={SYSTEM_TAG: "redis"}, description="Restore a Redis snapshot into a server or cluster you name, verified against its manifest.")
+@job(
+    tags={SYSTEM_TAG: "redis"},
+    description="Restore a Redis snapshot into a server or cluster you name, verified against its manifest.",
+)
 def redis_restore_job() -> None:
     restore_redis_snapshot()

@@ -27,6 +27,7 @@ from dagster import (
 
 from auction_backup_pipelines.policy import pruning
 from auction_backup_pipelines.repository.manifest import Backup
+
 from ..shared.resources import BackupRepositoryResource
 
 CLEANUP_OP = "delete_expired_backups"
@@ -66,9 +67,7 @@ def _table(outcomes: list[pruning.Outcome], limit: int = 500) -> MetadataValue:
 
 
 @op(name=CLEANUP_OP, description="Delete the listed backups that a fresh retention plan still expires.")
-def delete_expired_backups(
-    context: OpExecutionContext, config: CleanupConfig, backup_repo: BackupRepositoryResource
-) -> dict:
+def delete_expired_backups(context: OpExecutionContext, config: CleanupConfig, backup_repo: BackupRepositoryResource) -> dict:
     outcomes = pruning.delete_expired(backup_repo.repository(), config.backup_keys, dry_run=config.dry_run)
     deleted = []
     for o in outcomes:

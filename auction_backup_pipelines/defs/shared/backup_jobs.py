@@ -24,8 +24,15 @@ from .keys import SYSTEM_TAG, offsite_key
 VERIFIED_RECENTLY = "verified_recently"
 
 
-def backup_job(name: str, system: str, keys: Sequence[AssetKey], integrity_checks: Sequence[AssetCheckKey],
-               *, offsite: bool, description: str) -> UnresolvedAssetJobDefinition:
+def backup_job(
+    name: str,
+    system: str,
+    keys: Sequence[AssetKey],
+    integrity_checks: Sequence[AssetCheckKey],
+    *,
+    offsite: bool,
+    description: str,
+) -> UnresolvedAssetJobDefinition:
     copies = [offsite_key(k) for k in keys] if offsite else []
     freshness = [AssetCheckKey(k, VERIFIED_RECENTLY) for k in keys]
     return define_asset_job(

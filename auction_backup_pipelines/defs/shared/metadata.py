@@ -1,6 +1,5 @@
 """Turn a manifest into the metadata an engineer reads on an asset's page."""
 
-
 import os
 from typing import Any
 

@@ -5,8 +5,6 @@ same code paths serve the CLI (which reads the environment directly) and Dagster
 Passwords are only ever bound through `EnvVar`, which Dagster never displays.
 """
 
-from typing import Any
-
 from dagster import ConfigurableResource, EnvVar
 
 from auction_backup_pipelines.repository.encryption import Encryption
@@ -27,8 +25,9 @@ class PostgresResource(ConfigurableResource):
     """Folder of PostgreSQL's programs (PGBIN); empty: the packaged folder, then PATH."""
 
     def settings(self) -> PostgresSettings:
-        return PostgresSettings(host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password,
-                                bin_dir=self.bin_dir)
+        return PostgresSettings(
+            host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password, bin_dir=self.bin_dir
+        )
 
 
 class RedisResource(ConfigurableResource):
@@ -42,8 +41,9 @@ class RedisResource(ConfigurableResource):
     """The server's data dir, if on this machine (REDIS_DATA_DIR): BGSAVE-and-copy and the AOF fallback."""
 
     def settings(self) -> RedisSettings:
-        return RedisSettings(host=self.host, port=self.port, username=self.username, password=self.password,
-                             data_dir=self.data_dir)
+        return RedisSettings(
+            host=self.host, port=self.port, username=self.username, password=self.password, data_dir=self.data_dir
+        )
 
 
 class KafkaResource(ConfigurableResource):
@@ -66,8 +66,11 @@ class BackupRepositoryResource(ConfigurableResource):
     """A secret ("id:base64key,..."): bind with EnvVar."""
 
     def repository(self) -> Repository:
-        return Repository.local(self.root, compression=self.compression,
-                                encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys))
+        return Repository.local(
+            self.root,
+            compression=self.compression,
+            encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys),
+        )
 
 
 class OffsiteRepositoryResource(ConfigurableResource):
@@ -84,10 +87,19 @@ class OffsiteRepositoryResource(ConfigurableResource):
     encryption_keys: str = ""
 
     def repository(self) -> Repository:
-        backend = S3Backend(self.bucket, self.prefix, endpoint_url=self.endpoint_url or None, region=self.region or None,
-                            access_key_id=self.access_key_id or None, secret_access_key=self.secret_access_key or None)
-        return Repository(backend, compression=self.compression,
-                          encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys))
+        backend = S3Backend(
+            self.bucket,
+            self.prefix,
+            endpoint_url=self.endpoint_url or None,
+            region=self.region or None,
+            access_key_id=self.access_key_id or None,
+            secret_access_key=self.secret_access_key or None,
+        )
+        return Repository(
+            backend,
+            compression=self.compression,
+            encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys),
+        )
 
 
 def _secret(name: str, value: str):
@@ -101,21 +113,35 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
     pg, rd, kf, repo = s.postgres, s.redis, s.kafka, s.repository
     resources: dict[str, ConfigurableResource] = {
         "postgres": PostgresResource(
-            host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user, password=EnvVar("POSTGRES_PASSWORD"),
+            host=pg.host,
+            port=pg.port,
+            dbname=pg.dbname,
+            user=pg.user,
+            password=EnvVar("POSTGRES_PASSWORD"),
             bin_dir=pg.bin_dir,
         ),
-        "redis": RedisResource(host=rd.host, port=rd.port, username=rd.username, data_dir=rd.data_dir,
-                               password=_secret("REDIS_PASSWORD", rd.password)),
+        "redis": RedisResource(
+            host=rd.host,
+            port=rd.port,
+            username=rd.username,
+            data_dir=rd.data_dir,
+            password=_secret("REDIS_PASSWORD", rd.password),
+        ),
         "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
         "backup_repo": BackupRepositoryResource(
-            root=repo.root, compression=repo.compression, encryption_key_file=s.encryption.key_file,
+            root=repo.root,
+            compression=repo.compression,
+            encryption_key_file=s.encryption.key_file,
             encryption_keys=_secret("BACKUP_ENCRYPTION_KEYS", s.encryption.keys),
         ),
     }
     off = s.offsite
     if off.configured:
         resources["offsite_repo"] = OffsiteRepositoryResource(
-            bucket=off.bucket, prefix=off.prefix, endpoint_url=off.endpoint_url, region=off.region,
+            bucket=off.bucket,
+            prefix=off.prefix,
+            endpoint_url=off.endpoint_url,
+            region=off.region,
             access_key_id=_secret("OFFSITE_S3_ACCESS_KEY_ID", off.access_key_id),
             secret_access_key=_secret("OFFSITE_S3_SECRET_ACCESS_KEY", off.secret_access_key),
             encryption_key_file=off.encryption_key_file,

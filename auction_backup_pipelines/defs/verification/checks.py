@@ -9,7 +9,7 @@ ERROR and the reason in its description. The checks are unpartitioned (partition
 preview API in Dagster 1.13) and name the partition they verified.
 """
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, AssetKey, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, AssetKey, MetadataValue, asset_check
 
 from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA
 from auction_backup_pipelines.ops.restore_checks import (
@@ -33,15 +33,20 @@ def check_result(outcome: CheckOutcome) -> AssetCheckResult:
     backup = outcome.check.backup
     if backup is None:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=outcome.error)
-    meta: dict = {"partition": backup.partition, "backup_id": backup.backup_id,
-                  "duration_s": MetadataValue.float(outcome.duration_s)}
+    meta: dict = {
+        "partition": backup.partition,
+        "backup_id": backup.backup_id,
+        "duration_s": MetadataValue.float(outcome.duration_s),
+    }
     if not outcome.passed:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=outcome.error, metadata=meta)
     meta.update({k: v if isinstance(v, (int, float)) else str(v) for k, v in outcome.figures.items()})
     return AssetCheckResult(passed=True, metadata=meta)
 
 
-def restore_check(asset_key: AssetKey, system: str, name: str, description: str, topic: str | None = None) -> AssetChecksDefinition:
+def restore_check(
+    asset_key: AssetKey, system: str, name: str, description: str, topic: str | None = None
+) -> AssetChecksDefinition:
     """The weekly check `name` on `asset_key`: the newest backup of the asset restored and compared."""
     topics = (topic,) if topic else ()
 
@@ -57,15 +62,35 @@ def restore_check(asset_key: AssetKey, system: str, name: str, description: str,
 def build_restore_checks(topics: tuple[str, ...]) -> list[AssetChecksDefinition]:
     """Every weekly restore check: the dump, PITR, the Redis snapshot and each Kafka topic's export."""
     return [
-        restore_check(LOGICAL_DUMP_KEY, POSTGRES, DUMP_RESTORES,
-                      "Weekly: the newest dump restores into a scratch database whose every table matches the manifest."),
-        restore_check(BASE_BACKUP_KEY, POSTGRES, PITR_RESTORES,
-                      "Weekly: base backup + WAL recover a scratch instance to a moment just taken on the primary, "
-                      "and every table matches the primary as of that moment."),
-        restore_check(REDIS_SNAPSHOT_KEY, REDIS, SNAPSHOT_RESTORES,
-                      "Weekly: the newest snapshot loads into scratch redis-servers whose key counts per db and type, "
-                      "content digest and TTLs match the manifest."),
-        *(restore_check(topic_export_key(t), KAFKA, EXPORT_RESTORES,
-                        f"Weekly: the newest export of {t} replays into a scratch topic with matching per-partition "
-                        "counts and checksums; the scratch topic is deleted afterwards.", topic=t) for t in topics),
+        restore_check(
+            LOGICAL_DUMP_KEY,
+            POSTGRES,
+            DUMP_RESTORES,
+            "Weekly: the newest dump restores into a scratch database whose every table matches the manifest.",
+        ),
+        restore_check(
+            BASE_BACKUP_KEY,
+            POSTGRES,
+            PITR_RESTORES,
+            "Weekly: base backup + WAL recover a scratch instance to a moment just taken on the primary, "
+            "and every table matches the primary as of that moment.",
+        ),
+        restore_check(
+            REDIS_SNAPSHOT_KEY,
+            REDIS,
+            SNAPSHOT_RESTORES,
+            "Weekly: the newest snapshot loads into scratch redis-servers whose key counts per db and type, "
+            "content digest and TTLs match the manifest.",
+        ),
+        *(
+            restore_check(
+                topic_export_key(t),
+                KAFKA,
+                EXPORT_RESTORES,
+                f"Weekly: the newest export of {t} replays into a scratch topic with matching per-partition "
+                "counts and checksums; the scratch topic is deleted afterwards.",
+                topic=t,
+            )
+            for t in topics
+        ),
     ]

@@ -8,8 +8,8 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckKey,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetKey,
     MetadataValue,
     asset_check,
@@ -20,18 +20,24 @@ from ..shared.backup_jobs import VERIFIED_RECENTLY
 
 
 def verified_recently_check(asset_key: AssetKey, restore_check: str, max_age_days: float) -> AssetChecksDefinition:
-    @asset_check(asset=asset_key, name=VERIFIED_RECENTLY,
-                 description=f"The newest successful `{restore_check}` is at most {max_age_days:g} days old.")
+    @asset_check(
+        asset=asset_key,
+        name=VERIFIED_RECENTLY,
+        description=f"The newest successful `{restore_check}` is at most {max_age_days:g} days old.",
+    )
     def check(context: AssetCheckExecutionContext) -> AssetCheckResult:
         key = AssetCheckKey(asset_key, restore_check)
         history = context.instance.event_log_storage.get_asset_check_execution_history(
             key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
         )
         if not history:
-            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                    description=f"`{restore_check}` never succeeded: run weekly_verification_job")
-        when = dt.datetime.fromtimestamp(history[0].create_timestamp, dt.timezone.utc)
-        age_days = (dt.datetime.now(dt.timezone.utc) - when).total_seconds() / 86400
+            return AssetCheckResult(
+                passed=False,
+                severity=AssetCheckSeverity.WARN,
+                description=f"`{restore_check}` never succeeded: run weekly_verification_job",
+            )
+        when = dt.datetime.fromtimestamp(history[0].create_timestamp, dt.UTC)
+        age_days = (dt.datetime.now(dt.UTC) - when).total_seconds() / 86400
         return AssetCheckResult(
             passed=age_days <= max_age_days,
             severity=AssetCheckSeverity.ERROR,
@@ -42,6 +48,8 @@ def verified_recently_check(asset_key: AssetKey, restore_check: str, max_age_day
     return check
 
 
-def build_verified_recently_checks(restore_checks: list[AssetChecksDefinition], max_age_days: float) -> list[AssetChecksDefinition]:
+def build_verified_recently_checks(
+    restore_checks: list[AssetChecksDefinition], max_age_days: float
+) -> list[AssetChecksDefinition]:
     """One `verified_recently` per asset, watching that asset's restore check."""
     return [verified_recently_check(key.asset_key, key.name, max_age_days) for c in restore_checks for key in c.check_keys]

@@ -20,6 +20,9 @@ def build_weekly_verification_job(restore_checks: list[AssetChecksDefinition]) -
 
 def build_weekly_verification_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
     return ScheduleDefinition(
-        job=job, cron_schedule="0 5 * * 0", execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING,
+        job=job,
+        cron_schedule="0 5 * * 0",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
         description="Weekly restore verification of every backup asset, Sunday 05:00 UTC.",
     )
