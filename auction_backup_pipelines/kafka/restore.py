@@ -25,11 +25,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from auction_backup_pipelines.kafka.records import (
@@ -53,12 +52,18 @@ from auction_backup_pipelines.kafka.records import (
     read_records,
     topic_of,
 )
+from auction_backup_pipelines.kafka.restore_offsets import (
+    OffsetTranslator,
+    PartitionProgress,
+    TopicJob,
+    apply_group_offsets,
+    by_partition,
+    check_groups,
+)
 from auction_backup_pipelines.kafka.restore_report import (
-    GroupRestore,
     KafkaRestoreReport,
     PartitionRestore,
     TopicRestore,
-    TranslatedOffset,
 )
 from auction_backup_pipelines.repository.manifest import Backup, NotFoundError
 from auction_backup_pipelines.repository.repository import Repository, parse_day
@@ -75,52 +80,6 @@ def day_range(first: dt.date | str, last: dt.date | str) -> list[dt.date]:
     if (d2 - d1).days >= MAX_DAYS:
         raise KafkaBackupError(f"{d1}..{d2} spans more than {MAX_DAYS} days; restore it in pieces")
     return [d1 + dt.timedelta(days=i) for i in range((d2 - d1).days + 1)]
-
-
-class OffsetTranslator:
-    """Maps committed offsets to restored offsets while delivery reports arrive in order."""
-
-    def __init__(self, wanted: dict[int, Iterable[int]]):
-        self._wanted = {p: sorted(set(offs)) for p, offs in wanted.items()}
-        self._next = {p: 0 for p in self._wanted}
-        self.mapping: dict[tuple[int, int], int] = {}
-
-    def delivered(self, partition: int, original: int, restored: int) -> None:
-        wanted = self._wanted.get(partition)
-        if not wanted:
-            return
-        i = self._next[partition]
-        while i < len(wanted) and wanted[i] <= original:
-            self.mapping[(partition, wanted[i])] = restored
-            i += 1
-        self._next[partition] = i
-
-    def translate(self, partition: int, committed: int, end: int) -> int:
-        return self.mapping.get((partition, committed), end)
-
-
-@dataclass
-class _PartitionProgress:
-    base: int  # high watermark of the target partition before the replay
-    first_original: int | None = None
-    first_restored: int | None = None
-    last_restored: int | None = None
-    delivered: int = 0
-
-    @property
-    def end(self) -> int:
-        return self.base if self.last_restored is None else self.last_restored + 1
-
-
-@dataclass
-class _TopicJob:
-    topic: str
-    target: str
-    backups: list[Backup]
-    info: TopicInfo  # from the last day: newest partition count, configs and group offsets
-    exists: bool = False
-    create_config: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def _backups_for(repo: Repository, topics: Sequence[str] | None, days: list[dt.date]) -> dict[str, list[Backup]]:
@@ -189,38 +148,6 @@ def _wait_leaders(admin: AdminClient, names: list[str], partitions: dict[str, in
         time.sleep(0.1)  # polling a real condition with a deadline
 
 
-def _group_target(group: str, prefix: str) -> str:
-    return f"{prefix}{group}" if prefix else group
-
-
-def _check_groups(admin: AdminClient, jobs: list[_TopicJob], prefix: str, force: bool, timeout: float) -> None:
-    """Committing offsets needs idle groups, and replacing existing offsets needs --force."""
-    problems = []
-    for job in jobs:
-        for group in job.info.consumer_groups:
-            target_group = _group_target(group, prefix)
-            desc = admin.describe_consumer_groups([target_group], request_timeout=timeout)[target_group]
-            try:
-                members = desc.result().members
-            except KafkaException:
-                members = []
-            if members:
-                problems.append(f"group {target_group!r} has {len(members)} active members (stop them first)")
-                continue
-            req = ConsumerGroupTopicPartitions(target_group, [TopicPartition(job.target, p) for p in range(job.info.partitions)])
-            try:
-                current = admin.list_consumer_group_offsets([req], request_timeout=timeout)[target_group].result()
-                committed = [tp for tp in current.topic_partitions or () if tp.offset >= 0]
-            except KafkaException:
-                committed = []
-            if committed and not force:
-                problems.append(
-                    f"group {target_group!r} already has committed offsets on {job.target!r} (pass --force to replace them)"
-                )
-    if problems:
-        raise RestoreRefused("cannot apply consumer-group offsets: " + "; ".join(problems) + ". Nothing was written")
-
-
 def _producer(bootstrap: str, timeout: float, max_message: int) -> Producer:
     return Producer(
         {
@@ -237,9 +164,9 @@ def _producer(bootstrap: str, timeout: float, max_message: int) -> Producer:
 
 
 def _replay(
-    repo: Repository, job: _TopicJob, bootstrap: str, base: dict[int, int], translator: OffsetTranslator, timeout: float
-) -> dict[int, _PartitionProgress]:
-    progress = {p: _PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
+    repo: Repository, job: TopicJob, bootstrap: str, base: dict[int, int], translator: OffsetTranslator, timeout: float
+) -> dict[int, PartitionProgress]:
+    progress = {p: PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
     pending: dict[int, collections.deque[int]] = {p: collections.deque() for p in progress}
     failures: list[str] = []
 
@@ -299,7 +226,7 @@ def _replay(
     return progress
 
 
-def _verify(job: _TopicJob, bootstrap: str, progress: dict[int, _PartitionProgress], timeout: float) -> int:
+def _verify(job: TopicJob, bootstrap: str, progress: dict[int, PartitionProgress], timeout: float) -> int:
     """Read each partition's restored range back; compare every day's count and sha256."""
     c = consumer(bootstrap, timeout)
     problems, total = [], 0
@@ -355,49 +282,6 @@ def _compare_range(c: Any, topic: str, p: int, first: int, segments: list[tuple[
     return problems
 
 
-def _apply_offsets(
-    admin: AdminClient,
-    job: _TopicJob,
-    prefix: str,
-    translator: OffsetTranslator,
-    progress: dict[int, _PartitionProgress],
-    apply: bool,
-    timeout: float,
-) -> dict[str, GroupRestore]:
-    report: dict[str, GroupRestore] = {}
-    for group, offsets in sorted(job.info.consumer_groups.items()):
-        target_group = _group_target(group, prefix)
-        parts = {}
-        for p, committed in sorted(offsets.items()):
-            st = progress.get(p)
-            if st is None:
-                continue
-            restored = translator.translate(p, committed, st.end)
-            if st.first_original is None:
-                note = "nothing restored in this partition"
-            elif committed < st.first_original:
-                note = "before the restored range: set to its first message"
-            elif (p, committed) not in translator.mapping:
-                note = "past the last restored message: set to the end"
-            else:
-                note = ""
-            parts[str(p)] = TranslatedOffset(committed=committed, restored=restored, note=note)
-        applied = False
-        if apply and parts:
-            req = ConsumerGroupTopicPartitions(
-                target_group, [TopicPartition(job.target, int(p), v.restored) for p, v in parts.items()]
-            )
-            try:
-                admin.alter_consumer_group_offsets([req], request_timeout=timeout)[target_group].result()
-            except KafkaException as exc:
-                raise KafkaBackupError(
-                    f"messages restored and verified, but committing offsets for group {target_group!r} failed: {error_text(exc)}"
-                ) from None
-            applied = True
-        report[group] = GroupRestore(target_group=target_group, partitions=parts, applied=applied)
-    return report
-
-
 def restore_topics(
     repo: Repository,
     days: tuple[dt.date | str, dt.date | str],
@@ -424,7 +308,7 @@ def restore_topics(
         partitions = max(b.metadata.get("partition_count", 0) for b in bs)
         if partitions > info.partitions:
             info = dataclasses.replace(info, partitions=partitions)
-        jobs.append(_TopicJob(topic, f"{topic_prefix}{topic}", bs, info))
+        jobs.append(TopicJob(topic, f"{topic_prefix}{topic}", bs, info))
 
     admin = admin_client(target_bootstrap, timeout)
     md = _target_state(admin, target_bootstrap, timeout)
@@ -458,12 +342,12 @@ def restore_topics(
     if refusals:
         raise RestoreRefused("restore refused: " + "; ".join(refusals) + ". Nothing was written")
     if apply_offsets:
-        _check_groups(admin, jobs, topic_prefix, force, timeout)
+        check_groups(admin, jobs, topic_prefix, force, timeout)
 
     _create_topics(admin, jobs, brokers, timeout)
     restored: dict[str, TopicRestore] = {}
     for job in jobs:
-        wanted = {p: list(offs.values()) for p, offs in _by_partition(job.info.consumer_groups).items()}
+        wanted = {p: list(offs.values()) for p, offs in by_partition(job.info.consumer_groups).items()}
         translator = OffsetTranslator(wanted)
         try:
             progress = _replay(repo, job, target_bootstrap, bases.get(job.target, {}), translator, timeout)
@@ -483,7 +367,7 @@ def restore_topics(
                 for p, st in progress.items()
             },
             coverage_gaps=_coverage_gaps(job.backups),
-            consumer_groups=_apply_offsets(admin, job, topic_prefix, translator, progress, apply_offsets, timeout),
+            consumer_groups=apply_group_offsets(admin, job, topic_prefix, translator, progress, apply_offsets, timeout),
             notes=job.notes,
         )
     return KafkaRestoreReport(
@@ -504,15 +388,7 @@ def _require_format(backup: Backup) -> None:
         )
 
 
-def _by_partition(groups: dict[str, dict[int, int]]) -> dict[int, dict[str, int]]:
-    out: dict[int, dict[str, int]] = collections.defaultdict(dict)
-    for g, offs in groups.items():
-        for p, o in offs.items():
-            out[p][g] = o
-    return out
-
-
-def _create_topics(admin: AdminClient, jobs: list[_TopicJob], brokers: int, timeout: float) -> None:
+def _create_topics(admin: AdminClient, jobs: list[TopicJob], brokers: int, timeout: float) -> None:
     new = [
         NewTopic(
             j.target,

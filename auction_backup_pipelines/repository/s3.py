@@ -29,11 +29,9 @@ modes and world-writable check have no S3 equivalent: access is the bucket polic
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import random
@@ -46,10 +44,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
 from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository.s3_streams import MultipartUpload, RangeReader, b64
 from auction_backup_pipelines.repository.storage import Backend, LockedError, ObjectInfo, StorageError
 from auction_backup_pipelines.settings import OffsiteSettings
 
@@ -74,10 +72,6 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode()
 
 
 class S3Backend(Backend):
@@ -164,13 +158,13 @@ class S3Backend(Backend):
 
     # -- calls ---------------------------------------------------------------------------------
 
-    def _k(self, key: str) -> str:
+    def object_key(self, key: str) -> str:
         parts = [p for p in key.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts):
             raise StorageError(f"invalid object key {key!r}")
         return self.prefix + "/".join(parts)
 
-    def _call(self, op: str, what: str, **kwargs: Any) -> Any:
+    def call(self, op: str, what: str, **kwargs: Any) -> Any:
         """One API call, throttling retried beyond botocore's own attempts; errors explained."""
         for attempt in range(self.throttle_retries + 1):
             try:
@@ -182,8 +176,8 @@ class S3Backend(Backend):
             time.sleep(min(30.0, self.backoff * 2**attempt) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
-    def _fail(self, exc: Exception, action: str, key: str) -> StorageError:
-        where = f"s3://{self.bucket}/{self._k(key) if key else self.prefix}"
+    def fail(self, exc: Exception, action: str, key: str) -> StorageError:
+        where = f"s3://{self.bucket}/{self.object_key(key) if key else self.prefix}"
         if isinstance(exc, ClientError):
             code = _code(exc)
             hint = {
@@ -198,8 +192,8 @@ class S3Backend(Backend):
 
     def _checksum_args(self, data: bytes | memoryview) -> dict[str, str]:
         if self.checksum != "md5":
-            return {"ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
-        return {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
+            return {"ChecksumSHA256": b64(hashlib.sha256(data).digest())}
+        return {"ContentMD5": b64(hashlib.md5(data, usedforsecurity=False).digest())}
 
     def _with_checksum_fallback(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -214,7 +208,7 @@ class S3Backend(Backend):
 
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
-        upload = _Upload(self, key)
+        upload = MultipartUpload(self, key)
         try:
             yield upload  # type: ignore[misc]
             upload.complete()
@@ -224,19 +218,19 @@ class S3Backend(Backend):
 
     def put_bytes(self, key: str, data: bytes, **extra: Any) -> Any:
         return self._with_checksum_fallback(
-            lambda: self._call(
-                "put_object", key, Bucket=self.bucket, Key=self._k(key), Body=data, **self._checksum_args(data), **extra
+            lambda: self.call(
+                "put_object", key, Bucket=self.bucket, Key=self.object_key(key), Body=data, **self._checksum_args(data), **extra
             )
         )
 
     def reader(self, key: str) -> BinaryIO:
         try:
-            head = self._call("get_object", key, Bucket=self.bucket, Key=self._k(key))
+            head = self.call("get_object", key, Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(f"s3://{self.bucket}/{self._k(key)}") from None
-            raise self._fail(exc, "reading", key) from None
-        return _Reader(self, key, head)  # type: ignore[return-value]
+                raise FileNotFoundError(f"s3://{self.bucket}/{self.object_key(key)}") from None
+            raise self.fail(exc, "reading", key) from None
+        return RangeReader(self, key, head)  # type: ignore[return-value]
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -251,7 +245,7 @@ class S3Backend(Backend):
                         continue
                     yield ObjectInfo(key, int(obj["Size"]))
         except ClientError as exc:
-            raise self._fail(exc, "listing", prefix) from None
+            raise self.fail(exc, "listing", prefix) from None
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -269,19 +263,19 @@ class S3Backend(Backend):
     def _delete_batch(self, keys: list[str]) -> None:
         if len(keys) == 1:  # plain DELETE: cheapest, and idempotent on S3 (204 for an absent key)
             try:
-                self._call("delete_object", keys[0], Bucket=self.bucket, Key=self._k(keys[0]))
+                self.call("delete_object", keys[0], Bucket=self.bucket, Key=self.object_key(keys[0]))
             except ClientError as exc:
-                raise self._fail(exc, "deleting", keys[0]) from None
+                raise self.fail(exc, "deleting", keys[0]) from None
             return
         try:
-            out = self._call(
+            out = self.call(
                 "delete_objects",
                 keys[0],
                 Bucket=self.bucket,
-                Delete={"Objects": [{"Key": self._k(k)} for k in keys], "Quiet": True},
+                Delete={"Objects": [{"Key": self.object_key(k)} for k in keys], "Quiet": True},
             )
         except ClientError as exc:
-            raise self._fail(exc, "deleting", keys[0]) from None
+            raise self.fail(exc, "deleting", keys[0]) from None
         errors = [e for e in out.get("Errors", []) if e.get("Code") != "NoSuchKey"]
         if errors:
             e = errors[0]
@@ -297,7 +291,7 @@ class S3Backend(Backend):
         for page in pages:
             for up in page.get("Uploads", []):
                 with contextlib.suppress(ClientError):  # finished or aborted meanwhile
-                    self._call("abort_multipart_upload", up["Key"], Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    self.call("abort_multipart_upload", up["Key"], Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                     removed.append(up["Key"][len(self.prefix) :])
         return removed
 
@@ -341,7 +335,7 @@ class S3Backend(Backend):
                 if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or _status(exc) in (409, 412):
                     return False
                 if _code(exc) != "NotImplemented":
-                    raise self._fail(exc, "locking", key) from None
+                    raise self.fail(exc, "locking", key) from None
                 self.conditional_puts = False  # this store ignores conditions: advisory locks (module doc)
         try:
             self._lock_doc(key)
@@ -369,159 +363,4 @@ class S3Backend(Backend):
     def _held(self, key: str, name: str, doc: dict[str, Any] | None = None) -> LockedError:
         doc = doc or {}
         who = f"{doc.get('host', '?')} pid {doc.get('pid', '?')} since {doc.get('acquired_at', '?')}, expires {doc.get('expires_at', '?')}"
-        return LockedError(f"another backup of {name} is running (lock s3://{self.bucket}/{self._k(key)} held by {who})")
-
-
-class _Upload(io.RawIOBase):
-    """The file-like `writer()` yields: parts go up as they fill; nothing is visible before complete()."""
-
-    def __init__(self, backend: S3Backend, key: str):
-        self._b = backend
-        self._key = key
-        self._buf = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._algorithm: str | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:  # type: ignore[override]
-        self._buf += b
-        while len(self._buf) >= self._b.part_size:
-            self._send_part(bytes(self._buf[: self._b.part_size]))
-            del self._buf[: self._b.part_size]
-        return len(b)
-
-    def _start(self) -> None:
-        b = self._b
-
-        def create() -> Any:
-            self._algorithm = "SHA256" if b.checksum != "md5" else None
-            extra = {"ChecksumAlgorithm": "SHA256"} if self._algorithm else {}
-            return b._call("create_multipart_upload", self._key, Bucket=b.bucket, Key=b._k(self._key), **extra)
-
-        self._upload_id = b._with_checksum_fallback(create)["UploadId"]
-
-    def _send_part(self, data: bytes) -> None:
-        b = self._b
-        number = len(self._parts) + 1
-        try:
-            if self._upload_id is None:
-                self._start()
-            if self._algorithm:
-                args = {"ChecksumSHA256": _b64(hashlib.sha256(data).digest())}
-            else:
-                args = {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
-            out = b._call(
-                "upload_part",
-                self._key,
-                Bucket=b.bucket,
-                Key=b._k(self._key),
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=data,
-                **args,
-            )
-        except ClientError as exc:
-            raise b._fail(exc, f"uploading part {number} of", self._key) from None
-        part = {"PartNumber": number, "ETag": out["ETag"]}
-        if self._algorithm:
-            part["ChecksumSHA256"] = args["ChecksumSHA256"]
-        self._parts.append(part)
-
-    def complete(self) -> None:
-        b = self._b
-        if self._upload_id is None:  # under one part: a single atomic PUT
-            try:
-                b.put_bytes(self._key, bytes(self._buf))
-            except ClientError as exc:
-                raise b._fail(exc, "writing", self._key) from None
-            return
-        if self._buf:
-            self._send_part(bytes(self._buf))
-            self._buf.clear()
-        try:
-            b._call(
-                "complete_multipart_upload",
-                self._key,
-                Bucket=b.bucket,
-                Key=b._k(self._key),
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
-            )
-        except ClientError as exc:
-            raise b._fail(exc, "completing the upload of", self._key) from None
-        self._upload_id = None
-
-    def abort(self) -> None:
-        if self._upload_id is not None:
-            # Best effort: if this fails too, remove_temporaries (gc) aborts it later.
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self._b._call(
-                    "abort_multipart_upload",
-                    self._key,
-                    Bucket=self._b.bucket,
-                    Key=self._b._k(self._key),
-                    UploadId=self._upload_id,
-                )
-            self._upload_id = None
-
-
-class _Reader(io.RawIOBase):
-    """A GET body that resumes (Range + If-Match on the first ETag) when the connection drops midway."""
-
-    RESUMES = 5
-
-    def __init__(self, backend: S3Backend, key: str, response: dict[str, Any]):
-        self._b = backend
-        self._key = key
-        self._body = response["Body"]
-        self._etag = response.get("ETag")
-        self._size = int(response.get("ContentLength", -1))
-        self._pos = 0
-        self._resumes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(1 << 22), b""))
-        while True:
-            try:
-                data = self._body.read(size)
-            except (BotoConnectionError, ReadTimeoutError, OSError) as exc:
-                self._resume(exc)
-                continue
-            if not data and 0 <= self._size and self._pos < self._size:
-                self._resume(EOFError("connection closed early"))
-                continue
-            self._pos += len(data)
-            return data
-
-    def _resume(self, exc: BaseException) -> None:
-        if self._resumes >= self.RESUMES:
-            raise StorageError(f"reading s3://{self._b.bucket}/{self._b._k(self._key)} failed at byte {self._pos}: {exc}")
-        self._resumes += 1
-        time.sleep(self._b.backoff * self._resumes)
-        with contextlib.suppress(Exception):
-            self._body.close()
-        extra = {"IfMatch": self._etag} if self._etag else {}
-        try:
-            out = self._b._call(
-                "get_object", self._key, Bucket=self._b.bucket, Key=self._b._k(self._key), Range=f"bytes={self._pos}-", **extra
-            )
-        except ClientError as e:  # replaced meanwhile (412) or gone: the caller's digests would fail anyway
-            raise self._b._fail(e, f"resuming at byte {self._pos}", self._key) from None
-        self._body = out["Body"]
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._body.close()
-        super().close()
+        return LockedError(f"another backup of {name} is running (lock s3://{self.bucket}/{self.object_key(key)} held by {who})")

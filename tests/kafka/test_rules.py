@@ -18,7 +18,8 @@ from auction_backup_pipelines.defs.verification.checks import build_restore_chec
 from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
 from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
 from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
-from auction_backup_pipelines.kafka.restore import OffsetTranslator, day_range
+from auction_backup_pipelines.kafka.restore import day_range
+from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator
 from auction_backup_pipelines.settings import AUCTION_TOPICS
 
 UTC = dt.UTC

@@ -78,7 +78,7 @@ def test_multipart_round_trip_with_sha256_checksums(backend):
     repo = Repository(backend, compression="none")
     data = os.urandom(12 * MiB + 123)
     backup = _write(repo, data)
-    key = backend._k(backup.ref.file_key("dump.pgc"))
+    key = backend.object_key(backup.ref.file_key("dump.pgc"))
     head = backend.client.head_object(Bucket=backend.bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(data)
     assert head.get("ChecksumSHA256", "").endswith("-3")  # three parts, each checked by the server
@@ -94,7 +94,10 @@ def test_multipart_round_trip_with_sha256_checksums(backend):
 def test_server_verifies_checksums_and_md5_mode_works(backend):
     with pytest.raises(ClientError) as err:
         backend.client.put_object(
-            Bucket=backend.bucket, Key=backend._k("x"), Body=b"abc", ChecksumSHA256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
+            Bucket=backend.bucket,
+            Key=backend.object_key("x"),
+            Body=b"abc",
+            ChecksumSHA256="n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
         )
     assert err.value.response["Error"]["Code"] == "BadDigest"
     backend.checksum = "md5"
@@ -109,7 +112,7 @@ def test_encrypted_repository_on_s3(backend):
     repo = Repository(backend, encryption=Encryption([Key("offsite-1", os.urandom(32))]))
     data = b"bidder alice@example.com " * 100_000
     backup = _write(repo, data)
-    raw = backend.client.get_object(Bucket=backend.bucket, Key=backend._k(backup.manifest_key))["Body"].read()
+    raw = backend.client.get_object(Bucket=backend.bucket, Key=backend.object_key(backup.manifest_key))["Body"].read()
     assert raw.startswith(MAGIC) and b"dump.pgc" not in raw
     with repo.open(backup, "dump.pgc") as f:
         assert f.read() == data
