@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -68,6 +68,7 @@ from auction_backup_pipelines.kafka.records import (
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, parse_day, utcnow
+from auction_backup_pipelines.repository.streams import ByteSink
 
 CHUNK_BYTES = 16 << 20  # handed to the writer thread at once (see _ChunkWriter)
 STALL_TIMEOUT_S = 60.0
@@ -233,7 +234,7 @@ class _ChunkWriter:
     the queue, one being written and one being built bound the memory (~3 x CHUNK_BYTES).
     """
 
-    def __init__(self, out: BinaryIO):
+    def __init__(self, out: ByteSink):
         self._out = out
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -267,7 +268,7 @@ class _ChunkWriter:
 
 
 def export_partitions(
-    c: Consumer, topic: str, ranges: Sequence[PartitionRange], out: BinaryIO, day: dt.date, stall_timeout: float = STALL_TIMEOUT_S
+    c: Consumer, topic: str, ranges: Sequence[PartitionRange], out: ByteSink, day: dt.date, stall_timeout: float = STALL_TIMEOUT_S
 ) -> dict[str, dict[str, Any]]:
     """Stream each range into `out`, one partition after another; return the manifest entries.
 

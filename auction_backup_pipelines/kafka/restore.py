@@ -90,7 +90,8 @@ def _backups_for(repo: Repository, topics: Sequence[str] | None, days: list[dt.d
         if not found:
             raise NotFoundError(f"no Kafka topic backups between {days[0]} and {days[-1]} in {repo.describe()}")
         topics = sorted(found)
-    result, missing = {}, []
+    result: dict[str, list[Backup]] = {}
+    missing: list[str] = []
     for topic in topics:
         result[topic] = []
         for d in days:
@@ -201,7 +202,9 @@ def _replay(
                             key=rec.key,
                             partition=rec.partition,
                             timestamp=max(rec.timestamp, 0),
-                            headers=rec.headers or None,
+                            # confluent-kafka types headers as an invariant list of (str, str | bytes | None);
+                            # a list of (str, bytes | None) is valid input.
+                            headers=rec.headers or None,  # type: ignore[arg-type]
                             on_delivery=delivered,
                         )
                         break
@@ -232,13 +235,17 @@ def _verify(job: TopicJob, bootstrap: str, progress: dict[int, PartitionProgress
     problems, total = [], 0
     try:
         for p, st in progress.items():
-            segments = [(b.partition, b.metadata["partitions"].get(str(p), {"messages": 0})) for b in job.backups]
-            segments = [(day, e["messages"], e.get("sha256")) for day, e in segments if e["messages"]]
+            per_day = [(b.partition, b.metadata["partitions"].get(str(p), {"messages": 0})) for b in job.backups]
+            segments: list[tuple[str, int, str | None]] = [
+                (day, e["messages"], e.get("sha256")) for day, e in per_day if e["messages"]
+            ]
             want = sum(n for _, n, _ in segments)
             if st.delivered != want:
                 problems.append(f"partition {p}: {st.delivered} messages written, the backups hold {want}")
             elif want:
-                problems += _compare_range(c, job.target, p, st.first_restored, segments, timeout)  # type: ignore[arg-type]
+                if st.first_restored is None:  # delivered == want > 0, so a delivery report must have set it
+                    raise KafkaBackupError(f"partition {p}: {want} messages delivered but no restored offset was recorded")
+                problems += _compare_range(c, job.target, p, st.first_restored, segments, timeout)
                 total += want
     finally:
         c.close()
@@ -251,7 +258,9 @@ def _verify(job: TopicJob, bootstrap: str, progress: dict[int, PartitionProgress
     return total
 
 
-def _compare_range(c: Any, topic: str, p: int, first: int, segments: list[tuple[str, int, str]], timeout: float) -> list[str]:
+def _compare_range(
+    c: Any, topic: str, p: int, first: int, segments: list[tuple[str, int, str | None]], timeout: float
+) -> list[str]:
     """Stream partition `p` from `first`, hashing one day's slice after another (memory flat)."""
     problems: list[str] = []
     seg, in_seg, sha = 0, 0, hashlib.sha256()

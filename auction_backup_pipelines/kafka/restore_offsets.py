@@ -4,7 +4,7 @@ offsets it translates from the backup's numbering to the target's and applies (o
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -18,7 +18,7 @@ from auction_backup_pipelines.repository.manifest import Backup
 class OffsetTranslator:
     """Maps committed offsets to restored offsets while delivery reports arrive in order."""
 
-    def __init__(self, wanted: dict[int, Iterable[int]]):
+    def __init__(self, wanted: Mapping[int, Iterable[int]]):
         self._wanted = {p: sorted(set(offs)) for p, offs in wanted.items()}
         self._next = {p: 0 for p in self._wanted}
         self.mapping: dict[tuple[int, int], int] = {}

@@ -64,7 +64,7 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -201,10 +201,13 @@ def _newest(backups: Iterable[Backup]) -> Backup:
     return max(backups, key=lambda b: (b.day, b.key))
 
 
-_Rule = tuple[str, Callable[[_dt.date], Hashable], Callable[[Hashable, int], str]]
+# A bucket is a tuple of ints (day, ISO week, month) so buckets of one rule sort
+# chronologically.
+_Bucket = tuple[int, ...]
+_Rule = tuple[str, Callable[[_dt.date], _Bucket], Callable[[_Bucket, int], str]]
 
 _RULES: tuple[_Rule, ...] = (
-    ("daily", lambda d: d, lambda bucket, k: f"daily #{k}"),
+    ("daily", lambda d: (d.year, d.month, d.day), lambda bucket, k: f"daily #{k}"),
     (
         "weekly",
         lambda d: tuple(d.isocalendar())[:2],
@@ -225,7 +228,7 @@ def _rule_keeps(good: list[Backup], policy: Policy) -> list[tuple[Backup, str]]:
         count = getattr(policy, name)
         if count == 0:
             continue
-        newest_in: dict[Hashable, Backup] = {}
+        newest_in: dict[_Bucket, Backup] = {}
         for b in good:
             bucket = bucket_of(b.day)
             cur = newest_in.get(bucket)
@@ -324,7 +327,7 @@ def evaluate(
                 if b.artifact not in oldest_kept or b.day < oldest_kept[b.artifact]:
                     oldest_kept[b.artifact] = b.day
         for w in wal_items:
-            base_day = oldest_kept.get(w.wal_for)  # type: ignore[arg-type]
+            base_day = oldest_kept.get(w.wal_for) if w.wal_for is not None else None
             if base_day is None:
                 reason = NO_BASE_KEPT
             elif w.day >= base_day:
@@ -345,8 +348,8 @@ def evaluate(
             decisions.append(Decision(backup=b, keep=True, reasons=ordered))
             continue
         if b.wal_for is not None:
-            base_day = oldest_kept[b.wal_for].isoformat()
-            why = f"expired: before PITR window (oldest kept {b.wal_for} is {base_day})"
+            oldest_day = oldest_kept[b.wal_for].isoformat()
+            why = f"expired: before PITR window (oldest kept {b.wal_for} is {oldest_day})"
         elif b.status == "failed":
             why = EXPIRED_FAILED
         elif b.status == "unverified":

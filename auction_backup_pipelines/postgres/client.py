@@ -73,7 +73,7 @@ def run_capturing_stderr(argv: list[str], env: dict[str, str], **kwargs: Any) ->
     """Start a client program with its stderr in a temporary file (read it with `stderr_tail`)."""
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, env=env, stderr=err, **kwargs)
-    return proc, err  # type: ignore[return-value]
+    return proc, err
 
 
 def stderr_tail(err: BinaryIO, limit: int = 2000) -> str:

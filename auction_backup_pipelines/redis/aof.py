@@ -44,15 +44,17 @@ def copy_aof(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_dir: Path,
     if cfg.get("appendonly", "yes") != "yes":
         raise SnapshotUnavailable("AOF is off on this server (appendonly no)")
     dirname, basename = cfg.get("appenddirname", "appendonlydir"), cfg.get("appendfilename", "appendonly.aof")
+    if dirname is None or basename is None:
+        raise SnapshotUnavailable("CONFIG GET appenddirname/appendfilename answered without a value; cannot find the AOF")
     aof_dir = Path(data_dir, dirname)
     manifest_path = aof_dir / f"{basename}.manifest"
     original = cfg.get("auto-aof-rewrite-percentage")
-    paused = False
+    paused_from: str | None = None  # the setting to put back once the copy is done
     try:
         if original not in (None, "0"):
             with contextlib.suppress(redis.ResponseError):  # without CONFIG, the manifest re-check below still guards us
                 r.config_set("auto-aof-rewrite-percentage", 0)
-                paused = True
+                paused_from = original
         deadline = time.monotonic() + timeout
         wait_persistence(
             r,
@@ -86,13 +88,13 @@ def copy_aof(r: redis.Redis, data_dir: str, writer: BackupWriter, tee_dir: Path,
                 out.write(text)
             for name, _kind in files:
                 with open(local / name, "wb") as tee, writer.open_file(name) as out:
-                    out.copy_from(Tee(handles[name], tee, limit=sizes[name]))  # type: ignore[arg-type]
+                    out.copy_from(Tee(handles[name], tee, limit=sizes[name]))
         finally:
             for h in handles.values():
                 h.close()
     finally:
-        if paused:
-            r.config_set("auto-aof-rewrite-percentage", original)
+        if paused_from is not None:
+            r.config_set("auto-aof-rewrite-percentage", paused_from)
     return {
         "appenddirname": dirname,
         "appendfilename": basename,

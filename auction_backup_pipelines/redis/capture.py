@@ -44,6 +44,7 @@ from auction_backup_pipelines.redis.client import (
 )
 from auction_backup_pipelines.redis.facts import BUCKET_MS
 from auction_backup_pipelines.repository.repository import BackupWriter
+from auction_backup_pipelines.repository.streams import ByteSink
 from auction_backup_pipelines.settings import RedisSettings
 
 EOF_MARK = 40  # length of the end marker of a diskless replication transfer
@@ -52,7 +53,7 @@ EOF_MARK = 40  # length of the end marker of a diskless replication transfer
 class Tee:
     """A reader handed to ArtifactStream.copy_from: copies what passes to a local file, remembers head and tail."""
 
-    def __init__(self, source: BinaryIO, tee: BinaryIO, limit: int | None = None):
+    def __init__(self, source: BinaryIO, tee: ByteSink, limit: int | None = None):
         self.source = source
         self.tee = tee
         self.limit = limit
@@ -88,7 +89,7 @@ def check_rdb(head: bytes, tail: bytes, size: int, where: str) -> str:
 class RedisCliRdb(Tee):
     """`redis-cli --rdb -` as a reader: holds back the last 40 bytes until redis-cli tells what they are."""
 
-    def __init__(self, proc: subprocess.Popen, stderr: BinaryIO, tee: BinaryIO, where: str, stall_timeout: float):
+    def __init__(self, proc: subprocess.Popen, stderr: BinaryIO, tee: ByteSink, where: str, stall_timeout: float):
         super().__init__(proc.stdout, tee)  # type: ignore[arg-type]
         self.proc, self.stderr, self.where = proc, stderr, where
         self.received = 0
@@ -194,7 +195,7 @@ def stream_network(
         source = RedisCliRdb(proc, err, rdb_facts.Fanout(tee, facts), where, stall_timeout)
         try:
             with writer.open_file(name) as out:
-                out.copy_from(source)  # type: ignore[arg-type]
+                out.copy_from(source)
         finally:
             source.close()
         captured = Captured(tee_path.parent, None, captured_ms, facts.result(), facts.problem)
@@ -210,6 +211,8 @@ def bgsave_and_stream(
         folder, filename = cfg.get("dir", data_dir), cfg.get("dbfilename", RDB_FILE)
     except redis.ResponseError:  # CONFIG disabled: trust the configured folder and Redis's default name
         folder, filename = data_dir, RDB_FILE
+    if folder is None or filename is None:
+        raise SnapshotUnavailable("CONFIG GET dir/dbfilename answered without a value; cannot tell where the server saves")
     if os.path.realpath(folder) != os.path.realpath(data_dir):
         raise SnapshotUnavailable(f"the server writes its snapshots to {folder}, not to the configured data dir {data_dir}")
     deadline = time.monotonic() + timeout
@@ -244,7 +247,7 @@ def bgsave_and_stream(
     ):
         source = Tee(f, rdb_facts.Fanout(tee, facts))  # the open file keeps this save's bytes even if a newer save replaces it
         with writer.open_file(RDB_FILE) as out:
-            out.copy_from(source)  # type: ignore[arg-type]
+            out.copy_from(source)
             version = check_rdb(source.head, source.tail, source.size, where)
         captured = Captured(tee_path.parent, None, captured_ms, facts.result(), facts.problem)
     return {"file": RDB_FILE, "bytes": source.size, "rdb_version": version, "captured_at": iso_ms(captured_ms)}, captured

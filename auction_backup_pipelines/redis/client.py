@@ -195,5 +195,6 @@ def source_info(r: redis.Redis) -> dict[str, Any]:
         "keyspace": keyspace,
     }
     with contextlib.suppress(redis.RedisError):
-        out["databases"] = int(r.config_get("databases").get("databases", 16))
+        # redis-py annotates CONFIG GET values as `str | None`; the server always sends a value.
+        out["databases"] = int(r.config_get("databases").get("databases", 16))  # type: ignore[arg-type]
     return out

@@ -108,7 +108,7 @@ class Facts:
     def add(self, db: int, kind: str, digest: int, expire_at_ms: int | None) -> None:
         volatile = expire_at_ms is not None
         self.counts[(db, kind, volatile)] = self.counts.get((db, kind, volatile), 0) + 1
-        if not volatile:
+        if expire_at_ms is None:
             self.persistent_digest = (self.persistent_digest + digest) & MASK64
             return
         b = self.buckets.setdefault(expire_at_ms // self.bucket_ms * self.bucket_ms, [0, 0, 0])

@@ -72,7 +72,9 @@ class BulkConnection:
         except OSError as exc:
             raise RedisBackupError(explain(exc, *where, username)) from None
         self._buf, self._pos = b"", 0
-        hello = ([("AUTH", username, password) if username else ("AUTH", password)] if password else []) + [("PING",)]
+        hello: list[tuple[Any, ...]] = (
+            [("AUTH", username, password) if username else ("AUTH", password)] if password else []
+        ) + [("PING",)]
         if db:
             hello.append(("SELECT", db))
         for reply in self.run(hello):

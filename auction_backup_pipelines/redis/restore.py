@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +69,14 @@ def materialize(repo: Repository, backup: Backup, folder: Path, files: list[str]
 
 
 @contextlib.contextmanager
-def loaded_servers(repo: Repository, backup: Backup, tmp: Path) -> Iterator[Iterator[ScratchServer]]:
+def loaded_servers(repo: Repository, backup: Backup, tmp: Path) -> Iterator[Generator[ScratchServer, None, None]]:
     """Scratch servers holding the backup, one after another (one node's memory at a time).
 
     Closing the generator on exit stops the current server even when the caller's loop failed.
     """
     databases = backup.metadata.get("source", {}).get("databases", 16)
 
-    def servers() -> Iterator[ScratchServer]:
+    def servers() -> Generator[ScratchServer, None, None]:
         for name, files, aof in backup_layouts(backup):
             folder = tmp / name
             materialize(repo, backup, folder, files, aof)
@@ -208,6 +208,7 @@ def restore_snapshot(
                     if force:  # the backup's keys, as the target now holds them
                         collect_facts(actual, db, dst(db), unique_batches(src))
         if not force:  # the whole target, which was empty: each master (or db) scanned on its own
+            readers: list[tuple[int, Runner]]
             if cluster:
                 readers = [(0, bulk(host=m["host"], port=m["port"]).run) for m in topology(r)]
             else:

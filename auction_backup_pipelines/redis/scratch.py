@@ -133,9 +133,10 @@ def scratch_server(
     """
     # The socket gets its own short-named dir: unix socket paths are limited to about 107 bytes.
     sockdir = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}sock-{os.getpid()}-"))
-    sock: Path | None = sockdir / "redis.sock"
+    sock_path = sockdir / "redis.sock"
+    sock: Path | None = sock_path
     secret = ""
-    if len(bytes(sock)) > 100:  # TMPDIR too long for a socket: loopback TCP, with a one-off password
+    if len(bytes(sock_path)) > 100:  # TMPDIR too long for a socket: loopback TCP, with a one-off password
         sock = None
         if not port:
             port, secret = free_port(), secrets.token_hex(16)

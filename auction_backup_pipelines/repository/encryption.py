@@ -31,6 +31,7 @@ Least privilege for the sources is in docs/least-privilege.md.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -225,7 +226,7 @@ class EncryptingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         # A full segment is sealed only once more data follows: only `finish` knows the last one.
         # Large writes are sealed straight from the caller's buffer, without copying.
         mv = memoryview(b).cast("B")
@@ -321,7 +322,7 @@ class DecryptingReader(io.RawIOBase):
         self._counter += 1
         self._done = last
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(SEGMENT), b""))
         while self._pos >= len(self._plain):
@@ -332,7 +333,7 @@ class DecryptingReader(io.RawIOBase):
         self._pos += len(out)
         return out
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
@@ -378,7 +379,7 @@ class EncryptedBackend(Backend):
     def delete_many(self, keys: Iterable[str]) -> None:
         self.inner.delete_many(keys)
 
-    def remove_temporaries(self, prefix: str = "") -> list[str]:
+    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
         return self.inner.remove_temporaries(prefix)
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:

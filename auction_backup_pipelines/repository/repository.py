@@ -26,6 +26,7 @@ listing needs no key. `self.storage` is always the bare backend.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import datetime as dt
@@ -192,7 +193,7 @@ class Repository:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def list(self, system: str | None = None, artifact: str | None = None, partition: str | None = None) -> list[Backup]:
+    def list(self, system: str | None = None, artifact: str | None = None, partition: str | None = None) -> builtins.list[Backup]:
         """Complete backups (those with a manifest), oldest partition first."""
         prefix = layout.backups_prefix(system or None, artifact or None, parse_day(partition) if partition else None)
         found = []
@@ -241,7 +242,7 @@ class Repository:
             stored = self.backend.reader(where)
         except FileNotFoundError:
             raise IntegrityError(f"{where}: file listed in the manifest is missing") from None
-        return io.BufferedReader(VerifyingReader(stored, entry, where), buffer_size=CHUNK)  # type: ignore[arg-type]
+        return io.BufferedReader(VerifyingReader(stored, entry, where), buffer_size=CHUNK)
 
     def verify(self, backup: Backup, deep: bool = False) -> VerifyReport:
         """Check every file against the manifest without writing anything.
@@ -281,7 +282,7 @@ class Repository:
         self.backend.delete(backup.manifest_key)
         self.backend.delete_many(backup.object_key(entry) for entry in backup.files)
 
-    def gc_incomplete(self, system: str | None = None) -> list[str]:
+    def gc_incomplete(self, system: str | None = None) -> builtins.list[str]:
         """Delete files that belong to no manifest (left by crashed runs). Returns their keys.
 
         Call it only when no backup is being written: a running backup's files have no

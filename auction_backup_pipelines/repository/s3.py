@@ -29,6 +29,7 @@ modes and world-writable check have no S3 equivalent: access is the bucket polic
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
@@ -260,7 +261,7 @@ class S3Backend(Backend):
         if batch:
             self._delete_batch(batch)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: builtins.list[str]) -> None:
         if len(keys) == 1:  # plain DELETE: cheapest, and idempotent on S3 (204 for an absent key)
             try:
                 self.call("delete_object", keys[0], Bucket=self.bucket, Key=self.object_key(keys[0]))
@@ -284,7 +285,7 @@ class S3Backend(Backend):
                 f"({len(errors)} of {len(keys)} keys in the batch not deleted)"
             )
 
-    def remove_temporaries(self, prefix: str = "") -> list[str]:
+    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
         """Abort unfinished multipart uploads (what a killed writer leaves); returns their keys."""
         removed = []
         pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)

@@ -38,7 +38,7 @@ class MultipartUpload(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         self._buf += b
         while len(self._buf) >= self._b.part_size:
             self._send_part(bytes(self._buf[: self._b.part_size]))
@@ -137,7 +137,7 @@ class RangeReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(1 << 22), b""))
         while True:
@@ -173,7 +173,7 @@ class RangeReader(io.RawIOBase):
             raise self._b.fail(e, f"resuming at byte {self._pos}", self._key) from None
         self._body = out["Body"]
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)

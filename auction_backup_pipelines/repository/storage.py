@@ -10,6 +10,7 @@ completed only at the end), so callers never depend on which backend they have.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -77,7 +78,7 @@ class Backend(ABC):
             self.delete(key)
 
     @abstractmethod
-    def remove_temporaries(self, prefix: str = "") -> list[str]:
+    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
         """Remove unfinished writes left by a crashed process; returns what was removed."""
 
     @abstractmethod
@@ -198,7 +199,7 @@ class LocalBackend(Backend):
                 raise
             parent = parent.parent
 
-    def remove_temporaries(self, prefix: str = "") -> list[str]:
+    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
         start = self._path(prefix) if prefix.strip("/") else self.root
         removed = []
         for tmp in list(start.rglob(layout.TEMP_GLOB)) if start.is_dir() else ():

@@ -77,7 +77,7 @@ def delete_expired_backups(context: OpExecutionContext, config: CleanupConfig, b
             _observe(context, o, o.backup)
             deleted.append(o.backup.ref.partition_ref.key)
     counts = Counter(o.action for o in outcomes)
-    metadata = {
+    metadata: dict[str, MetadataValue | bool] = {
         "dry_run": config.dry_run,
         "deleted_partitions": MetadataValue.json(deleted),
         **{f"{a.replace(' ', '_')}_count": MetadataValue.int(n) for a, n in sorted(counts.items())},

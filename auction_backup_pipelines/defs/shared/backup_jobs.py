@@ -17,6 +17,7 @@ from dagster import (
     build_schedule_from_partitioned_job,
     define_asset_job,
 )
+from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from .keys import SYSTEM_TAG, offsite_key
@@ -43,7 +44,9 @@ def backup_job(
     )
 
 
-def daily_schedule(job: UnresolvedAssetJobDefinition, hour: int, description: str) -> ScheduleDefinition:
+def daily_schedule(
+    job: UnresolvedAssetJobDefinition, hour: int, description: str
+) -> UnresolvedPartitionedAssetScheduleDefinition | ScheduleDefinition:
     """Fires at `hour`:00 UTC on D+1 for partition D (the partitions' timezone is the schedule's)."""
     return build_schedule_from_partitioned_job(
         job, hour_of_day=hour, minute_of_hour=0, default_status=DefaultScheduleStatus.RUNNING, description=description
