@@ -6,7 +6,7 @@ PY := .venv/bin/python
 WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/instance/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" && \
 	export VIRTUAL_ENV="$(CURDIR)/.venv" PATH="$(CURDIR)/.venv/bin:$$PATH" &&
 
-.PHONY: demo test bench stack-up stack-down
+.PHONY: demo test lint bench stack-up stack-down
 
 stack-up:
 	bash stack/up.sh
@@ -22,7 +22,15 @@ demo: stack-up
 	  dg launch --job $$job --partition "$$(date -u -d yesterday +%F)" || exit 1; done
 	$(WITH_ENV) exec dg dev -h 127.0.0.1 -p "$${DAGSTER_PORT:-3000}"
 
+# Linters first: a red lint fails the test command (and so CI) before the suite runs.
+LINTED := auction_backup_pipelines tests bench stack
+lint:
+	.venv/bin/ruff check $(LINTED)
+	.venv/bin/ruff format --check $(LINTED)
+	.venv/bin/mypy
+
 test: stack-up
+	$(MAKE) --no-print-directory lint
 	$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: stack-up
