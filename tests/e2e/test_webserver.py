@@ -69,7 +69,7 @@ def test_webserver_loads_the_code_location(tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home(tmp_path))}
     log = tmp_path / "webserver.log"
-    argv = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    argv = [str(BIN / "dagster-webserver"), "-m", "auction_backup_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)]
     with process_group(argv, env, log) as proc:
 
         def loaded():
