@@ -2,7 +2,8 @@
 
 Engines never read the environment: the CLI (`main`) and the Dagster loader call `load_settings()`
 once and hand each engine the group it needs, so a restore works while Dagster is down and a
-malformed variable fails at start with one line naming it instead of mid-run. Plain Python (no
+malformed variable fails with one line naming it instead of mid-run: at load for Dagster, at the
+first use of its group for the CLI (a restore is not refused over a variable it never reads). Plain Python (no
 Dagster). Secrets are kept out of every repr and every message; they reach child processes
 through their environment only. README.md's Configuration table lists `ENVIRONMENT_VARIABLES`.
 """
@@ -446,19 +447,44 @@ class Settings:
     alerting: AlertingSettings = field(default_factory=AlertingSettings)
 
 
-def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+class UnusableGroup:
+    """Stands in for a settings group whose variables are malformed: any use raises its parse error.
+
+    Lets a CLI command run when a variable it never reads is wrong: a restore at 3 a.m. must not
+    be refused because of a malformed alert port or offsite key (see `load_settings(tolerant=True)`).
+    """
+
+    def __init__(self, error: ConfigurationError) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error
+
+
+def load_settings(environ: Mapping[str, str] = os.environ, *, tolerant: bool = False) -> Settings:
     """Parse and validate every variable once; a malformed one raises ConfigurationError naming it
-    (and its value, unless it is a secret)."""
-    return Settings(
-        postgres=PostgresSettings.from_env(environ),
-        redis=RedisSettings.from_env(environ),
-        kafka=KafkaSettings.from_env(environ),
-        repository=RepositorySettings.from_env(environ),
-        encryption=EncryptionSettings.from_env(environ),
-        offsite=OffsiteSettings.from_env(environ),
-        partitions_start=_Reader(environ).day("BACKUP_PARTITIONS_START", Settings.partitions_start),
-        wal=WalSettings.from_env(environ),
-        verification=VerificationSettings.from_env(environ),
-        retention=RetentionSettings.from_env(environ),
-        alerting=AlertingSettings.from_env(environ),
-    )
+    (and its value, unless it is a secret). With `tolerant`, a malformed group is replaced by an
+    `UnusableGroup` and raises only when something uses it (the CLI: each command reads only
+    the groups it needs); the Dagster loaders stay strict, so a bad variable fails the load."""
+    parsers: dict[str, Any] = {
+        "postgres": PostgresSettings.from_env,
+        "redis": RedisSettings.from_env,
+        "kafka": KafkaSettings.from_env,
+        "repository": RepositorySettings.from_env,
+        "encryption": EncryptionSettings.from_env,
+        "offsite": OffsiteSettings.from_env,
+        "partitions_start": lambda env: _Reader(env).day("BACKUP_PARTITIONS_START", Settings.partitions_start),
+        "wal": WalSettings.from_env,
+        "verification": VerificationSettings.from_env,
+        "retention": RetentionSettings.from_env,
+        "alerting": AlertingSettings.from_env,
+    }
+    groups: dict[str, Any] = {}
+    for name, parse in parsers.items():
+        try:
+            groups[name] = parse(environ)
+        except ConfigurationError as exc:
+            if not tolerant:
+                raise
+            groups[name] = UnusableGroup(exc)
+    return Settings(**groups)

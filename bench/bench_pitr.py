@@ -54,7 +54,7 @@ def bench_base_backup(s: PostgresSettings, repo: Repository, work: Path, rounds:
         shutil.rmtree(raw_dir, ignore_errors=True)
         t = time.perf_counter()
         subprocess.run(
-            [pg.pg_bin("pg_basebackup"), "-D", str(raw_dir), "-Ft", "--checkpoint=fast", "--no-password"],
+            [pg.pg_bin("pg_basebackup", s.bin_dir), "-D", str(raw_dir), "-Ft", "--checkpoint=fast", "--no-password"],
             env=pg.child_env(s),
             check=True,
         )
@@ -130,7 +130,7 @@ def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Pa
     pitr.chown_postgres(work / "manual")
     os.chmod(data, 0o700)
     subprocess.run(
-        pitr.as_postgres([pg.pg_bin("pg_ctl"), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
+        pitr.as_postgres([pg.pg_bin("pg_ctl", PostgresSettings.from_env().bin_dir), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
         check=True,
         capture_output=True,
     )
@@ -157,7 +157,7 @@ def main() -> None:
         _, raw_dir = bench_base_backup(s, repo, work)
         bench_rpo(s, archive)
         subprocess.run(
-            [pg.pg_bin("pgbench"), "-n", "-c", "2", "-T", str(args.pgbench_seconds), bench_db],
+            [pg.pg_bin("pgbench", s.bin_dir), "-n", "-c", "2", "-T", str(args.pgbench_seconds), bench_db],
             env=pg.child_env(s, bench_db),
             check=True,
             capture_output=True,

@@ -31,7 +31,7 @@ def ensure_pgbench_db(s: PostgresSettings, scale: int) -> str:
     if not exists:
         print(f"creating {name} (pgbench -i -s {scale}) ...", flush=True)
         subprocess.run(
-            [pg.pg_bin("pgbench"), "-i", "-q", "-s", str(scale), name],
+            [pg.pg_bin("pgbench", s.bin_dir), "-i", "-q", "-s", str(scale), name],
             env=pg.child_env(s, name),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -44,7 +44,7 @@ def measure(s: PostgresSettings, dbname: str, checksums: bool) -> dict:
     env = pg.child_env(s, dbname)
     with tempfile.TemporaryDirectory() as tmp:
         raw_file = os.path.join(tmp, "raw.dump")
-        raw_wall, raw_rss = run_timed([pg.pg_bin("pg_dump"), "-Fc", "-f", raw_file, dbname], env=env)
+        raw_wall, raw_rss = run_timed([pg.pg_bin("pg_dump", s.bin_dir), "-Fc", "-f", raw_file, dbname], env=env)
         raw_size = os.path.getsize(raw_file)
         os.remove(raw_file)
         ours = python_child(

@@ -8,6 +8,8 @@ import ast
 import base64
 import dataclasses
 import re
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -336,3 +338,30 @@ def test_only_settings_reads_the_environment():
 def test_the_allowed_child_environment_builders_exist():
     for rel, function in CHILD_ENV_BUILDERS:
         assert function in {f for f, _ in environment_reads(PACKAGE / rel)}, f"{rel}:{function} no longer copies the environment"
+
+
+def test_tolerant_settings_raise_only_when_the_malformed_group_is_used():
+    env = {"ALERT_SMTP_PORT": "abc", "OFFSITE_ENCRYPTION_KEYS": "not-a-key", "POSTGRES_PORT": "6543"}
+    with pytest.raises(ConfigurationError, match="OFFSITE_ENCRYPTION_KEYS"):
+        load_settings(env)  # strict, as the Dagster loaders use it: the first bad variable fails the load
+    s = load_settings(env, tolerant=True)
+    assert s.postgres.port == 6543 and s.repository.root == "backups"
+    with pytest.raises(ConfigurationError, match="ALERT_SMTP_PORT"):
+        s.alerting.sink_arguments()
+    with pytest.raises(ConfigurationError, match="OFFSITE_ENCRYPTION_KEYS") as caught:
+        _ = s.offsite.configured
+    assert "not-a-key" not in str(caught.value)
+
+
+def test_a_cli_command_is_not_refused_over_a_variable_it_never_reads(tmp_path):
+    """A restore at 3 a.m. must not fail because an alert port is malformed; a command that needs it does."""
+    env = {"PATH": "/usr/bin:/bin", "BACKUP_ROOT": str(tmp_path / "backups"), "ALERT_SMTP_PORT": "abc"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "auction_backup_pipelines.cli", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0, listed.stderr
+    bad_root = {**env, "BACKUP_COMPRESSION": "lzma"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "auction_backup_pipelines.cli", "list"], env=bad_root, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 1 and "BACKUP_COMPRESSION" in refused.stderr and "Traceback" not in refused.stderr

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
-        return handler(args, load_settings())
+        return handler(args, load_settings(tolerant=True))
     except (BackupError, ValueError) as exc:  # ValueError: a malformed value the engines parse, e.g. a target time
         print(f"auction-backup: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -15,6 +15,7 @@ from auction_backup_pipelines.defs.shared.resources import (
     PostgresResource,
     RedisResource,
 )
+from auction_backup_pipelines.defs.verification.checks import build_restore_checks
 from auction_backup_pipelines.kafka.records import admin_client
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import client as pg_client
@@ -130,3 +131,18 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
     for name in ("dump_restores", "snapshot_restores"):
         assert name in texts and name in mail_texts
     assert "corrupt or truncated" in texts and DAY.isoformat() in texts
+
+
+def test_each_restore_check_needs_only_its_own_systems_resource():
+    """An unset PostgreSQL password must not stop the Redis or Kafka restore checks from starting."""
+    needs = {
+        key.to_user_string(): set(check.required_resource_keys) - {"io_manager"}
+        for check in build_restore_checks(("bid-events",))
+        for key in check.check_keys
+    }
+    assert needs == {
+        "postgres/logical_dump:dump_restores": {"backup_repo", "postgres"},
+        "postgres/base_backup:pitr_restores": {"backup_repo", "postgres"},
+        "redis/snapshot:snapshot_restores": {"backup_repo"},
+        "kafka/topic_export/bid-events:export_restores": {"backup_repo", "kafka"},
+    }
