@@ -36,6 +36,7 @@ __all__ = ["ENV_KEYS", "EncryptionError", "Key", "add_key", "keyring", "main", "
 
 ENV_KEYS = "BACKUP_ENCRYPTION_KEYS"
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_UNSHOWN = "id not shown: it may be a key written in the id's place"
 
 
 class EncryptionError(StorageError):
@@ -49,9 +50,9 @@ class Key:
 
     def __post_init__(self) -> None:
         if not _KEY_ID.match(self.id):
-            raise EncryptionError(f"invalid key id {self.id!r} (1-64 of A-Z a-z 0-9 . _ -)")
+            raise EncryptionError(f"invalid key id, 1-64 of A-Z a-z 0-9 . _ - ({_UNSHOWN})")
         if len(self.secret) != 32:
-            raise EncryptionError(f"key {self.id!r} is {len(self.secret)} bytes; AES-256 needs exactly 32")
+            raise EncryptionError(f"{_named(self.id)} is {len(self.secret)} bytes; AES-256 needs exactly 32")
 
     @classmethod
     def generate(cls, key_id: str | None = None) -> Key:
@@ -72,23 +73,37 @@ def keyring(keys: Sequence[Key]) -> list[Key]:
     return ring
 
 
+def _named(key_id: str) -> str:
+    """How a message names a key: by its id, unless that id could be a secret itself.
+
+    A key and its id written the wrong way round (`<base64>:<id>`, or a hex key in the id's
+    place) would otherwise be echoed into logs and alerts. A 32-byte key is 43 or more
+    characters in base64 and 64 in hex: an id that long is named by its position only.
+    """
+    return f"key {key_id!r}" if _KEY_ID.match(key_id) and len(key_id) < 40 else f"the key ({_UNSHOWN})"
+
+
 def _decode(key_id: str, value: str, where: str) -> Key:
+    if not _KEY_ID.match(key_id):
+        raise EncryptionError(f"{where}: invalid key id, 1-64 of A-Z a-z 0-9 . _ - ({_UNSHOWN})")
     try:
         raw = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         # The value itself is never echoed: it is (part of) a secret.
-        raise EncryptionError(f"{where}: key {key_id!r} is not valid base64") from None
+        raise EncryptionError(f"{where}: {_named(key_id)} is not valid base64") from None
+    if len(raw) != 32:
+        raise EncryptionError(f"{where}: {_named(key_id)} is {len(raw)} bytes; AES-256 needs exactly 32")
     return Key(key_id, raw)
 
 
 def parse_keys(text: str, where: str = ENV_KEYS) -> list[Key]:
     """Keys written `<key id>:<base64 key>`, comma- or space-separated, in order."""
     keys = []
-    for item in filter(None, re.split(r"[,\s]+", text.strip())):
+    for n, item in enumerate(filter(None, re.split(r"[,\s]+", text.strip())), 1):
         key_id, sep, value = item.partition(":")
         if not sep:
-            raise EncryptionError(f"{where}: expected <key id>:<base64 key>, comma-separated")
-        keys.append(_decode(key_id, value, where))
+            raise EncryptionError(f"{where} (entry {n}): expected <key id>:<base64 key>, comma-separated")
+        keys.append(_decode(key_id, value, f"{where} (entry {n})"))  # the position stands in for an unshown id
     return keys
 
 

@@ -1,20 +1,28 @@
 """Encryption at rest: round trips, tampering, truncation, wrong keys, rotation, key files, WAL, offsite."""
 
 import base64
+import hashlib
+import hmac
+import io
 import os
 import stat
+import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.repository import encryption as crypto
 from auction_backup_pipelines.repository import keys
-from auction_backup_pipelines.repository.encryption import Encryption, WrongKeyError
+from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, WrongKeyError
 from auction_backup_pipelines.repository.keys import EncryptionError, Key
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.repository.storage import IntegrityError, RepositoryError
+from auction_backup_pipelines.repository.storage import IntegrityError, LocalBackend, RepositoryError
 from auction_backup_pipelines.settings import EncryptionSettings
 
 DAY = "2026-11-20"
@@ -85,30 +93,150 @@ def test_flipped_byte_anywhere_is_an_integrity_error(tmp_path):
     repo.verify(backup, deep=True)
 
 
-def test_truncation_reordering_and_appending_are_detected(tmp_path):
-    repo = Repository.local(tmp_path / "r", compression="none", encryption=_enc())
-    backup = _write(repo, os.urandom(10 * SEG))
-    path = _stored(tmp_path / "r", backup)
-    good = path.read_bytes()
-    header = len(crypto.MAGIC) + 1 + len("k1") + crypto.SALT + crypto.PREFIX + 4 + crypto.CHECK
-    assert len(good) == header + 10 * (SEG + 16)  # 9 segments + a full last one (the writer holds one byte back)
-    sealed = SEG + 16
-    body = good[header:]
-    segments = [body[i : i + sealed] for i in range(0, len(body), sealed)]
-    head = good[:header]
-    cases = {
-        "cut at a segment boundary": head + b"".join(segments[:-1]),
-        "cut mid-segment": good[:-100],
-        "header only": head,
-        "two segments swapped": head + segments[1] + segments[0] + b"".join(segments[2:]),
-        "appended garbage": good + os.urandom(50),
-        "a segment dropped": head + segments[0] + b"".join(segments[2:]),
-    }
-    for what, raw in cases.items():
-        path.write_bytes(raw)
-        with pytest.raises(IntegrityError, match="truncated|authentication"):
-            repo.verify(backup)
-        print(what, "detected")
+# -- the construction itself: no repository, no manifest, no outer checksum ---------------------
+# These tests read objects through EncryptedBackend or the decrypting reader alone, so a refusal
+# can only come from the encryption layer (the repository's own sha256 check would also catch
+# most of these, and would hide a construction that lets them through).
+
+SEALED = SEG + crypto.TAG
+TRUNCATED = r"failed authentication: the object is truncated \(its final segment is missing\)"
+TAMPERED = r"failed authentication: the object is corrupt or tampered with"
+OBJECT = "postgres/wal/00000001/000000010000000000000003.partial"  # rewritten in place every few seconds
+
+
+class Header(NamedTuple):
+    key_id: str
+    salt: bytes
+    prefix: bytes
+    size: int  # where the segments start
+
+
+def _header(raw):
+    """An object's header fields, read as encryption.py's docstring lays them out."""
+    at = len(crypto.MAGIC) + 1 + raw[len(crypto.MAGIC)]
+    salt_end = at + crypto.SALT
+    return Header(
+        raw[len(crypto.MAGIC) + 1 : at].decode(),
+        raw[at:salt_end],
+        raw[salt_end : salt_end + crypto.PREFIX],
+        salt_end + crypto.PREFIX + 4 + crypto.CHECK,
+    )
+
+
+def _split(raw):
+    """(header bytes, sealed segments)."""
+    size = _header(raw).size
+    return raw[:size], [raw[i : i + SEALED] for i in range(size, len(raw), SEALED)]
+
+
+def _seal(enc, data, name=OBJECT):
+    out = io.BytesIO()
+    sink = enc.encrypting(out, name)
+    sink.write(data)
+    sink.finish()
+    return out.getvalue()
+
+
+def _open(enc, raw, name=OBJECT):
+    with enc.decrypting(io.BytesIO(raw), name) as f:
+        return f.read()
+
+
+def _seal_as_documented(key, data, name, flagged_last):
+    """An object built from the documented format with `cryptography` alone, not encryption.py's
+    code; `flagged_last` are the segments whose nonce says last=1 (a writer flags only the final one)."""
+    salt, prefix = os.urandom(crypto.SALT), os.urandom(crypto.PREFIX)
+    check = hmac.new(key.secret, b"key-check" + salt, hashlib.sha256).digest()[: crypto.CHECK]
+    head = crypto.MAGIC + bytes([len(key.id)]) + key.id.encode() + salt + prefix + struct.pack(">I", SEG) + check
+    aead = AESGCM(HKDF(hashes.SHA256(), 32, salt, b"auction-backup stream v1|" + key.id.encode()).derive(key.secret))
+    chunks = [data[i : i + SEG] for i in range(0, len(data), SEG)] or [b""]
+    return head + b"".join(
+        aead.encrypt(prefix + struct.pack(">I", n) + bytes([n in flagged_last]), chunk, head + name.encode())
+        for n, chunk in enumerate(chunks)
+    )
+
+
+def test_every_object_gets_its_own_salt_nonce_prefix_and_ciphertext():
+    enc = _enc()
+    data = b"x" * (4 * SEG)  # identical segments: only the salt, prefix and counter tell them apart
+    objects = [_seal(enc, data) for _ in range(8)]  # one key, one object name, one plaintext
+    headers = [_header(raw) for raw in objects]
+    assert {h.key_id for h in headers} == {"k1"}
+    assert len({h.salt for h in headers}) == len(objects)
+    assert len({h.prefix for h in headers}) == len(objects)
+    # A repeated (subkey, nonce) pair would show as the same sealed segment twice: it breaks GCM.
+    segments = [segment for raw in objects for segment in _split(raw)[1]]
+    assert len(segments) == 8 * 4 and len(set(segments)) == len(segments)
+    assert all(_open(enc, raw) == data for raw in objects)
+
+
+TAMPERING = {
+    # case: (tampered object from (header, its segments, another version's segments), the error)
+    "cut after 9 of 10 segments": (lambda h, s, o: h + b"".join(s[:9]), rf"segment 8 {TRUNCATED}"),
+    "cut after 8 of 10 segments": (lambda h, s, o: h + b"".join(s[:8]), rf"segment 7 {TRUNCATED}"),
+    "cut after the first segment": (lambda h, s, o: h + s[0], rf"segment 0 {TRUNCATED}"),
+    "header only": (lambda h, s, o: h, r"truncated \(segment 0 incomplete\)"),
+    "cut inside the header": (lambda h, s, o: h[:-5], "encryption header is truncated"),
+    "cut mid-segment": (lambda h, s, o: h + b"".join(s)[:-100], rf"segment 9 {TAMPERED}"),
+    "two segments swapped": (lambda h, s, o: h + s[1] + s[0] + b"".join(s[2:]), rf"segment 0 {TAMPERED}"),
+    "a segment dropped": (lambda h, s, o: h + s[0] + b"".join(s[2:]), rf"segment 1 {TAMPERED}"),
+    "a segment duplicated": (lambda h, s, o: h + s[0] + b"".join(s), rf"segment 1 {TAMPERED}"),
+    "the last segment duplicated": (lambda h, s, o: h + b"".join(s) + s[-1], rf"segment 9 {TAMPERED}"),
+    "appended garbage": (lambda h, s, o: h + b"".join(s) + os.urandom(50), rf"segment 9 {TAMPERED}"),
+    # Same key, same name, same position: only a fresh salt and prefix per version refuse this.
+    "a segment from another version": (lambda h, s, o: h + b"".join(s[:3] + o[3:4] + s[4:]), rf"segment 3 {TAMPERED}"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_tampered_stream_is_refused_by_the_encryption_layer_itself(tmp_path, case):
+    build, error = TAMPERING[case]
+    backend = EncryptedBackend(LocalBackend(tmp_path / "r"), _enc())
+    path = tmp_path / "r" / OBJECT
+    versions = []
+    for _ in range(2):  # two versions, as a .partial rewrite makes: the second supplies the splice
+        data = os.urandom(10 * SEG)
+        with backend.writer(OBJECT) as f:
+            f.write(data)
+        versions.append(path.read_bytes())
+    head, segments = _split(versions[0])
+    assert [len(seg) for seg in segments] == [SEALED] * 10  # ten full segments, the last one flagged last
+    path.write_bytes(build(head, segments, _split(versions[1])[1]))
+    with pytest.raises(IntegrityError, match=error):
+        with backend.reader(OBJECT) as f:
+            f.read()
+    path.write_bytes(versions[1])
+    with backend.reader(OBJECT) as f:
+        assert f.read() == data
+
+
+def test_only_a_segment_flagged_last_ends_a_stream_built_as_documented():
+    enc = _enc()
+    data = os.urandom(4 * SEG)  # four full segments: nothing but the last flag marks the end
+    assert _open(enc, _seal_as_documented(K1, data, OBJECT, {3})) == data
+    with pytest.raises(IntegrityError, match=rf"segment 3 {TRUNCATED}"):
+        _open(enc, _seal_as_documented(K1, data, OBJECT, set()))
+    with pytest.raises(IntegrityError, match=rf"segment 1 {TAMPERED}"):
+        _open(enc, _seal_as_documented(K1, data, OBJECT, {1, 3}))
+
+
+def test_header_naming_another_key_is_refused_by_the_encryption_layer_itself():
+    enc = _enc(K1, K2)  # both keys at hand: only the header says which one sealed the object
+    data = os.urandom(3 * SEG)
+    raw = _seal(enc, data)
+    header = _header(raw)
+    at = len(crypto.MAGIC) + 1
+    assert raw[at : at + 2] == b"k1"
+    swapped = raw[:at] + b"k2" + raw[at + 2 :]
+    with pytest.raises(WrongKeyError, match="needs key id 'k2', but the key supplied under that id is a different key"):
+        _open(enc, swapped)
+    # A key check that matches k2 (only a holder of k2 could write one) gets no further: the
+    # segments were sealed under k1's subkey, with the original header as associated data.
+    check = hmac.new(K2.secret, b"key-check" + header.salt, hashlib.sha256).digest()[: crypto.CHECK]
+    forged = swapped[: header.size - crypto.CHECK] + check + swapped[header.size :]
+    with pytest.raises(IntegrityError, match=rf"segment 0 {TAMPERED}"):
+        _open(enc, forged)
+    assert _open(enc, raw) == data
 
 
 def test_object_moved_under_another_key_is_detected(tmp_path):
@@ -200,6 +328,51 @@ def test_keys_from_settings_string_and_no_secret_in_messages_or_repr():
     assert b1 not in repr(configured)
     unset = EncryptionSettings.from_env({})
     assert Encryption.from_settings(unset.key_file, unset.keys) is None
+
+
+def _shows_key_material(message, secret):
+    """Whether `message` holds 12 consecutive characters of `secret` in base64 (either alphabet) or hex."""
+    forms = (base64.b64encode(secret).decode(), base64.urlsafe_b64encode(secret).decode(), secret.hex())
+    return any(form[i : i + 12] in message for form in forms for i in range(len(form) - 11))
+
+
+def test_key_errors_never_echo_key_material(tmp_path):
+    secret = os.urandom(32)
+    b64, url, hexed = base64.b64encode(secret).decode(), base64.urlsafe_b64encode(secret).decode().rstrip("="), secret.hex()
+    messages = []
+    # Key and id the wrong way round (the secret lands where an id is echoed), a key cut short,
+    # a hex key where base64 belongs, stray characters; each one refused, naming where it is.
+    for text, where in (
+        (f"{b64}:k1", "entry 1"),
+        (f"{url}:k1", "entry 1"),
+        (f"{hexed}:k1", "entry 1"),
+        (f"{hexed}:abcd", "entry 1"),
+        (f"k0:{base64.b64encode(os.urandom(32)).decode()},{b64}:k1", "entry 2"),
+        (f"k1:{b64[:-4]}", "entry 1"),
+        (f"k1:{hexed}", "entry 1"),
+        (f"k1:{b64}x", "entry 1"),
+    ):
+        with pytest.raises(EncryptionError, match=rf"BACKUP_ENCRYPTION_KEYS \({where}\)") as err:
+            Encryption.from_string(text)
+        messages.append(str(err.value))
+    path = tmp_path / "keys"
+    path.write_text(f"{b64} k1\n")
+    path.chmod(0o600)
+    with pytest.raises(EncryptionError, match=r"keys:1: invalid key id") as err:
+        Encryption.from_file(path)
+    messages.append(str(err.value))
+    with pytest.raises(EncryptionError, match="invalid key id") as err:
+        Key(b64, secret)
+    messages.append(str(err.value))
+    # The wrong key for an object: the message names key ids, never the keys.
+    root = tmp_path / "r"
+    _write(Repository.local(root, encryption=_enc(Key("k1", secret))), b"x" * 100)
+    impostor = os.urandom(32)
+    with pytest.raises(WrongKeyError, match="different key") as err:
+        Repository.local(root, encryption=_enc(Key("k1", impostor))).list()
+    messages.append(str(err.value))
+    leaks = [m for m in messages if _shows_key_material(m, secret) or _shows_key_material(m, impostor)]
+    assert leaks == []
 
 
 # -- WAL archive and offsite copies ---------------------------------------------------------------
