@@ -289,11 +289,9 @@ def test_the_readme_table_lists_exactly_the_variables_of_the_module():
 # --------------------------------------------------------------------------- nobody else reads the environment
 
 CHILD_ENV_BUILDERS = {
-    ("postgres/client.py", "child_env"),  # PG* connection variables and PGPASSWORD for a client program
-    ("postgres/logical_dump.py", "dump_toc"),  # pg_restore --list reads a stream, connects nowhere
-    ("redis/client.py", "cli_env"),  # REDISCLI_AUTH for redis-cli
+    ("child_env.py", "base_env"),  # the allowlist every child starts from (PATH, locale, TZ, TMPDIR)
 }
-"""Functions that copy the process environment for a child process: not reading settings."""
+"""Functions that copy part of the process environment for a child process: not reading settings."""
 
 
 def environment_reads(path: Path) -> Iterator[tuple[str, int]]:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from auction_backup_pipelines import errors
+from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.errors import BackupError, RefusedError
 from auction_backup_pipelines.settings import PostgresSettings
 
@@ -51,9 +52,31 @@ def pg_bin(name: str, bin_dir: str = "") -> str:
     raise PostgresError(f"{name} not found (set PGBIN to the folder holding PostgreSQL's programs)")
 
 
+# libpq's transport-security variables an operator may have set: our own connections (psycopg,
+# in this process) honour them, so the client programs must too, or pg_dump would connect with
+# weaker TLS than the fingerprint query beside it. None is a secret (PGSSLKEY names a file). Not
+# PGSERVICE/PGSERVICEFILE/PGOPTIONS: a service file could send a child to another server.
+LIBPQ_TRANSPORT = (
+    "PGSSLMODE",
+    "PGREQUIRESSL",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLROOTCERT",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGCHANNELBINDING",
+    "PGPASSFILE",
+)
+
+
 def child_env(s: PostgresSettings, dbname: str | None = None) -> dict[str, str]:
-    """Environment for a client program: where to connect, and the password (never on argv)."""
-    env = dict(os.environ)
+    """Environment for a client program: `base_env`, where to connect, and the password (never on argv).
+
+    HOME too, for ~/.pgpass when POSTGRES_PASSWORD is empty, as our own connections use it."""
+    env = base_env(extra=("HOME", *LIBPQ_TRANSPORT))
     env.update(
         PGHOST=s.host,
         PGPORT=str(s.port),
@@ -64,8 +87,6 @@ def child_env(s: PostgresSettings, dbname: str | None = None) -> dict[str, str]:
     )
     if s.password:
         env["PGPASSWORD"] = s.password
-    else:
-        env.pop("PGPASSWORD", None)
     return env
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import re
 import secrets
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
+from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.postgres.client import (
     SYSTEM,
     PostgresError,
@@ -171,7 +171,11 @@ def dump_toc(repo: Repository, backup: Backup, bin_dir: str = "") -> list[str]:
     """`pg_restore --list` of the dump: proves the archive is readable end to end.
     `bin_dir`: PostgresSettings.bin_dir (PGBIN)."""
     proc, err = run_capturing_stderr(
-        [pg_bin("pg_restore", bin_dir), "--list"], dict(os.environ), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        # It reads a stream and connects nowhere: no PG* variables, no password.
+        [pg_bin("pg_restore", bin_dir), "--list"],
+        base_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))  # type: ignore[union-attr]

@@ -5,7 +5,7 @@ module shares.
 Connections are checked (PING answered) and never retry silently, so "Redis is down" shows at
 once and a half-applied pipeline is never replayed. Every failure becomes one sentence that
 names the server and the setting to fix and never holds a password (`explain`); a redis-cli
-child gets the password through REDISCLI_AUTH, never argv (`cli_env`).
+child gets the password through REDISCLI_AUTH, never argv, and none of our other secrets (`cli_env`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import re
 import shutil
 from typing import Any
@@ -24,6 +23,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from auction_backup_pipelines import errors
+from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
 from auction_backup_pipelines.settings import RedisSettings
 
@@ -157,9 +157,10 @@ def redis_tool(name: str) -> str:
 
 
 def cli_env(s: RedisSettings) -> dict[str, str]:
-    """The environment of a redis-cli child: ours, with the password of `s` (only) in REDISCLI_AUTH."""
-    env = dict(os.environ)
-    env.pop("REDISCLI_AUTH", None)  # never inherit an operator's password meant for another server
+    """The environment of a redis-cli child: `base_env`, with the password of `s` (only) in REDISCLI_AUTH.
+
+    Never an inherited REDISCLI_AUTH (an operator's, meant for another server), nor our other secrets."""
+    env = base_env()
     if s.password:
         env["REDISCLI_AUTH"] = s.password
     return env

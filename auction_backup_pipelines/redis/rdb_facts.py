@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from auction_backup_pipelines.child_env import base_env
+
 HELPER = "rdb-facts"
 QUEUE_CHUNKS = 64  # chunks of at most 1 MiB waiting for the helper: bounds memory if it lags
 
@@ -54,6 +56,7 @@ class RdbFactsSink:
             try:
                 self._proc = subprocess.Popen(
                     [path, str(bucket_ms), str(captured_ms)],
+                    env=base_env(),  # it reads a pipe: none of our secrets
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,

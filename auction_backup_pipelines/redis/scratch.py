@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.localhost import free_port, pid_alive
 from auction_backup_pipelines.redis.client import RDB_FILE, RedisBackupError, client_options, raw_replies, redis_tool
 from auction_backup_pipelines.redis.resp import BulkConnection
@@ -168,8 +169,9 @@ def scratch_server(
         argv += ["--appendonly", "no"]
     argv += list(extra_args)
     try:
-        # "-": more config comes from stdin, which keeps the password out of argv (ps shows argv)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # "-": more config comes from stdin, which keeps the password out of argv (ps shows argv);
+        # base_env: a server of ours holds none of our secrets in its environment.
+        proc = subprocess.Popen(argv, env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except BaseException:
         shutil.rmtree(sockdir, ignore_errors=True)
         raise

@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import secrets
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.redis.client import connect as redis_connect
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import RedisSettings
+from tests.ops.child_watch import ChildWatch
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,50 +149,6 @@ def test_redis_backup_user_can_snapshot_but_not_write(redis_backup_user, tmp_pat
 # -- no password anywhere --------------------------------------------------------------------------
 
 
-class _Watch:
-    """Records the argv of every child we start and samples /proc/*/cmdline of our children."""
-
-    def __init__(self, monkeypatch):
-        self.argvs: list[str] = []
-        self.sampled: list[str] = []
-        self._stop = threading.Event()
-        original = subprocess.Popen
-        watch = self
-
-        class Recording(original):  # type: ignore[misc, valid-type]
-            def __init__(self, args, *a, **kw):
-                super().__init__(args, *a, **kw)
-                watch.argvs.append(" ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args))
-                watch._sample(self.pid)
-
-        monkeypatch.setattr(subprocess, "Popen", Recording)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _sample(self, pid: int) -> None:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return
-        if raw:
-            self.sampled.append(raw.replace(b"\0", b" ").decode(errors="replace"))
-
-    def _loop(self) -> None:
-        me = str(os.getpid())
-        while not self._stop.wait(0.002):
-            for proc in Path("/proc").glob("[0-9]*"):
-                try:
-                    ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                except (OSError, IndexError):
-                    continue
-                if ppid == me:
-                    self._sample(int(proc.name))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _assert_absent(secret: str, where: str, text: str | bytes) -> None:
     needle = secret.encode() if isinstance(text, bytes) else secret
     assert needle not in text, f"the password leaked into {where}"
@@ -201,18 +156,15 @@ def _assert_absent(secret: str, where: str, text: str | bytes) -> None:
 
 def test_password_never_in_argv_logs_or_manifest(backup_role, redis_backup_user, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
-    watch = _Watch(monkeypatch)
     repo = Repository.local(tmp_path / "repo")
-    try:
+    with ChildWatch(monkeypatch) as watch:
         dump = pg.backup_logical(backup_role, repo, DAY)
         pg.dump_toc(repo, dump)
         snap = backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
-    finally:
-        watch.stop()
     assert any("pg_dump" in a for a in watch.argvs) and any("redis-cli" in a for a in watch.argvs)
-    assert any("pg_dump" in s for s in watch.sampled) and any("redis-cli" in s for s in watch.sampled)
+    assert {"pg_dump", "redis-cli"} <= watch.programs()  # read from /proc while they ran
     for secret in (backup_role.password, redis_backup_user.password):
-        for text in watch.argvs + watch.sampled:
+        for text in watch.argvs + watch.commands:
             _assert_absent(secret, f"argv {text[:60]!r}", text)
         _assert_absent(secret, "the logs", caplog.text)
         _assert_absent(secret, "a manifest", dump.to_json() + snap.to_json())
