@@ -130,7 +130,17 @@ def _manual_recovery(raw_dir: Path, wal_dir: Path, target: dt.datetime, work: Pa
     pitr.chown_postgres(work / "manual")
     os.chmod(data, 0o700)
     subprocess.run(
-        pitr.as_postgres([pg.pg_bin("pg_ctl", PostgresSettings.from_env().bin_dir), "-D", str(data), "-l", str(work / "manual" / "log"), "-w", "start"]),
+        pitr.as_postgres(
+            [
+                pg.pg_bin("pg_ctl", PostgresSettings.from_env().bin_dir),
+                "-D",
+                str(data),
+                "-l",
+                str(work / "manual" / "log"),
+                "-w",
+                "start",
+            ]
+        ),
         check=True,
         capture_output=True,
     )

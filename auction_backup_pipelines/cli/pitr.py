@@ -79,7 +79,9 @@ def register(sub: Any) -> None:
     """Add `pitr`, `wal-receive` and `wal-status`."""
     p = sub.add_parser("pitr", help="point-in-time recovery into a new data directory (never the primary)")
     p.add_argument("target_time", nargs="?", help='e.g. "2024-01-15 14:30:00"')
-    p.add_argument("--target-dir", help="new or empty folder for the recovered instance")
+    p.add_argument(
+        "--target-dir", help="absolute path of a new or empty folder (its parent must exist) for the recovered instance"
+    )
     p.add_argument("--port", type=int, help="port for the recovered instance (default: a free one)")
     p.add_argument("--timezone", default="UTC", help="timezone of a target time without offset (default UTC)")
     p.add_argument("--stop-after", action="store_true", help="stop the recovered instance once recovery is proven")

@@ -20,9 +20,9 @@ import dataclasses
 import datetime as dt
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +31,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 
+from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.localhost import free_port, port_in_use
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, open_tar
 from auction_backup_pipelines.postgres.client import SYSTEM, PostgresError, connect, pg_bin
+from auction_backup_pipelines.postgres.restore_target import check_shell_safe, extract_base_tar, validate_target_dir
 from auction_backup_pipelines.postgres.wal_archive import (
     COVERAGE_MARGIN,
     SegmentRecord,
@@ -224,6 +226,7 @@ class RestoredInstance:
         if (self.data_dir / "postmaster.pid").exists():
             subprocess.run(
                 as_postgres([pg_bin("pg_ctl", self.bin_dir), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+                env=base_env(),
                 capture_output=True,
             )
 
@@ -296,13 +299,20 @@ def _stage_wal(
 
 
 def _write_recovery_config(data_dir: Path, stage: Path, port: int, target: dt.datetime | None) -> None:
+    # restore_command runs through /bin/sh in the server's working directory, which PostgreSQL
+    # documents as the data directory (%p is relative to it). Naming the staging folder relative
+    # to it ("../wal") keeps the operator's folder name out of that shell and out of this file's
+    # '...' quoting altogether: shlex.quote plus '' escaping would have to hold across both
+    # parsers, a constant cannot go wrong. %f and %p are PostgreSQL's own names.
+    staged_from = os.path.relpath(stage, data_dir)
+    check_shell_safe(staged_from, "WAL staging folder")
     lines = [
         "# written by auction-backup pitr: this copy must never archive into the primary's archive",
         "archive_mode = off",
         "listen_addresses = '127.0.0.1'",
         f"port = {port}",
         "unix_socket_directories = ''",
-        f'restore_command = \'cp "{stage}/%f" "%p"\'',
+        f'restore_command = \'cp "{staged_from}/%f" "%p"\'',
         "recovery_target_timeline = 'latest'",
         "hot_standby = on",
     ]
@@ -323,8 +333,19 @@ def _drop_recovery_target(data_dir: Path) -> None:
 
 
 def _start(data_dir: Path, log: Path, bin_dir: str) -> subprocess.CompletedProcess:
+    pg_ctl = pg_bin("pg_ctl", bin_dir)
+    # pg_ctl starts `exec "<its folder>/postgres" -D "<data_dir>" ... >> "<log>"` through /bin/sh -c,
+    # so each of those must be literal inside double quotes (restore_target.validate_target_dir
+    # refused the rest up front; this guards every other caller). runuser -u execs its argv as
+    # is: no shell of its own.
+    check_shell_safe(data_dir, "data directory")
+    check_shell_safe(log, "server log")
+    check_shell_safe(os.path.dirname(os.path.realpath(pg_ctl)), "PostgreSQL's program folder (PGBIN)")
     return subprocess.run(
-        as_postgres([pg_bin("pg_ctl", bin_dir), "-D", str(data_dir), "-l", str(log), "-w", "-t", "600", "start"]),
+        as_postgres([pg_ctl, "-D", str(data_dir), "-l", str(log), "-w", "-t", "600", "start"]),
+        # The server inherits what pg_ctl gets (runuser adds only the postgres user's HOME, USER and
+        # LOGNAME): none of our secrets, which any superuser of the recovered copy could read.
+        env=base_env(),
         capture_output=True,
         text=True,
     )
@@ -360,6 +381,8 @@ def restore_to_time(
 ) -> PitrResult:
     """Recover a new instance in `target_dir` to `target` (None: to the end of the archived WAL)."""
     started = time.monotonic()
+    # first of all: the folder reaches pg_ctl's shell, and a refusal must come before anything exists
+    target_dir = validate_target_dir(target_dir)
     records = list(archive.records())  # one listing serves the window check and the WAL staging
     window = recovery_window(repo, archive, records)
     if target is None:
@@ -368,9 +391,6 @@ def restore_to_time(
         reach = max(window.reaches, key=lambda r: (r.end, r.start))
     else:
         reach = check_target(window, target)
-    target_dir = Path(target_dir).absolute()
-    if target_dir.exists() and any(target_dir.iterdir()):
-        raise PitrError(f"target directory {target_dir} is not empty; choose a new folder (nothing was changed)")
     port = port or free_port()
     if port_in_use(port):
         raise PitrError(f"port {port} is already in use on 127.0.0.1; choose another with --port")
@@ -378,15 +398,17 @@ def restore_to_time(
     repo.verify(reach.backup)
 
     created = not target_dir.exists()
-    target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target_dir.mkdir(mode=0o700, exist_ok=True)  # its parent exists (validated)
     data_dir, stage, log = target_dir / "data", target_dir / "wal", target_dir / "postgres.log"
     inst = RestoredInstance(data_dir, port, log, s.bin_dir)
     ok = False
     try:
         data_dir.mkdir(mode=0o700)
         stage.mkdir(mode=0o700)
-        with open_tar(repo, reach.backup) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(data_dir, filter="fully_trusted")  # sha256 was verified above, and again as it streams
+        # sha256 was verified above, and again as it streams; yet in an unencrypted repository a
+        # planted tar can match its manifest, so only plain files and folders inside are written
+        with open_tar(repo, reach.backup) as stream:
+            extract_base_tar(stream, data_dir, reach.backup.prefix)
         staged = _stage_wal(archive, records, reach, target, stage)
         _write_recovery_config(data_dir, stage, port, target)
         chown_postgres(target_dir)
@@ -423,7 +445,7 @@ def restore_to_time(
             timeline_after_promotion=timeline,
             reached_end_of_archived_wal=reached_end_of_wal or target is None,
             running=not stop_after,
-            stop_with=f"pg_ctl -D {data_dir} stop" + (" (as the postgres user)" if os.geteuid() == 0 else ""),
+            stop_with=f"pg_ctl -D {shlex.quote(str(data_dir))} stop" + (" (as the postgres user)" if os.geteuid() == 0 else ""),
             duration_s=round(time.monotonic() - started, 3),
         )
     finally:

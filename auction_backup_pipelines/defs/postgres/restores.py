@@ -51,7 +51,7 @@ class PitrConfig(Config):
     target_time: str
     """Moment to recover to, e.g. "2024-01-15 14:30:00"."""
     target_dir: str
-    """New or empty folder for the recovered instance (never the primary's)."""
+    """Absolute path of a new or empty folder for the recovered instance, whose parent exists (never in a data directory)."""
     timezone: str = "UTC"
     """Timezone of target_time when it has no offset."""
     port: int = 0
