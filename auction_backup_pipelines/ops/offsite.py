@@ -148,12 +148,14 @@ def repository_from_settings(settings: OffsiteSettings) -> Repository:
     """The offsite repository the settings name: its S3 bucket (see S3Backend.from_settings), its
     compression (for backups written there directly) and its own keys (may be the source's)."""
     from auction_backup_pipelines.repository.encryption import Encryption
+    from auction_backup_pipelines.repository.encryption_marker import OFFSITE_KEY_SETTINGS
     from auction_backup_pipelines.repository.s3 import S3Backend
 
     return Repository(
         S3Backend.from_settings(settings),
         compression=settings.compression,
         encryption=Encryption.from_settings(settings.encryption_key_file, settings.encryption_keys),
+        key_settings=OFFSITE_KEY_SETTINGS,
     )
 
 

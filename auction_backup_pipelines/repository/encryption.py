@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from auction_backup_pipelines.repository.keys import ENV_KEYS, EncryptionError, Key, keyring, parse_keys, read_key_file
+from auction_backup_pipelines.repository.keys import ENV_KEYS, EncryptionError, Key, keyring, parse_keys, read_key_file, shown_id
 from auction_backup_pipelines.repository.storage import Backend, IntegrityError, ObjectInfo
 
 MAGIC = b"ABPENC\x00\x01"
@@ -78,7 +78,9 @@ class Encryption:
         return f"Encryption({self.describe()})"
 
     def describe(self) -> str:
-        return f"AES-256-GCM stream, key id {self.current.id}" + (f" (+{len(self.keys) - 1} older)" if len(self.keys) > 1 else "")
+        return f"AES-256-GCM stream, key id {shown_id(self.current.id)}" + (
+            f" (+{len(self.keys) - 1} older)" if len(self.keys) > 1 else ""
+        )
 
     # -- sources (see keys.py) -------------------------------------------------------------
 
@@ -135,12 +137,12 @@ class Encryption:
         key = self.keys.get(key_id)
         if key is None:
             raise WrongKeyError(
-                f"{where} was encrypted with key id {key_id!r}, which is not among the keys given "
-                f"({', '.join(self.keys)}); add that key ({ENV_KEYS} or the key file) to read it"
+                f"{where} was encrypted with key id {shown_id(key_id)!r}, which is not among the keys given "
+                f"({', '.join(map(shown_id, self.keys))}); add that key ({ENV_KEYS} or the key file) to read it"
             )
         if not hmac.compare_digest(_key_check(key.secret, salt), rest[-CHECK:]):
             raise WrongKeyError(
-                f"{where} needs key id {key_id!r}, but the key supplied under that id is a different key "
+                f"{where} needs key id {shown_id(key_id)!r}, but the key supplied under that id is a different key "
                 "(or the header is corrupt)"
             )
         if not 1024 <= segment <= 1 << 26:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from auction_backup_pipelines.repository.storage import StorageError
 
-__all__ = ["ENV_KEYS", "EncryptionError", "Key", "add_key", "keyring", "main", "parse_keys", "read_key_file"]
+__all__ = ["ENV_KEYS", "EncryptionError", "Key", "add_key", "keyring", "main", "parse_keys", "read_key_file", "shown_id"]
 
 ENV_KEYS = "BACKUP_ENCRYPTION_KEYS"
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -69,18 +69,47 @@ def keyring(keys: Sequence[Key]) -> list[Key]:
         raise EncryptionError("encryption needs at least one key")
     ids = [k.id for k in ring]
     if len(set(ids)) != len(ids):
-        raise EncryptionError(f"duplicate key ids in the keyring: {ids}")
+        raise EncryptionError(f"duplicate key ids in the keyring: {', '.join(shown_id(i) for i in ids)}")
     return ring
 
 
-def _named(key_id: str) -> str:
-    """How a message names a key: by its id, unless that id could be a secret itself.
+def shown_id(key_id: str) -> str:
+    """A key id as a message may show it: itself, or a placeholder when the id could be a secret.
 
     A key and its id written the wrong way round (`<base64>:<id>`, or a hex key in the id's
     place) would otherwise be echoed into logs and alerts. A 32-byte key is 43 or more
-    characters in base64 and 64 in hex: an id that long is named by its position only.
+    characters in base64 and 64 in hex: an id that long is not shown. Every message that
+    names a key id (configured, or read from a stored object's header) goes through here.
     """
-    return f"key {key_id!r}" if _KEY_ID.match(key_id) and len(key_id) < 40 else f"the key ({_UNSHOWN})"
+    return key_id if _KEY_ID.match(key_id) and len(key_id) < 40 else f"({_UNSHOWN})"
+
+
+def _named(key_id: str) -> str:
+    """How a message names a key: by its id (see `shown_id`), else by its position only."""
+    return f"key {key_id!r}" if shown_id(key_id) == key_id else f"the key ({_UNSHOWN})"
+
+
+def _looks_like_key(text: str) -> bool:
+    """Whether `text` holds a 32-byte key in base64 (either alphabet) or hex, alone or as `<id>:<key>`."""
+    decoders = (
+        lambda t: base64.b64decode(t, validate=True),
+        lambda t: base64.b64decode(t, altchars=b"-_", validate=True),
+        bytes.fromhex,
+    )
+    for token in re.split(r"[:,\s]+", text):
+        for decode in decoders:
+            try:
+                if len(decode(token)) == 32:
+                    return True
+            except (binascii.Error, ValueError):
+                continue
+    return False
+
+
+def _shown_path(path: str) -> str:
+    """A key file's path for a message, unless it is a key: keys pasted into the key file's variable
+    (BACKUP_ENCRYPTION_KEY_FILE=<id>:<base64>) must not come back in the 'does not exist' error."""
+    return "(path not shown: it looks like a key, not a file name)" if _looks_like_key(path) else path
 
 
 def _decode(key_id: str, value: str, where: str) -> Key:
@@ -109,18 +138,27 @@ def parse_keys(text: str, where: str = ENV_KEYS) -> list[Key]:
 
 def read_key_file(path: str | os.PathLike[str]) -> list[Key]:
     """The keys of a key file, in file order; refused unless only its owner can read or write it."""
+    given = os.fspath(path)  # as written: Path() would fold a key's '//' and defeat `_shown_path`
     path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise EncryptionError(f"encryption key file {path} does not exist") from None
+        raise EncryptionError(f"encryption key file {_shown_path(given)} does not exist") from None
+    except OSError as exc:  # its own message would repeat the path, which may be a key
+        raise EncryptionError(f"encryption key file {_shown_path(given)} cannot be read: {exc.strerror}") from None
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise EncryptionError(
             f"encryption key file {path} is readable or writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
             f"refusing to use it: run `chmod 600 {path}`"
         )
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, not ours, or binary: one line, never its content
+        raise EncryptionError(
+            f"encryption key file {path} cannot be read: {getattr(exc, 'strerror', None) or 'not text'}"
+        ) from None
     keys = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if line:
             parts = line.split()
@@ -135,7 +173,7 @@ def add_key(path: str | os.PathLike[str], key: Key) -> None:
     path = Path(path)
     existing = keyring(read_key_file(path)) if path.exists() else []
     if key.id in {k.id for k in existing}:
-        raise EncryptionError(f"{path} already has a key with id {key.id!r}")
+        raise EncryptionError(f"{path} already has a key with id {shown_id(key.id)}")
     lines = [f"{key.id} {key.encoded()}"] + [f"{k.id} {k.encoded()}" for k in existing]
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,6 +15,7 @@ Keys are '/'-separated and relative to the backend's root (see storage.py)::
     postgres/wal/<timeline>/<segment>[.partial].json        its record, written after the data
     postgres/wal/history/<timeline>.history.{zst,json}      timeline history files
     postgres/wal_heartbeat.json                             how far the WAL archive reaches
+    .encryption.json                                        the repository holds encrypted objects (key ids, no key)
     .locks/<lock name, '/' as '__'>.lock                    one lock per partition being written
     <folder>/.<name>.tmp-<hex>                              an unfinished write (local backend)
 
@@ -22,8 +23,8 @@ An artifact may have several parts (Kafka's `topic_export/<topic>`); a system, a
 backup_id never do. A backup key is therefore read from both ends: the system is the first
 part, the backup_id (`YYYYMMDDTHHMMSSZ-` and 6 hex digits) the last, the day the one before
 it, and the artifact everything in between. A topic that looks like a date cannot confuse it.
-Names that start with '.' belong to the store (locks, temporary files) and are never listed,
-so no part of a reference may start with one.
+Names that start with '.' belong to the store (locks, temporary files, the encryption marker)
+and are never listed, so no part of a reference may start with one.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from auction_backup_pipelines.errors import ConfigurationError
 
 __all__ = [
     "BACKUP_ID",
+    "ENCRYPTION_MARKER",
     "LOCKS",
     "MANIFEST",
     "PIN",
@@ -78,6 +80,10 @@ WAL_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
 
 LOCKS = ".locks"
 TEMP_GLOB = ".*.tmp-*"
+ENCRYPTION_MARKER = ".encryption.json"
+"""Plaintext JSON written before a repository's first encrypted object: from then on, a process
+without keys refuses to write there (repository/encryption_marker.py). Hidden, so no listing
+(retention, gc, offsite) ever takes it for a backup's file."""
 
 
 # -- parts -----------------------------------------------------------------------------------

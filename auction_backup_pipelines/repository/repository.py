@@ -22,6 +22,10 @@ writes (files, manifests, and whatever else goes through `repo.backend`: WAL seg
 their records, pins) is sealed, and every read is authenticated. The manifest's sizes and
 digests describe the compressed bytes before encryption; key names stay readable, so
 listing needs no key. `self.storage` is always the bare backend.
+
+Encryption fails closed (encryption_marker.py): every write passes `self.guard`, so once a
+repository has held encrypted objects, a Repository opened without keys refuses to write
+there (backups, WAL, pins, offsite copies) before writing anything; reading stays possible.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Any, BinaryIO
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import MAGIC as _ENCRYPTED_MAGIC
 from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, peek_key_id
+from auction_backup_pipelines.repository.encryption_marker import LOCAL_KEY_SETTINGS, FailClosedBackend
+from auction_backup_pipelines.repository.keys import shown_id
 from auction_backup_pipelines.repository.layout import MANIFEST, BackupRef, PartitionRef
 from auction_backup_pipelines.repository.manifest import Backup, FileEntry, NotFoundError
 from auction_backup_pipelines.repository.storage import Backend, IntegrityError, LocalBackend, RepositoryError
@@ -146,12 +152,15 @@ class Repository:
         zstd_level: int = 3,
         zstd_threads: int = 0,
         encryption: Encryption | None = None,
+        key_settings: tuple[str, str] = LOCAL_KEY_SETTINGS,
     ):
+        """`key_settings` names the variables that hold this repository's keys, for the refusal's message."""
         if compression not in COMPRESSIONS:
             raise RepositoryError(f"unknown compression {compression!r}; choose one of {sorted(COMPRESSIONS)}")
         self.storage = backend
         self.encryption = encryption
-        self.backend: Backend = EncryptedBackend(backend, encryption) if encryption else backend
+        self.guard = FailClosedBackend(backend, encryption, key_settings)
+        self.backend: Backend = EncryptedBackend(self.guard, encryption) if encryption else self.guard
         self.compression = compression
         self.zstd_level = zstd_level
         self.zstd_threads = zstd_threads
@@ -177,6 +186,7 @@ class Repository:
         """
         part = PartitionRef(system, artifact, parse_day(partition))
         day = part.day.isoformat()
+        self.guard.check_writable()  # before the lock too: a refused backup leaves no trace
         with self.backend.lock(part.lock_name):
             writer = BackupWriter(self, system, artifact, day, started_at or utcnow())
             try:
@@ -211,7 +221,7 @@ class Repository:
             raw = f.read()
         if self.encryption is None and raw.startswith(_ENCRYPTED_MAGIC):
             raise RepositoryError(
-                f"manifest {key} in {self.describe()} is encrypted (key id {peek_key_id(raw)!r}); "
+                f"manifest {key} in {self.describe()} is encrypted (key id {shown_id(peek_key_id(raw) or '')!r}); "
                 "open the repository with its encryption keys"
             )
         try:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.repository import encryption as crypto
-from auction_backup_pipelines.repository import keys
+from auction_backup_pipelines.repository import keys, layout
 from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, WrongKeyError
 from auction_backup_pipelines.repository.keys import EncryptionError, Key
 from auction_backup_pipelines.repository.repository import Repository
@@ -291,7 +291,9 @@ def test_failure_mid_stream_publishes_nothing(tmp_path):
                 f.write(os.urandom(5 * SEG))
                 raise RuntimeError("source died")
     assert repo.list() == []
-    assert [p for p in (tmp_path / "r").rglob("*") if p.is_file() and p.suffix != ".lock"] == []
+    # Only the marker stays (written before the first encrypted object): no object of the backup.
+    left = [p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert left == [layout.ENCRYPTION_MARKER]
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -373,6 +375,39 @@ def test_key_errors_never_echo_key_material(tmp_path):
     messages.append(str(err.value))
     leaks = [m for m in messages if _shows_key_material(m, secret) or _shows_key_material(m, impostor)]
     assert leaks == []
+
+
+def test_a_key_where_an_id_or_the_key_file_goes_is_never_echoed(tmp_path):
+    """A hex key passes as a key id (64 of [0-9a-f]) and a key pasted into the key file's variable is
+    a path that does not exist: neither may come back in a message, a repr or a refusal."""
+    secret = os.urandom(32)
+    hex_id = secret.hex()
+    messages = []
+    for pasted in (f"k1:{base64.b64encode(secret).decode()}", base64.urlsafe_b64encode(secret).decode(), hex_id):
+        with pytest.raises(EncryptionError, match="does not exist") as err:
+            Encryption.from_settings(key_file=pasted)
+        messages.append(str(err.value))
+    missing = tmp_path / "no-such-keys"
+    with pytest.raises(EncryptionError, match=str(missing)):  # a real path is still named
+        Encryption.from_file(missing)
+    (tmp_path / "dir").mkdir(mode=0o700)
+    with pytest.raises(EncryptionError, match="cannot be read"):  # a folder: one line, not an OSError
+        Encryption.from_file(tmp_path / "dir")
+    enc = _enc(Key(hex_id, os.urandom(32)))
+    messages += [repr(enc), enc.describe()]
+    with pytest.raises(EncryptionError, match="duplicate key ids") as err:
+        Encryption([Key(hex_id, os.urandom(32)), Key(hex_id, os.urandom(32))])
+    messages.append(str(err.value))
+    root = tmp_path / "r"
+    _write(Repository.local(root, encryption=enc), b"x" * 100)
+    for other in (_enc(K2), _enc(Key(hex_id, os.urandom(32)))):
+        with pytest.raises(WrongKeyError) as err:
+            Repository.local(root, encryption=other).list()
+        messages.append(str(err.value))
+    with pytest.raises(RepositoryError, match="is encrypted") as err:
+        Repository.local(root).list()
+    messages.append(str(err.value))
+    assert [m for m in messages if _shows_key_material(m, secret)] == []
 
 
 # -- WAL archive and offsite copies ---------------------------------------------------------------

@@ -8,6 +8,7 @@ every successful attempt reaches the real server.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,10 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.postgres import logical_dump as pg
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, WrongKeyError
+from auction_backup_pipelines.repository.encryption_marker import OFFSITE_KEY_SETTINGS, EncryptionRequiredError
 from auction_backup_pipelines.repository.keys import Key
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
@@ -118,6 +122,33 @@ def test_encrypted_repository_on_s3(backend):
         assert f.read() == data
     with pytest.raises(WrongKeyError, match="offsite-1"):
         Repository(backend, encryption=Encryption([Key("other", os.urandom(32))])).list()
+
+
+def _all_keys(b: S3Backend) -> set[str]:
+    """Every object under the test's prefix, hidden ones (locks, the marker) included."""
+    return {o["Key"] for o in b.client.list_objects_v2(Bucket=b.bucket, Prefix=b.prefix).get("Contents", [])}
+
+
+def test_encrypted_s3_repository_refuses_plaintext_writes(backend):
+    keyed = Repository(backend, encryption=Encryption([Key("offsite-1", os.urandom(32))]))
+    backup = _write(keyed, b"encrypted" * 1000)
+    raw = backend.client.get_object(Bucket=backend.bucket, Key=backend.object_key(layout.ENCRYPTION_MARKER))["Body"].read()
+    assert json.loads(raw)["key_ids"] == ["offsite-1"]  # plaintext JSON, ids only
+    before = _all_keys(backend)
+    keyless = Repository(backend, key_settings=OFFSITE_KEY_SETTINGS)
+    with pytest.raises(EncryptionRequiredError, match="set OFFSITE_ENCRYPTION_KEYS or OFFSITE_ENCRYPTION_KEY_FILE"):
+        _write(keyless, b"plaintext", day="2026-11-21")
+    with pytest.raises(EncryptionRequiredError):
+        WalArchive(keyless.backend).write_heartbeat(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), "0/3000000")
+    assert _all_keys(backend) == before and _uploads(backend) == []
+    # Without the marker (lost, or a repository encrypted before markers), the manifest tells.
+    backend.delete(layout.ENCRYPTION_MARKER)
+    with pytest.raises(EncryptionRequiredError, match=f"{backup.manifest_key} is encrypted.*offsite-1"):
+        _write(Repository(backend), b"plaintext", day="2026-11-21")
+    assert _all_keys(backend) == before - {backend.object_key(layout.ENCRYPTION_MARKER)}
+    # Listing needs no key, as before; reading with the keys still works.
+    assert {o.key for o in keyless.backend.list()} == {backup.manifest_key, backup.object_key(backup.files[0])}
+    keyed.verify(backup, deep=True)
 
 
 def test_exception_mid_stream_leaves_nothing_visible(backend):

@@ -8,6 +8,7 @@ Passwords are only ever bound through `EnvVar`, which Dagster never displays.
 from dagster import ConfigurableResource, EnvVar
 
 from auction_backup_pipelines.repository.encryption import Encryption
+from auction_backup_pipelines.repository.encryption_marker import OFFSITE_KEY_SETTINGS
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings, Settings
@@ -99,6 +100,7 @@ class OffsiteRepositoryResource(ConfigurableResource):
             backend,
             compression=self.compression,
             encryption=Encryption.from_settings(self.encryption_key_file, self.encryption_keys),
+            key_settings=OFFSITE_KEY_SETTINGS,
         )
 
 
