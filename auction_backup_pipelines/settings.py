@@ -27,74 +27,43 @@ COMPRESSIONS: tuple[str, ...] = ("gzip", "none", "zstd")
 """The codecs the repository writes (repository.COMPRESSIONS); checked here to name the variable."""
 
 ENVIRONMENT_VARIABLES: tuple[str, ...] = (
-    "POSTGRES_HOST",
-    "POSTGRES_PORT",
-    "POSTGRES_DB",
-    "POSTGRES_USER",
-    "POSTGRES_PASSWORD",
-    "PGBIN",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "REDIS_DATA_DIR",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_TOPICS",
-    "BACKUP_ROOT",
-    "BACKUP_COMPRESSION",
-    "BACKUP_ENCRYPTION_KEY_FILE",
-    "BACKUP_ENCRYPTION_KEYS",
-    "BACKUP_PARTITIONS_START",
-    "OFFSITE_S3_BUCKET",
-    "OFFSITE_S3_PREFIX",
-    "OFFSITE_S3_ENDPOINT_URL",
-    "OFFSITE_S3_REGION",
-    "OFFSITE_S3_ACCESS_KEY_ID",
-    "OFFSITE_S3_SECRET_ACCESS_KEY",
-    "OFFSITE_COMPRESSION",
-    "OFFSITE_ENCRYPTION_KEY_FILE",
-    "OFFSITE_ENCRYPTION_KEYS",
-    "WAL_SPOOL_DIR",
-    "WAL_ARCHIVE_MAX_LAG_S",
-    "WAL_ARCHIVE_SENSOR_INTERVAL_S",
-    "VERIFICATION_MAX_AGE_DAYS",
-    "RETENTION_SENSOR_INTERVAL_S",
-    "RETENTION_DRY_RUN",
-    "ALERT_WEBHOOK_URL",
-    "ALERT_WEBHOOK_SECRET_HEADER",
-    "ALERT_WEBHOOK_TIMEOUT_S",
-    "ALERT_SMTP_HOST",
-    "ALERT_SMTP_PORT",
-    "ALERT_SMTP_FROM",
-    "ALERT_SMTP_TO",
-    "ALERT_SMTP_USER",
-    "ALERT_SMTP_PASSWORD",
-    "ALERT_SMTP_STARTTLS",
-    "ALERT_SMTP_TIMEOUT_S",
-    "ALERT_CHECK_SENSOR_INTERVAL_S",
-    "ALERT_CHECK_REPEAT_S",
-    "ALERT_CHECK_LOOKBACK_S",
-    "DAGSTER_WEBSERVER_URL",
-    "DAGSTER_PORT",
+    *("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "PGBIN"),
+    *("REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DATA_DIR"),
+    *("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPICS"),
+    *("RESTORE_ALLOWED_REDIS", "RESTORE_REDIS_USERNAME", "RESTORE_REDIS_PASSWORD", "RESTORE_ALLOWED_KAFKA"),
+    *("BACKUP_ROOT", "BACKUP_COMPRESSION", "BACKUP_ENCRYPTION_KEY_FILE", "BACKUP_ENCRYPTION_KEYS", "BACKUP_PARTITIONS_START"),
+    *("OFFSITE_S3_BUCKET", "OFFSITE_S3_PREFIX", "OFFSITE_S3_ENDPOINT_URL", "OFFSITE_S3_REGION"),
+    *("OFFSITE_S3_ACCESS_KEY_ID", "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_COMPRESSION"),
+    *("OFFSITE_ENCRYPTION_KEY_FILE", "OFFSITE_ENCRYPTION_KEYS"),
+    *("WAL_SPOOL_DIR", "WAL_ARCHIVE_MAX_LAG_S", "WAL_ARCHIVE_SENSOR_INTERVAL_S"),
+    *("VERIFICATION_MAX_AGE_DAYS", "RETENTION_SENSOR_INTERVAL_S", "RETENTION_DRY_RUN"),
+    *("ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET_HEADER", "ALERT_WEBHOOK_TIMEOUT_S"),
+    *("ALERT_SMTP_HOST", "ALERT_SMTP_PORT", "ALERT_SMTP_FROM", "ALERT_SMTP_TO", "ALERT_SMTP_USER", "ALERT_SMTP_PASSWORD"),
+    *("ALERT_SMTP_STARTTLS", "ALERT_SMTP_TIMEOUT_S"),
+    *("ALERT_CHECK_SENSOR_INTERVAL_S", "ALERT_CHECK_REPEAT_S", "ALERT_CHECK_LOOKBACK_S"),
+    *("DAGSTER_WEBSERVER_URL", "DAGSTER_PORT"),
 )
 """Every variable `load_settings` reads (README.md's Configuration table lists the same)."""
 
 SECRET_VARIABLES: frozenset[str] = frozenset(
     {
-        "POSTGRES_PASSWORD",
-        "REDIS_PASSWORD",
-        "BACKUP_ENCRYPTION_KEYS",
-        "OFFSITE_S3_ACCESS_KEY_ID",
-        "OFFSITE_S3_SECRET_ACCESS_KEY",
-        "OFFSITE_ENCRYPTION_KEYS",
-        "ALERT_WEBHOOK_URL",
-        "ALERT_WEBHOOK_SECRET_HEADER",
-        "ALERT_SMTP_PASSWORD",
+        *("POSTGRES_PASSWORD", "REDIS_PASSWORD", "RESTORE_REDIS_PASSWORD", "BACKUP_ENCRYPTION_KEYS"),
+        *("OFFSITE_S3_ACCESS_KEY_ID", "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_ENCRYPTION_KEYS"),
+        *("ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET_HEADER", "ALERT_SMTP_PASSWORD"),
     }
 )
 """Variables whose value is never shown: not in a repr, not in an error (the Dagster layer binds them with EnvVar)."""
 
 _KEY_ITEM = re.compile(r"^[A-Za-z0-9._-]{1,64}:(.+)$")
+_HOST = re.compile(r"^[A-Za-z0-9._%:-]+$")
+
+
+def host_port(text: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port" or "[IPv6]:port", the host lowercased and unbracketed; None if it is not one."""
+    host, _, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    ok = _HOST.match(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    return (host.lower(), int(port)) if ok else None
 
 
 class _Reader:
@@ -168,6 +137,13 @@ class _Reader:
                     f"{name} is malformed (expected <key id>:<base64 of 32 bytes>, comma-separated; the value is not shown)"
                 )
         return raw
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        """host:port items, comma- or space-separated, each checked by `host_port`."""
+        items = _items(self.raw(name), ", ")
+        if bad := [item for item in items if host_port(item) is None]:
+            raise ConfigurationError(f"{name} must be host:port addresses, comma-separated, got {self.raw(name)!r} ({bad[0]!r})")
+        return items
 
     def day(self, name: str, default: str) -> str:
         value = self.text(name, default)
@@ -245,6 +221,30 @@ class KafkaSettings:
         if not topics:
             raise ConfigurationError(f"KAFKA_TOPICS names no topic, got {env.raw('KAFKA_TOPICS')!r}")
         return cls(bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers), topics=topics)
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """Targets a restore may write to besides the configured source, and their own credentials
+    (ops/restore_targets.py). Nothing listed: a restore writes only into the source itself."""
+
+    redis_targets: tuple[str, ...] = ()
+    """host:port of Redis servers or cluster nodes (RESTORE_ALLOWED_REDIS)."""
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
+    """Sent to those targets; REDIS_USERNAME/REDIS_PASSWORD go to REDIS_HOST:REDIS_PORT only."""
+    kafka_targets: tuple[str, ...] = ()
+    """host:port of Kafka brokers, besides those of KAFKA_BOOTSTRAP_SERVERS (RESTORE_ALLOWED_KAFKA)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RestoreSettings:
+        env = _Reader(environ)
+        return cls(
+            redis_targets=env.addresses("RESTORE_ALLOWED_REDIS"),
+            redis_username=env.raw("RESTORE_REDIS_USERNAME"),
+            redis_password=env.raw("RESTORE_REDIS_PASSWORD"),
+            kafka_targets=env.addresses("RESTORE_ALLOWED_KAFKA"),
+        )
 
 
 # --------------------------------------------------------------------------- where backups go
@@ -436,6 +436,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     offsite: OffsiteSettings = field(default_factory=OffsiteSettings)
@@ -470,6 +471,7 @@ def load_settings(environ: Mapping[str, str] = os.environ, *, tolerant: bool = F
         "postgres": PostgresSettings.from_env,
         "redis": RedisSettings.from_env,
         "kafka": KafkaSettings.from_env,
+        "restore": RestoreSettings.from_env,
         "repository": RepositorySettings.from_env,
         "encryption": EncryptionSettings.from_env,
         "offsite": OffsiteSettings.from_env,

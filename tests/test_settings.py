@@ -25,6 +25,7 @@ from auction_backup_pipelines.settings import (
     PostgresSettings,
     RedisSettings,
     RepositorySettings,
+    RestoreSettings,
     RetentionSettings,
     Settings,
     VerificationSettings,
@@ -70,6 +71,7 @@ def test_defaults_when_nothing_is_set():
     )
     assert (s.redis.host, s.redis.port) == ("localhost", 7001)
     assert s.kafka == KafkaSettings("localhost:9092", st.AUCTION_TOPICS)
+    assert s.restore == RestoreSettings((), "", "", ())  # no target but the sources themselves
     assert (s.repository.root, s.repository.compression) == ("backups", "zstd")
     assert s.encryption == EncryptionSettings("", "") and not s.offsite.configured and s.offsite.compression == "zstd"
     assert s.partitions_start == "2026-11-01"
@@ -105,6 +107,10 @@ def test_every_variable_is_parsed():
         "REDIS_DATA_DIR": "/var/lib/redis",
         "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
         "KAFKA_TOPICS": " a, b ,,c",
+        "RESTORE_ALLOWED_REDIS": "r2:7001, [::1]:7003 r4:7004",
+        "RESTORE_REDIS_USERNAME": "restorer",
+        "RESTORE_REDIS_PASSWORD": SECRET,
+        "RESTORE_ALLOWED_KAFKA": "k2:9093,",
         "BACKUP_ROOT": "/srv/backups",
         "BACKUP_COMPRESSION": "gzip",
         "BACKUP_ENCRYPTION_KEY_FILE": "/etc/keys",
@@ -145,6 +151,7 @@ def test_every_variable_is_parsed():
     assert s.postgres == PostgresSettings("db", 5433, "d", "u", SECRET, "/opt/pg/bin")
     assert s.redis == RedisSettings("r", 7002, SECRET, "backup", "/var/lib/redis")
     assert s.kafka == KafkaSettings("k:9093", ("a", "b", "c"))
+    assert s.restore == RestoreSettings(("r2:7001", "[::1]:7003", "r4:7004"), "restorer", SECRET, ("k2:9093",))
     assert s.repository == RepositorySettings("/srv/backups", "gzip")
     assert s.encryption == EncryptionSettings("/etc/keys", f"k1:{KEY}, k2:{KEY}")
     assert s.offsite == OffsiteSettings("b", "p/", "http://s3:9000", "eu-west-1", "AK", SECRET, "none", "/etc/okeys", f"o1:{KEY}")
@@ -180,6 +187,7 @@ def test_the_module_reads_exactly_the_variables_it_lists():
         PostgresSettings,
         RedisSettings,
         KafkaSettings,
+        RestoreSettings,
         RepositorySettings,
         EncryptionSettings,
         OffsiteSettings,
@@ -194,6 +202,7 @@ def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
         "POSTGRES_PORT": "6543",
         "REDIS_HOST": "r",
         "KAFKA_TOPICS": "t",
+        "RESTORE_ALLOWED_KAFKA": "k:1",
         "BACKUP_ROOT": "/b",
         "OFFSITE_S3_BUCKET": "x",
         "BACKUP_PARTITIONS_START": "2026-02-01",
@@ -217,6 +226,9 @@ def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
         ("POSTGRES_PORT", "0"),
         ("REDIS_PORT", "70000"),
         ("KAFKA_TOPICS", " , "),
+        ("RESTORE_ALLOWED_REDIS", "redis.internal"),
+        ("RESTORE_ALLOWED_REDIS", "r:7001,r:http"),
+        ("RESTORE_ALLOWED_KAFKA", "k:65536"),
         ("BACKUP_COMPRESSION", "lz4"),
         ("OFFSITE_COMPRESSION", "xz"),
         ("BACKUP_PARTITIONS_START", "2026-13-01"),
@@ -247,7 +259,11 @@ def test_a_bad_value_is_one_line_naming_the_variable_and_the_value(name, value):
 @pytest.mark.parametrize("name", ["BACKUP_ENCRYPTION_KEYS", "OFFSITE_ENCRYPTION_KEYS"])
 @pytest.mark.parametrize(
     "value",
-    [SECRET, KEY, f"k1:{SECRET}", f"k1:{base64.b64encode(SECRET.encode()).decode()}", f"k1:{KEY},{SECRET}", " , "],
+    [
+        *(SECRET, KEY, f"k1:{SECRET}", f"k1:{base64.b64encode(SECRET.encode()).decode()}", f"k1:{KEY},{SECRET}", " , "),
+        # Key and id the wrong way round, a key split by a stray colon, a key without its last characters.
+        *(f"{KEY}:k1", f"k1:{KEY[:20]}:{KEY[20:]}", f"k1:{KEY[:-4]}"),
+    ],
 )
 def test_a_malformed_secret_is_named_but_never_shown(name, value):
     with pytest.raises(ConfigurationError) as err:

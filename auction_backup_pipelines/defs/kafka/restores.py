@@ -1,12 +1,19 @@
-"""The Kafka restore job: backed-up days replayed into topics you name, verified, with translated group offsets."""
+"""The Kafka restore job: backed-up days replayed into topics you name, verified, with translated group offsets.
+
+The target's brokers must be those of KAFKA_BOOTSTRAP_SERVERS or listed in RESTORE_ALLOWED_KAFKA,
+and this job has no way around it. Both come from the environment the code location was loaded
+with, not from the `kafka` resource: a run's config can override a resource's fields.
+"""
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.kafka import restore as kafka_restore
+from auction_backup_pipelines.ops.restore_targets import check_kafka_target
 
 from ..shared.keys import SYSTEM_TAG
-from ..shared.resources import BackupRepositoryResource, KafkaResource
+from ..shared.loading import current_settings
+from ..shared.resources import BackupRepositoryResource
 
 
 class KafkaRestoreConfig(Config):
@@ -17,7 +24,7 @@ class KafkaRestoreConfig(Config):
     topics: list[str] = []
     """Topics to restore (default: every topic backed up in the range)."""
     target_bootstrap: str = ""
-    """Cluster to restore into (default: the kafka resource's bootstrap servers)."""
+    """Cluster to restore into (default: KAFKA_BOOTSTRAP_SERVERS; other brokers must be in RESTORE_ALLOWED_KAFKA)."""
     topic_prefix: str = ""
     """Write <prefix><topic> and set offsets of <prefix><group>, e.g. "restored-"."""
     force: bool = False
@@ -27,15 +34,15 @@ class KafkaRestoreConfig(Config):
 
 
 @op(pool="kafka")
-def restore_kafka_topics(
-    context: OpExecutionContext, config: KafkaRestoreConfig, kafka: KafkaResource, backup_repo: BackupRepositoryResource
-) -> dict:
+def restore_kafka_topics(context: OpExecutionContext, config: KafkaRestoreConfig, backup_repo: BackupRepositoryResource) -> dict:
+    settings = current_settings()
     try:
+        bootstrap = check_kafka_target(config.target_bootstrap, settings.kafka, settings.restore)  # before anything connects
         report = kafka_restore.restore_topics(
             backup_repo.repository(),
             (config.from_day, config.to_day),
             config.topics or None,
-            config.target_bootstrap or kafka.bootstrap_servers,
+            bootstrap,
             topic_prefix=config.topic_prefix,
             force=config.force,
             apply_offsets=config.apply_offsets,
