@@ -31,7 +31,6 @@ Least privilege for the sources is in docs/least-privilege.md.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import hashlib
 import hmac
@@ -39,7 +38,7 @@ import io
 import os
 import secrets
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -48,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from auction_backup_pipelines.repository.keys import ENV_KEYS, EncryptionError, Key, keyring, parse_keys, read_key_file, shown_id
-from auction_backup_pipelines.repository.storage import Backend, IntegrityError, ObjectInfo
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError, WrappingBackend
 
 MAGIC = b"ABPENC\x00\x01"
 SEGMENT = 1 << 20
@@ -345,7 +344,7 @@ class DecryptingReader(io.RawIOBase):
         super().close()
 
 
-class EncryptedBackend(Backend):
+class EncryptedBackend(WrappingBackend):
     """Any backend, with every object's body encrypted; key names, locks and deletes pass through.
 
     The repository wraps its backend in this when given an `Encryption`, so everything that
@@ -371,24 +370,6 @@ class EncryptedBackend(Backend):
         except BaseException:
             source.close()
             raise
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        self.inner.delete_many(keys)
-
-    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
-        return self.inner.remove_temporaries(prefix)
-
-    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return self.inner.lock(name)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def peek_key_id(raw: bytes) -> str | None:

@@ -16,10 +16,9 @@ Reading, listing, verifying and deleting are untouched: they work without keys w
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -27,7 +26,7 @@ from auction_backup_pipelines.errors import RefusedError
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.encryption import MAGIC, Encryption, peek_key_id
 from auction_backup_pipelines.repository.keys import EncryptionError, shown_id
-from auction_backup_pipelines.repository.storage import Backend, ObjectInfo
+from auction_backup_pipelines.repository.storage import Backend, WrappingBackend
 
 __all__ = ["LOCAL_KEY_SETTINGS", "OFFSITE_KEY_SETTINGS", "EncryptionRequiredError", "Evidence", "FailClosedBackend"]
 
@@ -49,7 +48,7 @@ class Evidence:
     key_ids: tuple[str, ...]
 
 
-class FailClosedBackend(Backend):
+class FailClosedBackend(WrappingBackend):
     """A backend whose `writer` refuses plaintext once the repository has held encrypted objects.
 
     With an `Encryption` (the repository wraps this in its EncryptedBackend), the first write
@@ -147,21 +146,3 @@ class FailClosedBackend(Backend):
 
     def reader(self, key: str) -> BinaryIO:
         return self.inner.reader(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        self.inner.delete_many(keys)
-
-    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
-        return self.inner.remove_temporaries(prefix)
-
-    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return self.inner.lock(name)
-
-    def describe(self) -> str:
-        return self.inner.describe()

@@ -90,6 +90,41 @@ class Backend(ABC):
         """A human-readable location for messages (never contains credentials)."""
 
 
+class WrappingBackend(Backend):
+    """A backend around another one: every operation goes to `inner` unless a subclass changes it.
+
+    Wrappers (encryption, the fail-closed guard) add behaviour on top of any driver without
+    touching it, as restic's backend wrappers do; each overrides only what it changes.
+    """
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+
+    def writer(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self.inner.writer(key)
+
+    def reader(self, key: str) -> BinaryIO:
+        return self.inner.reader(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.inner.delete_many(keys)
+
+    def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
+        return self.inner.remove_temporaries(prefix)
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.inner.lock(name)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
 class LocalBackend(Backend):
     """A directory on a local or mounted file system.
 
