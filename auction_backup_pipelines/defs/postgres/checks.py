@@ -33,7 +33,7 @@ def postgres_dump_integrity(
     meta = {"partition": latest.partition, "backup_id": latest.backup_id}
     try:
         verified = repo.verify(latest, deep=True)
-        toc = dump_toc(repo, latest, postgres.bin_dir)
+        toc = dump_toc(repo, latest, postgres.settings().bin_dir)
     except BackupError as exc:
         context.log.error(str(exc))
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)

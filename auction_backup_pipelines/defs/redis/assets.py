@@ -58,13 +58,14 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
         day = dt.date.fromisoformat(context.partition_key)
         repo = backup_repo.repository()
         try:
+            source = redis.settings()
             backup = backup_snapshot(
-                redis.settings(),
+                source,
                 repo,
                 day,
                 allow_late_capture=config.allow_late_capture,
-                # RedisResource.data_dir (REDIS_DATA_DIR): without it, the network path only and no AOF fallback
-                data_dir=getattr(redis, "data_dir", "") or None,
+                # REDIS_DATA_DIR: without it, the network path only and no AOF fallback
+                data_dir=source.data_dir or None,
                 mode=config.mode,
             )
         except BackupError as exc:

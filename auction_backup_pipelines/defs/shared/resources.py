@@ -3,15 +3,33 @@
 Each resource turns its fields into the plain settings object the engines take, so the
 same code paths serve the CLI (which reads the environment directly) and Dagster runs.
 Passwords are only ever bound through `EnvVar`, which Dagster never displays.
+
+A run's config may override any field of a bound resource (the Launchpad's `resources:` section),
+so the resources `build_resources` binds are the `Pinned*` subclasses: they refuse to hand out
+connection or repository settings that differ from those loaded from the environment, and a run
+cannot point a backup, with production credentials, at a host of its choosing. Tests and tools
+that build the base classes for scratch targets are not pinned.
 """
 
-from dagster import ConfigurableResource, EnvVar
+import dataclasses
+from typing import Any
 
+from dagster import ConfigurableResource, EnvVar, Failure
+
+from auction_backup_pipelines.errors import RefusedError
 from auction_backup_pipelines.repository.encryption import Encryption
 from auction_backup_pipelines.repository.encryption_marker import OFFSITE_KEY_SETTINGS
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.s3 import S3Backend
-from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings, RepositorySettings, Settings
+from auction_backup_pipelines.settings import (
+    KafkaSettings,
+    PostgresSettings,
+    RedisSettings,
+    RepositorySettings,
+    Settings,
+)
+
+from .loading import current_settings
 
 
 class PostgresResource(ConfigurableResource):
@@ -104,6 +122,104 @@ class OffsiteRepositoryResource(ConfigurableResource):
         )
 
 
+class RunConfigOverrideRefused(RefusedError, Failure):
+    """A run's config changed a field of a pinned resource; refused before anything connects.
+
+    Also a Dagster `Failure` (not retried): raised outside an op's `except BackupError`, the step
+    still fails with this one line instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(description=message, allow_retries=False)
+
+
+VARIABLES: dict[str, dict[str, str]] = {
+    "postgres": {"host": "POSTGRES_HOST", "port": "POSTGRES_PORT", "dbname": "POSTGRES_DB", "user": "POSTGRES_USER"}
+    | {"password": "POSTGRES_PASSWORD", "bin_dir": "PGBIN"},
+    "redis": {"host": "REDIS_HOST", "port": "REDIS_PORT", "username": "REDIS_USERNAME", "password": "REDIS_PASSWORD"}
+    | {"data_dir": "REDIS_DATA_DIR"},
+    "kafka": {"bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "topics": "KAFKA_TOPICS"},
+    "backup_repo": {"root": "BACKUP_ROOT", "compression": "BACKUP_COMPRESSION"}
+    | {"encryption_key_file": "BACKUP_ENCRYPTION_KEY_FILE", "encryption_keys": "BACKUP_ENCRYPTION_KEYS"},
+    "offsite_repo": {"bucket": "OFFSITE_S3_BUCKET", "prefix": "OFFSITE_S3_PREFIX", "region": "OFFSITE_S3_REGION"}
+    | {"endpoint_url": "OFFSITE_S3_ENDPOINT_URL", "compression": "OFFSITE_COMPRESSION"}
+    | {"access_key_id": "OFFSITE_S3_ACCESS_KEY_ID", "secret_access_key": "OFFSITE_S3_SECRET_ACCESS_KEY"}
+    | {"encryption_key_file": "OFFSITE_ENCRYPTION_KEY_FILE", "encryption_keys": "OFFSITE_ENCRYPTION_KEYS"},
+}
+"""Per resource key, the variable behind each field a pinned resource compares."""
+
+
+def compared(given: Any, loaded: Any) -> dict[str, tuple[object, object]]:
+    """Field name -> (`given`'s value, the environment's) for each field of the settings dataclass `loaded`."""
+    return {f.name: (getattr(given, f.name), getattr(loaded, f.name)) for f in dataclasses.fields(loaded)}
+
+
+def refuse_overrides(key: str, values: dict[str, tuple[object, object]]) -> None:
+    """Raise RunConfigOverrideRefused naming every field of resource `key` whose value (first)
+    differs from the environment's (second). Every field, not only host and port: a user, a program
+    folder, a repository root or a key redirects as much. No value is shown (some are secrets)."""
+    changed = [f"{name} ({VARIABLES[key][name]})" for name, (given, loaded) in values.items() if given != loaded]
+    if changed:
+        repository = key.endswith("_repo")
+        raise RunConfigOverrideRefused(
+            f"this run's config changes the {key} resource's {', '.join(changed)}: "
+            f"{'repository' if repository else 'connection'} settings come from the environment the code location "
+            f"was loaded with, not from run config; remove resources.{key} from the run config. "
+            + ("Nothing was read or written" if repository else "Nothing was sent")
+        )
+
+
+class PinnedPostgresResource(PostgresResource):
+    """PostgresResource as bound by `build_resources`: no setting other than the environment's."""
+
+    def settings(self) -> PostgresSettings:
+        given = super().settings()
+        refuse_overrides("postgres", compared(given, current_settings().postgres))
+        return given
+
+
+class PinnedRedisResource(RedisResource):
+    """RedisResource as bound by `build_resources`: no setting other than the environment's."""
+
+    def settings(self) -> RedisSettings:
+        given = super().settings()
+        refuse_overrides("redis", compared(given, current_settings().redis))
+        return given
+
+
+class PinnedKafkaResource(KafkaResource):
+    """KafkaResource as bound by `build_resources`: no setting other than the environment's."""
+
+    def settings(self) -> KafkaSettings:
+        given = super().settings()
+        refuse_overrides("kafka", compared(given, current_settings().kafka))
+        return given
+
+
+class PinnedBackupRepositoryResource(BackupRepositoryResource):
+    """BackupRepositoryResource as bound by `build_resources`: the environment's root and keys only."""
+
+    def repository(self) -> Repository:
+        s = current_settings()
+        refuse_overrides(
+            "backup_repo",
+            {
+                "root": (self.root, s.repository.root),
+                "compression": (self.compression, s.repository.compression),
+                "encryption_key_file": (self.encryption_key_file, s.encryption.key_file),
+                "encryption_keys": (self.encryption_keys, s.encryption.keys),
+            },
+        )
+        return super().repository()
+
+
+class PinnedOffsiteRepositoryResource(OffsiteRepositoryResource):
+    """OffsiteRepositoryResource as bound by `build_resources`: the environment's bucket, endpoint and keys only."""
+
+    def repository(self) -> Repository:
+        refuse_overrides("offsite_repo", compared(self, current_settings().offsite))  # same field names
+        return super().repository()
+
+
 def _secret(name: str, value: str):
     """EnvVar when set (Dagster stores and shows the variable's name only), else empty: an unset
     EnvVar would fail every run launch."""
@@ -111,10 +227,11 @@ def _secret(name: str, value: str):
 
 
 def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
-    """Resources bound from the settings, with Auction Flow's defaults when unset."""
+    """Resources bound from the settings, with Auction Flow's defaults when unset; pinned: pass
+    `current_settings()`, which is what their every use is compared with."""
     pg, rd, kf, repo = s.postgres, s.redis, s.kafka, s.repository
     resources: dict[str, ConfigurableResource] = {
-        "postgres": PostgresResource(
+        "postgres": PinnedPostgresResource(
             host=pg.host,
             port=pg.port,
             dbname=pg.dbname,
@@ -122,15 +239,15 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             password=EnvVar("POSTGRES_PASSWORD"),
             bin_dir=pg.bin_dir,
         ),
-        "redis": RedisResource(
+        "redis": PinnedRedisResource(
             host=rd.host,
             port=rd.port,
             username=rd.username,
             data_dir=rd.data_dir,
             password=_secret("REDIS_PASSWORD", rd.password),
         ),
-        "kafka": KafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
-        "backup_repo": BackupRepositoryResource(
+        "kafka": PinnedKafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
+        "backup_repo": PinnedBackupRepositoryResource(
             root=repo.root,
             compression=repo.compression,
             encryption_key_file=s.encryption.key_file,
@@ -139,7 +256,7 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
     }
     off = s.offsite
     if off.configured:
-        resources["offsite_repo"] = OffsiteRepositoryResource(
+        resources["offsite_repo"] = PinnedOffsiteRepositoryResource(
             bucket=off.bucket,
             prefix=off.prefix,
             endpoint_url=off.endpoint_url,

@@ -65,7 +65,7 @@ def restore_check(
         resources = context.resources
         repo = resources.backup_repo.repository()
         postgres = resources.postgres.settings() if "postgres" in needs else PostgresSettings()
-        bootstrap = resources.kafka.bootstrap_servers if "kafka" in needs else ""
+        bootstrap = resources.kafka.settings().bootstrap_servers if "kafka" in needs else ""
         (planned,) = [c for c in planned_checks(repo, topics, [system]) if c.name == name]
         return check_result(run_check(planned, repo, postgres, bootstrap))
 
