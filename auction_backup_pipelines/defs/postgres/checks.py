@@ -5,13 +5,16 @@ Checks are unpartitioned and find the newest complete backup in the repository t
 examined in its metadata.
 """
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from typing import Any
 
-from auction_backup_pipelines.errors import BackupError
+from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
+
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP, inspect_tar
 from auction_backup_pipelines.postgres.client import SYSTEM
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, dump_toc
+from auction_backup_pipelines.repository.manifest import Backup
 
+from ..shared.integrity import newest_backup_integrity
 from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from ..shared.resources import BackupRepositoryResource, PostgresResource
 
@@ -25,28 +28,18 @@ def postgres_dump_integrity(
     context: AssetCheckExecutionContext, postgres: PostgresResource, backup_repo: BackupRepositoryResource
 ) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(SYSTEM, LOGICAL_DUMP)
-    if latest is None:
-        return AssetCheckResult(
-            passed=False, severity=AssetCheckSeverity.WARN, description=f"no logical dump in {repo.describe()} yet"
-        )
-    meta = {"partition": latest.partition, "backup_id": latest.backup_id}
-    try:
-        verified = repo.verify(latest, deep=True)
-        toc = dump_toc(repo, latest, postgres.settings().bin_dir)
-    except BackupError as exc:
-        context.log.error(str(exc))
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    table_data = sum(1 for line in toc if " TABLE DATA " in line)
-    return AssetCheckResult(
-        passed=True,
-        metadata={
-            **meta,
+    bin_dir = postgres.settings().bin_dir
+
+    def inspect(backup: Backup) -> dict[str, Any]:
+        verified = repo.verify(backup, deep=True)
+        toc = dump_toc(repo, backup, bin_dir)
+        return {
             "bytes_checked": MetadataValue.int(verified.bytes_checked),
             "toc_entries": MetadataValue.int(len(toc)),
-            "tables_with_data": MetadataValue.int(table_data),
-        },
-    )
+            "tables_with_data": MetadataValue.int(sum(1 for line in toc if " TABLE DATA " in line)),
+        }
+
+    return newest_backup_integrity(context, repo, SYSTEM, LOGICAL_DUMP, "logical dump", inspect)
 
 
 @asset_check(
@@ -59,22 +52,9 @@ def postgres_base_backup_integrity(
     context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource
 ) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(SYSTEM, BASE_BACKUP)
-    if latest is None:
-        return AssetCheckResult(
-            passed=False, severity=AssetCheckSeverity.WARN, description=f"no base backup in {repo.describe()} yet"
-        )
-    meta = {"partition": latest.partition, "backup_id": latest.backup_id}
-    try:
-        found = inspect_tar(repo, latest)
-    except BackupError as exc:
-        context.log.error(str(exc))
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(
-        passed=True,
-        metadata={
-            **meta,
-            "tar_members": MetadataValue.int(found.tar_members),
-            "backup_manifest_checksum": found.backup_manifest_checksum,
-        },
-    )
+
+    def inspect(backup: Backup) -> dict[str, Any]:
+        found = inspect_tar(repo, backup)
+        return {"tar_members": MetadataValue.int(found.tar_members), "backup_manifest_checksum": found.backup_manifest_checksum}
+
+    return newest_backup_integrity(context, repo, SYSTEM, BASE_BACKUP, "base backup", inspect)

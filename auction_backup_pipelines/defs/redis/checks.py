@@ -1,10 +1,13 @@
 """Integrity check of the Redis snapshot, run by the daily job right after each backup."""
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+from typing import Any
 
-from auction_backup_pipelines.errors import BackupError
+from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
+
 from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
+from auction_backup_pipelines.repository.manifest import Backup
 
+from ..shared.integrity import newest_backup_integrity
 from ..shared.keys import REDIS_SNAPSHOT_KEY
 from ..shared.resources import BackupRepositoryResource
 
@@ -16,18 +19,11 @@ from ..shared.resources import BackupRepositoryResource
 )
 def redis_snapshot_integrity(context: AssetCheckExecutionContext, backup_repo: BackupRepositoryResource) -> AssetCheckResult:
     repo = backup_repo.repository()
-    latest = repo.latest(SYSTEM, SNAPSHOT)
-    if latest is None:
-        return AssetCheckResult(
-            passed=False, severity=AssetCheckSeverity.WARN, description=f"no Redis snapshot in {repo.describe()} yet"
-        )
-    meta = {"partition": latest.partition, "backup_id": latest.backup_id, "mode": str(latest.metadata.get("mode"))}
-    try:
-        verified = repo.verify(latest, deep=True)
-    except BackupError as exc:
-        context.log.error(str(exc))
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=str(exc), metadata=meta)
-    return AssetCheckResult(
-        passed=True,
-        metadata={**meta, "files": MetadataValue.int(verified.files), "bytes_checked": MetadataValue.int(verified.bytes_checked)},
+
+    def inspect(backup: Backup) -> dict[str, Any]:
+        verified = repo.verify(backup, deep=True)
+        return {"files": MetadataValue.int(verified.files), "bytes_checked": MetadataValue.int(verified.bytes_checked)}
+
+    return newest_backup_integrity(
+        context, repo, SYSTEM, SNAPSHOT, "Redis snapshot", inspect, extra=lambda b: {"mode": str(b.metadata.get("mode"))}
     )
