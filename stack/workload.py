@@ -9,7 +9,7 @@ rate-limit counters and a bid stream in Redis; events with keys, JSON values and
 the four Kafka topics. `run` places bids the way the platform does: a row in PostgreSQL, the
 auction's hash and leaderboard in Redis, a bid event in Kafka.
 
-Connection settings come from the same environment as the backups (settings.py).
+Connection settings come from the same environment as the backups (the settings package).
 """
 
 from __future__ import annotations

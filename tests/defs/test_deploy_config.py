@@ -2,7 +2,7 @@
 
 No container engine runs here, so the compose file is checked for consistency instead of
 being started: every service the architecture names exists, volumes are declared, and the
-environment handed to the code location matches settings.py's defaults and the services."""
+environment handed to the code location matches the settings package's defaults and the services."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_backup_environment_values_come_from_the_env_file_and_secrets_are_never_
             # Its own variable, required or blank when unset; never a default, which would be written here.
             assert reference and reference.group(1) == name and reference.group(2) in (None, "?", ":?"), (name, value)
         elif reference:
-            # Blank when unset (`${NAME:-}`, or `${NAME}` for names that look secret): settings.py's
+            # Blank when unset (`${NAME:-}`, or `${NAME}` for names that look secret): the settings package's
             # default applies, not a second default kept here.
             blank_or_required = reference.group(3) in (None, "") or reference.group(2) in ("?", ":?")
             assert reference.group(1) == name and blank_or_required, (name, value)

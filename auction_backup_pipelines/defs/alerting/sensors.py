@@ -27,7 +27,7 @@ stops starting new alerts after `tick_budget_s` (ticks time out after about 60 s
 continues where it stopped on the next one.
 
 Settings: the ALERT_* variables, DAGSTER_WEBSERVER_URL (links), ALERT_CHECK_SENSOR_INTERVAL_S,
-ALERT_CHECK_REPEAT_S, ALERT_CHECK_LOOKBACK_S (see settings.py).
+ALERT_CHECK_REPEAT_S, ALERT_CHECK_LOOKBACK_S (see settings/alerting.py).
 
 No `from __future__ import annotations` here: Dagster reads the resource annotations at decoration.
 """
