@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 bash "$ROOT/stack/install.sh"
+bash "$ROOT/stack/tls.sh"
 bash "$ROOT/stack/postgres.sh" up
 bash "$ROOT/stack/redis.sh" up
 bash "$ROOT/stack/kafka.sh" up
