@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from typing import Any
 
-from auction_backup_pipelines.cli.common import EXIT_FAILURE, open_repository
+from auction_backup_pipelines.cli.common import EXIT_FAILURE, day, open_repository
 from auction_backup_pipelines.cli.output import print_json
 from auction_backup_pipelines.kafka import export as kafka_export
 from auction_backup_pipelines.kafka.records import KafkaBackupError
@@ -125,20 +125,22 @@ def register(sub: Any) -> None:
     p = sub.add_parser("backup", help="take a backup now")
     bsub = p.add_subparsers(dest="system", required=True)
     b = bsub.add_parser("postgres", help="logical dump of the Auction Flow database")
-    b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
+    b.add_argument("--date", type=day, help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
     b.set_defaults(func=cmd_backup_postgres)
     b = bsub.add_parser("postgres-base", help="base backup (pg_basebackup) for point-in-time recovery")
-    b.add_argument("--date", help="partition day (default: yesterday UTC)")
+    b.add_argument("--date", type=day, help="partition day (default: yesterday UTC)")
     b.add_argument("--allow-late-capture", action="store_true")
     b.set_defaults(func=cmd_backup_postgres_base)
     b = bsub.add_parser("redis", help="snapshot of the Redis server, or of every master of a cluster")
-    b.add_argument("--date", help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
+    b.add_argument("--date", type=day, help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
     b.add_argument("--mode", choices=list(redis_client.MODES), default="auto", help="auto (default), bgsave, network or aof")
     b.add_argument("--data-dir", help="the server's data dir on this machine (default: $REDIS_DATA_DIR)")
     b.set_defaults(func=cmd_backup_redis)
     b = bsub.add_parser("kafka", help="export one day of Kafka topics (messages, configs, consumer-group offsets)")
-    b.add_argument("--date", help="partition day (default: yesterday UTC); past days are rebuilt from the log by timestamp")
+    b.add_argument(
+        "--date", type=day, help="partition day (default: yesterday UTC); past days are rebuilt from the log by timestamp"
+    )
     b.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics to export (default: $KAFKA_TOPICS)")
     b.set_defaults(func=cmd_backup_kafka)

@@ -7,6 +7,7 @@ prints it as one line like any other engine error.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.repository.encryption import Encryption
@@ -19,6 +20,18 @@ SYSTEMS = ["postgres", "redis", "kafka"]  # the choices of every SYSTEM argument
 
 class CliError(BackupError):
     """A failure to report as one clear line, without a traceback."""
+
+
+def day(text: str) -> str:
+    """The `type` of every --date: exactly YYYY-MM-DD. An empty or malformed day is refused by the
+    parser, so `--date ''` can never fall back to the default day and back up the wrong one."""
+    try:
+        ok = len(text) == 10 and dt.date.fromisoformat(text).isoformat() == text
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"not a day: {text!r} (expected YYYY-MM-DD)")
+    return text
 
 
 def open_repository(args: argparse.Namespace, settings: Settings) -> Repository:

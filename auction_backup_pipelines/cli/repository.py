@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from auction_backup_pipelines.cli.common import SYSTEMS, CliError, open_repository
+from auction_backup_pipelines.cli.common import SYSTEMS, CliError, day, open_repository
 from auction_backup_pipelines.cli.output import print_json
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.policy import pruning
@@ -95,7 +95,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("offsite", help="copy backups to the S3-compatible offsite repository (OFFSITE_S3_*) and verify there")
     p.add_argument("--system", choices=SYSTEMS)
     p.add_argument("--artifact")
-    p.add_argument("--date", help="one partition day (with --system and --artifact)")
+    p.add_argument("--date", type=day, help="one partition day (with --system and --artifact)")
     p.add_argument("--wal", action="store_true", help="also copy the WAL archive")
     p.set_defaults(func=cmd_offsite)
 
@@ -110,7 +110,7 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("system", choices=SYSTEMS)
         p.add_argument("artifact")
-        p.add_argument("--date", required=True, help="partition day (YYYY-MM-DD)")
+        p.add_argument("--date", type=day, required=True, help="partition day (YYYY-MM-DD)")
         if name == "pin":
             p.add_argument("--note", default="", help="why (stored with the pin)")
         p.set_defaults(func=func)

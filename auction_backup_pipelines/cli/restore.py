@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from auction_backup_pipelines.cli.common import open_repository
+from auction_backup_pipelines.cli.common import day, open_repository
 from auction_backup_pipelines.cli.output import print_json
 from auction_backup_pipelines.kafka import restore as kafka_restore
 from auction_backup_pipelines.ops.restore_targets import check_kafka_target, check_redis_target
@@ -59,12 +59,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("restore", help="restore a backup into a target you name")
     rsub = p.add_subparsers(dest="system", required=True)
     r = rsub.add_parser("postgres", help="restore a logical dump into a database")
-    r.add_argument("--date", required=True, help="partition day of the dump (YYYY-MM-DD)")
+    r.add_argument("--date", type=day, required=True, help="partition day of the dump (YYYY-MM-DD)")
     r.add_argument("--target-db", required=True, help="database to restore into (created if missing)")
     r.add_argument("--force", action="store_true", help="replace the target database if it is not empty")
     r.set_defaults(func=cmd_restore_postgres)
     r = rsub.add_parser("redis", help="restore a snapshot into a Redis server or cluster (DUMP/RESTORE, verified)")
-    r.add_argument("--date", required=True, help="partition day of the snapshot (YYYY-MM-DD)")
+    r.add_argument("--date", type=day, required=True, help="partition day of the snapshot (YYYY-MM-DD)")
     r.add_argument("--target", required=True, help="host:port of the server or of one cluster node")
     r.add_argument("--force", action="store_true", help="restore into a non-empty target (same-named keys are overwritten)")
     r.add_argument(

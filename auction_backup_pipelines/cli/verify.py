@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from auction_backup_pipelines.cli.common import EXIT_FAILURE, SYSTEMS, CliError, open_repository
+from auction_backup_pipelines.cli.common import EXIT_FAILURE, SYSTEMS, CliError, day, open_repository
 from auction_backup_pipelines.cli.output import print_json
 from auction_backup_pipelines.ops import restore_checks
 from auction_backup_pipelines.postgres import client as pg_client
@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("system", nargs="?", choices=SYSTEMS)
     p.add_argument("artifact", nargs="?")
-    p.add_argument("--date")
+    p.add_argument("--date", type=day)
     p.add_argument("--deep", action="store_true", help="also decompress and check the original bytes")
     p.add_argument(
         "--restore",
