@@ -6,19 +6,25 @@ How it keeps the Backend rule (an object is fully durable under its key, or abse
   multipart upload, so memory stays flat whatever the size. A clean exit completes the
   upload, which is when the object appears, whole; an exception aborts it. Objects smaller
   than one part are sent in a single PUT, also atomic. A process killed midway leaves an
-  unfinished upload, invisible to readers and listings; `remove_temporaries` aborts those.
+  unfinished upload, invisible to readers and listings; `prune` and the cleanup job abort it
+  once older than the safety age (repository/leftovers.py).
 * Every PUT and part carries a checksum that the server verifies before it stores anything:
   SHA-256 (`x-amz-checksum-sha256`) by default, Content-MD5 on servers that reject the
   flexible checksums (`checksum="auto"` falls back once and remembers).
 * Listing pages through ListObjectsV2; deletes go 1000 keys per DeleteObjects call.
-* Retries: botocore's "standard" mode retries throttling, 5xx and connection errors with
-  backoff; on top of that, throttling that outlasts it (SlowDown, 503) is retried here with
-  capped exponential backoff and jitter, since a backup should wait out a busy store.
-* Locks are objects under `.locks/`, created with a conditional PUT (If-None-Match: *): the
-  store guarantees that only one creator wins (AWS S3 since 2024, MinIO, S3Proxy 2.4+). A lock
-  records when it expires (`lock_ttl`), so one left by a killed process blocks its partition
-  only until then. Limitations: a store that ignores If-None-Match makes the lock advisory
-  (checked with HEAD first, racy); breaking an expired lock is not atomic either.
+* Retries: botocore's "standard" mode retries throttling, 5xx and connection errors a few
+  times (`max_attempts`); on top of that, throttling that outlasts it (SlowDown, 503) is
+  retried here with capped exponential backoff and jitter, since a backup should wait out a
+  busy store, and an outage (connection refused or reset, timeouts, other 5xx) is retried
+  with backoff for `outage_timeout` seconds (30) after its first failure. Then the call fails
+  with one line, `StoreUnavailableError`, naming the operation, the object and the endpoint.
+  The writer aborts its multipart upload on any failure, and the lock is released if the
+  store answers again in time.
+* Locks are objects under `.locks/`: short leases (`lock_ttl`, 5 min) renewed by a background
+  thread while held, created, taken over and released with conditional requests only, and
+  broken at once when their holder is provably dead on this host; a writer whose lease was
+  lost publishes nothing more. A store that ignores conditional writes is detected once per
+  backend and refused unless `advisory_locks=True`. See s3_locks.py.
 
 Credentials come from the arguments or boto3's usual chain (AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY, instance roles, ...); they are never kept on this object, and
@@ -31,25 +37,30 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import datetime as dt
 import hashlib
-import json
-import os
 import random
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    HTTPClientError,
+    SSLError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from auction_backup_pipelines.errors import UnavailableError
 from auction_backup_pipelines.repository import layout
-from auction_backup_pipelines.repository.s3_streams import MultipartUpload, RangeReader, b64
-from auction_backup_pipelines.repository.storage import Backend, LockedError, ObjectInfo, StorageError
+from auction_backup_pipelines.repository.s3_locks import LOCK_TTL, S3Locks
+from auction_backup_pipelines.repository.s3_streams import MultipartUpload, RangeReader, b64, error_code, http_status
+from auction_backup_pipelines.repository.storage import Backend, ObjectInfo, StorageError
 from auction_backup_pipelines.settings import OffsiteSettings
 
 PART_SIZE = 8 << 20
@@ -65,14 +76,40 @@ THROTTLING = {
     "RequestThrottled",
 }
 _NO_FLEXIBLE_CHECKSUMS = {"NotImplemented", "InvalidArgument", "InvalidRequest", "XAmzContentSHA256Mismatch"}
+OUTAGE_TIMEOUT = 30.0
+# What an operator reads for a call that failed (callers may name it more precisely).
+_ACTIONS = {
+    "put_object": "writing",
+    "get_object": "reading",
+    "head_object": "reading",
+    "delete_object": "deleting",
+    "delete_objects": "deleting",
+    "list_objects_v2": "listing",
+    "list_multipart_uploads": "listing the unfinished uploads of",
+    "create_multipart_upload": "starting the upload of",
+    "upload_part": "uploading a part of",
+    "complete_multipart_upload": "completing the upload of",
+    "abort_multipart_upload": "aborting the upload of",
+}
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+class StoreUnavailableError(StorageError, UnavailableError):
+    """The store did not answer (or answered 5xx) for longer than the backend's `outage_timeout`."""
 
 
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+def _outage_cause(exc: Exception) -> str | None:
+    """Why a call failed, when it looks like an outage worth waiting out; None otherwise."""
+    if isinstance(exc, ClientError):
+        return (error_code(exc) or str(http_status(exc))) if http_status(exc) >= 500 else None
+    if isinstance(exc, SSLError):
+        return None  # a certificate problem does not heal by waiting
+    if isinstance(exc, EndpointConnectionError):
+        return "could not connect"
+    if isinstance(exc, ConnectionClosedError):
+        return "connection closed"
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return None
 
 
 class S3Backend(Backend):
@@ -87,10 +124,13 @@ class S3Backend(Backend):
         secret_access_key: str | None = None,
         part_size: int = PART_SIZE,
         checksum: str = "auto",
-        lock_ttl: float = 12 * 3600,
-        max_attempts: int = 6,
+        lock_ttl: float = LOCK_TTL,
+        lock_renew_every: float | None = None,
+        advisory_locks: bool = False,
+        max_attempts: int = 3,
         throttle_retries: int = 8,
         backoff: float = 0.5,
+        outage_timeout: float = OUTAGE_TIMEOUT,
         addressing_style: str | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 120,
@@ -100,17 +140,20 @@ class S3Backend(Backend):
     ):
         if checksum not in ("auto", "sha256", "md5"):
             raise StorageError(f"unknown checksum mode {checksum!r} (auto, sha256 or md5)")
+        if lock_ttl <= 0 or (lock_renew_every is not None and not 0 < lock_renew_every < lock_ttl):
+            raise StorageError(f"lock_ttl must be positive and lock_renew_every below it (got {lock_ttl}, {lock_renew_every})")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.part_size = max(part_size, MIN_PART)
         self.checksum = checksum
         self.lock_ttl = lock_ttl
+        self.locks = S3Locks(self, renew_every=lock_renew_every, advisory=advisory_locks)
         self.throttle_retries = throttle_retries
         self.backoff = backoff
+        self.outage_timeout = outage_timeout
         self.page_size = page_size
         self.delete_batch = min(delete_batch, DELETE_BATCH)
-        self.conditional_puts = True
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
@@ -165,22 +208,48 @@ class S3Backend(Backend):
             raise StorageError(f"invalid object key {key!r}")
         return self.prefix + "/".join(parts)
 
-    def call(self, op: str, what: str, **kwargs: Any) -> Any:
-        """One API call, throttling retried beyond botocore's own attempts; errors explained."""
-        for attempt in range(self.throttle_retries + 1):
+    def where(self, key: str) -> str:
+        """An object's address for messages: s3://bucket/key, and the endpoint (never credentials)."""
+        return f"s3://{self.bucket}/{self.object_key(key) if key else self.prefix}"
+
+    def call(self, op: str, what: str, *, action: str = "", **kwargs: Any) -> Any:
+        """One API call on the object `what`, retried through throttling and outages (module doc).
+
+        Raises ClientError for what the caller decides on (404, 412, access denied...) and
+        StoreUnavailableError, one line, when the store stays unreachable past `outage_timeout`."""
+        throttled_attempts, outage_attempts, deadline = 0, 0, 0.0
+        while True:
             try:
                 return getattr(self.client, op)(**kwargs)
-            except ClientError as exc:
-                throttled = _code(exc) in THROTTLING or _status(exc) in (429, 503)
-                if not throttled or attempt == self.throttle_retries:
-                    raise
-            time.sleep(min(30.0, self.backoff * 2**attempt) * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
+            except (ClientError, BotoCoreError) as exc:
+                if isinstance(exc, ClientError) and (error_code(exc) in THROTTLING or http_status(exc) in (429, 503)):
+                    if throttled_attempts == self.throttle_retries:
+                        raise
+                    time.sleep(min(30.0, self.backoff * 2**throttled_attempts) * random.uniform(0.5, 1.0))
+                    throttled_attempts += 1
+                    continue
+                cause = _outage_cause(exc)
+                if cause is None:
+                    if isinstance(exc, ClientError):
+                        raise
+                    raise self.fail(exc, action or _ACTIONS.get(op, op), what) from None
+                now = time.monotonic()
+                deadline = deadline or now + self.outage_timeout
+                outage_attempts += 1
+                if now >= deadline:
+                    endpoint = self.describe().partition(" at ")[2]
+                    raise StoreUnavailableError(
+                        f"{action or _ACTIONS.get(op, op)} {self.where(what)} failed: {cause}; the store"
+                        f"{' at ' + endpoint if endpoint else ''} did not recover within {self.outage_timeout:g} s "
+                        f"({outage_attempts} attempts)"
+                    ) from None
+                pause = min(5.0, self.backoff * 2 ** min(outage_attempts - 1, 10)) * random.uniform(0.5, 1.0)
+                time.sleep(min(pause, max(deadline - now, 0.0)))
 
     def fail(self, exc: Exception, action: str, key: str) -> StorageError:
-        where = f"s3://{self.bucket}/{self.object_key(key) if key else self.prefix}"
+        where = self.where(key)
         if isinstance(exc, ClientError):
-            code = _code(exc)
+            code = error_code(exc)
             hint = {
                 "AccessDenied": " (the credentials' policy does not allow it; see docs/least-privilege.md)",
                 "NoSuchBucket": " (create the bucket first)",
@@ -188,7 +257,7 @@ class S3Backend(Backend):
                 "SignatureDoesNotMatch": " (wrong secret key)",
                 "BadDigest": " (the server received different bytes than were sent)",
             }.get(code, "")
-            return StorageError(f"{action} {where} failed: {code or _status(exc)}{hint}")
+            return StorageError(f"{action} {where} failed: {code or http_status(exc)}{hint}")
         return StorageError(f"{action} {where} failed: {type(exc).__name__}: {exc}")
 
     def _checksum_args(self, data: bytes | memoryview) -> dict[str, str]:
@@ -200,7 +269,7 @@ class S3Backend(Backend):
         try:
             return fn()
         except ClientError as exc:
-            if self.checksum != "auto" or _code(exc) not in _NO_FLEXIBLE_CHECKSUMS:
+            if self.checksum != "auto" or error_code(exc) not in _NO_FLEXIBLE_CHECKSUMS:
                 raise
             self.checksum = "md5"  # this server does not do x-amz-checksum-*: MD5 from now on
             return fn()
@@ -212,12 +281,17 @@ class S3Backend(Backend):
         upload = MultipartUpload(self, key)
         try:
             yield upload  # type: ignore[misc]
+            self.locks.check_held()  # a writer whose lock was taken over publishes nothing
             upload.complete()
         except BaseException:
             upload.abort()
             raise
 
-    def put_bytes(self, key: str, data: bytes, **extra: Any) -> Any:
+    def put_bytes(self, key: str, data: bytes, *, fenced: bool = True, **extra: Any) -> Any:
+        """One PUT (atomic); `extra` adds request fields such as IfMatch. Unless `fenced` is off
+        (the lock objects themselves), refused once the calling thread's lock was lost."""
+        if fenced:
+            self.locks.check_held()
         return self._with_checksum_fallback(
             lambda: self.call(
                 "put_object", key, Bucket=self.bucket, Key=self.object_key(key), Body=data, **self._checksum_args(data), **extra
@@ -228,25 +302,29 @@ class S3Backend(Backend):
         try:
             head = self.call("get_object", key, Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise FileNotFoundError(f"s3://{self.bucket}/{self.object_key(key)}") from None
             raise self.fail(exc, "reading", key) from None
         return RangeReader(self, key, head)  # type: ignore[return-value]
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": self.page_size}
-        )
-        try:
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.prefix) :]
-                    # dot-names are ours (locks), like the local backend's temp files and .locks
-                    if layout.is_hidden(key):
-                        continue
+        # Page by page through call(), so that an outage mid-listing is waited out like any call.
+        token: dict[str, str] = {}
+        while True:
+            try:
+                page = self.call(
+                    "list_objects_v2", prefix, Bucket=self.bucket, Prefix=self.prefix + prefix, MaxKeys=self.page_size, **token
+                )
+            except ClientError as exc:
+                raise self.fail(exc, "listing", prefix) from None
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self.prefix) :]
+                # dot-names are ours (locks), like the local backend's temp files and .locks
+                if not layout.is_hidden(key):
                     yield ObjectInfo(key, int(obj["Size"]))
-        except ClientError as exc:
-            raise self.fail(exc, "listing", prefix) from None
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def delete(self, key: str) -> None:
         self.delete_many([key])
@@ -287,81 +365,26 @@ class S3Backend(Backend):
 
     def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
         """Abort unfinished multipart uploads (what a killed writer leaves); returns their keys."""
-        removed = []
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
+        removed: builtins.list[str] = []
+        marker: dict[str, str] = {}
+        while True:
+            try:
+                page = self.call("list_multipart_uploads", prefix, Bucket=self.bucket, Prefix=self.prefix + prefix, **marker)
+            except ClientError as exc:
+                raise self.fail(exc, "listing the unfinished uploads of", prefix) from None
             for up in page.get("Uploads", []):
+                key = up["Key"][len(self.prefix) :]
                 with contextlib.suppress(ClientError):  # finished or aborted meanwhile
-                    self.call("abort_multipart_upload", up["Key"], Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
-                    removed.append(up["Key"][len(self.prefix) :])
-        return removed
+                    self.call("abort_multipart_upload", key, Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    removed.append(key)
+            if not page.get("IsTruncated"):
+                return removed
+            marker = {"KeyMarker": page.get("NextKeyMarker", ""), "UploadIdMarker": page.get("NextUploadIdMarker", "")}
 
     # -- locks -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        key = layout.lock_key(name)
-        token = uuid.uuid4().hex
-        now = dt.datetime.now(dt.UTC)
-        body = json.dumps(
-            {
-                "token": token,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "acquired_at": now.isoformat(),
-                "expires_at": (now + dt.timedelta(seconds=self.lock_ttl)).isoformat(),
-            }
-        )
-        self._acquire(key, name, body.encode())
-        try:
+        """A lease on `name`, renewed while the block runs (s3_locks.py); LockedError if held."""
+        with self.locks.lock(name):
             yield
-        finally:
-            with contextlib.suppress(StorageError, FileNotFoundError):
-                if self._lock_doc(key).get("token") == token:  # never remove a lock someone else broke and took
-                    self.delete(key)
-
-    def _lock_doc(self, key: str) -> dict[str, Any]:
-        with self.reader(key) as f:
-            try:
-                return json.loads(f.read())
-            except ValueError:
-                return {}
-
-    def _try_create(self, key: str, body: bytes) -> bool:
-        if self.conditional_puts:
-            try:
-                self.put_bytes(key, body, IfNoneMatch="*")
-                return True
-            except ClientError as exc:
-                if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or _status(exc) in (409, 412):
-                    return False
-                if _code(exc) != "NotImplemented":
-                    raise self.fail(exc, "locking", key) from None
-                self.conditional_puts = False  # this store ignores conditions: advisory locks (module doc)
-        try:
-            self._lock_doc(key)
-            return False
-        except FileNotFoundError:
-            self.put_bytes(key, body)
-            return True
-
-    def _acquire(self, key: str, name: str, body: bytes) -> None:
-        doc: dict[str, Any] = {}
-        for attempt in range(2):
-            if self._try_create(key, body):
-                return
-            try:
-                doc = self._lock_doc(key)
-            except FileNotFoundError:
-                continue  # released meanwhile: compete again
-            expires = doc.get("expires_at")
-            if attempt == 0 and (not expires or dt.datetime.fromisoformat(expires) < dt.datetime.now(dt.UTC)):
-                self.delete(key)  # its holder died (or it is garbage): break it and compete once more
-                continue
-            break
-        raise self._held(key, name, doc)
-
-    def _held(self, key: str, name: str, doc: dict[str, Any] | None = None) -> LockedError:
-        doc = doc or {}
-        who = f"{doc.get('host', '?')} pid {doc.get('pid', '?')} since {doc.get('acquired_at', '?')}, expires {doc.get('expires_at', '?')}"
-        return LockedError(f"another backup of {name} is running (lock s3://{self.bucket}/{self.object_key(key)} held by {who})")

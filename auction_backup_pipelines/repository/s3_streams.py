@@ -24,6 +24,16 @@ def b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a failed request ("NoSuchKey", "PreconditionFailed"...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(exc: ClientError) -> int:
+    """The HTTP status of a failed request (0 when unknown)."""
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
 class MultipartUpload(io.RawIOBase):
     """The file-like `writer()` yields: parts go up as they fill; nothing is visible before complete()."""
 
@@ -68,6 +78,7 @@ class MultipartUpload(io.RawIOBase):
             out = b.call(
                 "upload_part",
                 self._key,
+                action=f"uploading part {number} of",
                 Bucket=b.bucket,
                 Key=b.object_key(self._key),
                 UploadId=self._upload_id,
@@ -97,6 +108,7 @@ class MultipartUpload(io.RawIOBase):
             b.call(
                 "complete_multipart_upload",
                 self._key,
+                action="completing the upload of",
                 Bucket=b.bucket,
                 Key=b.object_key(self._key),
                 UploadId=self._upload_id,
@@ -108,8 +120,9 @@ class MultipartUpload(io.RawIOBase):
 
     def abort(self) -> None:
         if self._upload_id is not None:
-            # Best effort: if this fails too, remove_temporaries (gc) aborts it later.
-            with contextlib.suppress(ClientError, BotoCoreError):
+            # Best effort (retried through an outage like any call): if this fails too,
+            # the leftover life cycle (repository/leftovers.py, `prune`) aborts it later.
+            with contextlib.suppress(ClientError, BotoCoreError, StorageError):
                 self._b.call(
                     "abort_multipart_upload",
                     self._key,
