@@ -5,6 +5,8 @@ runnable as a script by stack/kafka.sh:
 
     python stack/kafka_topics.py wait [--timeout S] [--pid PID]   # until the broker answers
     python stack/kafka_topics.py ensure                             # create missing topics
+    python stack/kafka_topics.py scram-user NAME                    # SCRAM-SHA-256 user, password
+                                                                    # from STACK_SCRAM_PASSWORD
 
 The bootstrap address comes from ``--bootstrap`` or KAFKA_BOOTSTRAP_SERVERS
 (default 127.0.0.1:9092).
@@ -19,7 +21,13 @@ import sys
 import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 SEVEN_DAYS_MS = "604800000"
@@ -151,6 +159,14 @@ def ensure_topics(bootstrap: str) -> list[str]:
     return [n for n in TOPICS if n in created]
 
 
+def ensure_scram_user(bootstrap: str, user: str, password: str) -> None:
+    """Create the SCRAM-SHA-256 user of the SASL_SSL listener, or set its password again."""
+    admin = admin_client(bootstrap)
+    upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), password.encode())
+    for future in admin.alter_user_scram_credentials([upsert], request_timeout=30).values():
+        future.result()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default=bootstrap_from_env())
@@ -159,12 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     p_wait.add_argument("--timeout", type=float, default=90.0)
     p_wait.add_argument("--pid", type=int, default=None, help="fail fast if this process exits")
     sub.add_parser("ensure", help="create the Auction Flow topics that are missing")
+    p_scram = sub.add_parser("scram-user", help="create a SCRAM-SHA-256 user (password: $STACK_SCRAM_PASSWORD)")
+    p_scram.add_argument("user")
     args = parser.parse_args(argv)
 
     try:
         if args.cmd == "wait":
             waited = wait_ready(args.bootstrap, args.timeout, args.pid)
             print(f"kafka ready at {args.bootstrap} after {waited:.1f} s")
+        elif args.cmd == "scram-user":
+            password = os.environ.get("STACK_SCRAM_PASSWORD", "")
+            if not password:
+                print("kafka_topics scram-user: STACK_SCRAM_PASSWORD is not set", file=sys.stderr)
+                return 1
+            ensure_scram_user(args.bootstrap, args.user, password)
+            print(f"SCRAM user {args.user} ready")
         else:
             created = ensure_topics(args.bootstrap)
             print(f"topics created: {', '.join(created) if created else 'none (all existed)'}")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Auction Flow PostgreSQL 15 primary on 127.0.0.1, run as the `postgres` user (initdb
 # refuses root) from Debian's binaries, with its data, socket and WAL archive under .stack/.
+# It serves TLS with the stack's certificate (stack/tls.sh) and still accepts plain connections,
+# so clients choose with POSTGRES_SSLMODE; STACK_TLS_CA in .stack/stack.env names the CA to trust.
 # Usage: stack/postgres.sh up|down|status|psql [args]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -9,6 +11,11 @@ PGSTATE="$STATE/postgres"
 PGDATA="$PGSTATE/data"
 SOCKDIR="$PGSTATE/run"
 ARCHIVE="$PGSTATE/wal_archive"
+# The server's own copy of the certificate and key, owned by postgres (it refuses a key others
+# can read, and cannot enter the root-only .stack/tls). Outside the data directory on purpose:
+# a base backup copies the whole data directory, and the private key has no place in backups.
+PGTLS="$PGSTATE/tls"
+TLS="$STATE/tls"
 
 as_pg() { runuser -u postgres -- "$@"; }
 pg_running() { as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
@@ -46,6 +53,13 @@ HBA
   chown postgres:postgres "$PGDATA/pg_hba.conf"
 }
 
+install_tls() {
+  [ -s "$TLS/server.crt" ] && [ -s "$TLS/server.key" ] || die "no TLS certificate in $TLS: run stack/tls.sh first"
+  mkdir -p "$PGTLS" && chown postgres:postgres "$PGTLS" && chmod 700 "$PGTLS"
+  install -o postgres -g postgres -m 600 "$TLS/server.crt" "$PGTLS/server.crt"
+  install -o postgres -g postgres -m 600 "$TLS/server.key" "$PGTLS/server.key"
+}
+
 write_config() {
   local port="$1"
   # Archive each completed segment durably into .stack/postgres/wal_archive (see
@@ -64,6 +78,10 @@ archive_command = '$ROOT/stack/pg_archive_wal.sh %p $ARCHIVE/%f'
 archive_timeout = 60
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_duration_statement = -1
+ssl = on
+ssl_cert_file = '$PGTLS/server.crt'
+ssl_key_file = '$PGTLS/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 CONF
   chown postgres:postgres "$PGDATA/auctionflow.conf"
   grep -q "include_if_exists = 'auctionflow.conf'" "$PGDATA/postgresql.conf" ||
@@ -91,12 +109,14 @@ up() {
   command -v "$PGBIN/initdb" >/dev/null || die "PostgreSQL 15 binaries not found in $PGBIN: run stack/install.sh"
   init_cluster
   PORT="$(choose_port)"
+  install_tls
   write_config "$PORT"
   if ! pg_running; then
     mkdir -p "$LOGS" && touch "$LOGS/postgres.log" && chown postgres "$LOGS/postgres.log"
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null ||
       { tail -n 20 "$LOGS/postgres.log" >&2; die "PostgreSQL did not start (log above)"; }
   else
+    # ssl and its files are reloadable settings: a running server picks up TLS without a restart.
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" reload >/dev/null
   fi
   env_set POSTGRES_PASSWORD "$(password)"
@@ -108,6 +128,8 @@ up() {
   env_set PGBIN "$PGBIN"
   env_set POSTGRES_SOCKET_DIR "$SOCKDIR"
   env_set POSTGRES_WAL_ARCHIVE "$ARCHIVE"
+  # For tests and demos only (no setting reads it): the CA to name in POSTGRES_SSLROOTCERT.
+  env_set STACK_TLS_CA "$TLS/ca.crt"
   log "PostgreSQL up on 127.0.0.1:$PORT (database ${POSTGRES_DB:-auctionflow})"
 }
 

@@ -26,6 +26,8 @@ import psycopg
 import redis
 from confluent_kafka import Producer
 
+from auction_backup_pipelines.kafka.connection import security_config
+from auction_backup_pipelines.redis.tls import redis_py_options
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 
 SCHEMA = Path(__file__).with_name("schema.sql")
@@ -43,12 +45,17 @@ def pg_connect(settings: PostgresSettings | None = None, dbname: str | None = No
         password=s.password,
         connect_timeout=10,
         autocommit=True,
+        # The same transport security as the backups' own connections (POSTGRES_SSLMODE/SSLROOTCERT).
+        sslmode=s.sslmode or None,
+        sslrootcert=s.sslrootcert or None,
     )
 
 
 def redis_client(settings: RedisSettings | None = None, db: int = 0) -> redis.Redis:
     s = settings or RedisSettings.from_env()
-    return redis.Redis(host=s.host, port=s.port, password=s.password or None, username=s.username or None, db=db)
+    return redis.Redis(
+        host=s.host, port=s.port, password=s.password or None, username=s.username or None, db=db, **redis_py_options(s)
+    )
 
 
 class Workload:
@@ -137,7 +144,9 @@ class Workload:
     def seed_kafka(self, scale: int) -> int:
         """Events spread over the last three days, oldest first (as the platform would have written
         them), so each of those days has something to export and restore."""
-        producer = Producer({"bootstrap.servers": self.kafka.bootstrap_servers, "enable.idempotence": True})
+        producer = Producer(
+            {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "enable.idempotence": True}
+        )
         n = 0
         total = 200 * scale
         start_ms = int((time.time() - 3 * 86400) * 1000)
@@ -188,7 +197,9 @@ class Workload:
                 empty.append("postgres")
         if redis_client(self.redis).dbsize() == 0:
             empty.append("redis")
-        consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap_servers, "group.id": "workload-probe"})
+        consumer = Consumer(
+            {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "group.id": "workload-probe"}
+        )
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition("bid-events", 0), timeout=10)
             if high == 0:
@@ -216,7 +227,11 @@ class Workload:
         deadline = time.monotonic() + seconds if seconds is not None else None
         conn = pg_connect(self.pg) if "postgres" in systems else None
         r = redis_client(self.redis) if "redis" in systems else None
-        producer = Producer({"bootstrap.servers": self.kafka.bootstrap_servers}) if "kafka" in systems else None
+        producer = (
+            Producer({**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers})
+            if "kafka" in systems
+            else None
+        )
         placed = 0
         try:
             auctions = (

@@ -45,6 +45,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from auction_backup_pipelines.kafka.connection import Cluster, address
 from auction_backup_pipelines.kafka.records import (
     BLOCK_RECORDS,
     DEFAULT_TIMEOUT_S,
@@ -417,7 +418,7 @@ def messages_digest(partitions: dict[str, dict[str, Any]]) -> str:
 
 
 def backup_topic_day(
-    bootstrap: str,
+    cluster: Cluster,
     repo: Repository,
     topic: str,
     day: dt.date | str,
@@ -437,9 +438,9 @@ def backup_topic_day(
     now = now or utcnow()
     timing = capture.classify(day, now)  # a day that has not ended cannot be exported
     started = time.monotonic()
-    admin = admin_client(bootstrap, timeout)
-    info = read_topic(admin, require_topic(admin, bootstrap, topic, timeout), timeout)
-    c = consumer(bootstrap, timeout)
+    admin = admin_client(cluster, timeout)
+    info = read_topic(admin, require_topic(admin, cluster, topic, timeout), timeout)
+    c = consumer(cluster, timeout)
     try:
         if plan is None:
             plan = plan_export(c, info, day, now, timeout)
@@ -454,7 +455,7 @@ def backup_topic_day(
                 {
                     "topic": topic,
                     "format": FORMAT,
-                    "bootstrap": bootstrap,
+                    "bootstrap": address(cluster),
                     "day_rule": "offsets_for_times(D)..min(offsets_for_times(D+1), high watermark at start)",
                     "partitions": stats,  # deterministic: same day, same content, same values
                     "messages_total": sum(s["messages"] for s in stats.values()),
@@ -484,14 +485,14 @@ def backup_topic_day(
 
 
 def plan_day(
-    bootstrap: str, topic: str, day: dt.date | str, *, now: dt.datetime | None = None, timeout: float = DEFAULT_TIMEOUT_S
+    cluster: Cluster, topic: str, day: dt.date | str, *, now: dt.datetime | None = None, timeout: float = DEFAULT_TIMEOUT_S
 ) -> ExportPlan:
     """Fix a day's offsets now, to export later with backup_topic_day(plan=...)."""
     day, now = parse_day(day), now or utcnow()
     capture.classify(day, now)
-    admin = admin_client(bootstrap, timeout)
-    info = read_topic(admin, require_topic(admin, bootstrap, topic, timeout), timeout)
-    c = consumer(bootstrap, timeout)
+    admin = admin_client(cluster, timeout)
+    info = read_topic(admin, require_topic(admin, cluster, topic, timeout), timeout)
+    c = consumer(cluster, timeout)
     try:
         return plan_export(c, info, day, now, timeout)
     finally:

@@ -36,7 +36,6 @@ digest from what it reads back and prove the copy byte for byte.
 from __future__ import annotations
 
 import json
-import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +51,8 @@ from confluent_kafka.admin import (
 
 from auction_backup_pipelines import errors
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
+from auction_backup_pipelines.kafka import connection
+from auction_backup_pipelines.kafka.connection import Cluster, address
 
 SYSTEM = "kafka"
 ARTIFACT_PREFIX = "topic_export"
@@ -59,15 +60,13 @@ TOPIC_FILE = "topic.json"
 EXPORT_GROUP = "auction-backup-export"  # never subscribes or commits, so never becomes a real group
 DEFAULT_TIMEOUT_S = 10.0
 
-_log = logging.getLogger("auction_backup_pipelines.kafka.client")
-
 
 class KafkaBackupError(BackupError):
     """A Kafka backup or restore cannot proceed; the message names the topic and the cause."""
 
 
 class KafkaUnavailable(KafkaBackupError, UnavailableError):
-    """No broker answered at the bootstrap address."""
+    """No broker answered at the bootstrap address, or the TLS handshake or SASL login failed."""
 
 
 class TopicNotFound(KafkaBackupError):
@@ -110,26 +109,20 @@ def export_file(topic: str) -> str:
 # -- clients ---------------------------------------------------------------------------------------
 
 
-def client_config(bootstrap: str, timeout: float) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "client.id": "auction-backup",
-        "socket.connection.setup.timeout.ms": int(timeout * 1000),
-        # A broker that is down makes librdkafka log every reconnect; route that to logging
-        # instead of stderr, the exception we raise says it once and clearly.
-        "logger": _log,
-    }
+def client_config(cluster: Cluster, timeout: float) -> dict[str, Any]:
+    """Every client's base configuration, security included (kafka/connection.py)."""
+    return connection.client_config(cluster, timeout)
 
 
-def admin_client(bootstrap: str, timeout: float = DEFAULT_TIMEOUT_S) -> AdminClient:
-    return AdminClient(client_config(bootstrap, timeout))
+def admin_client(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> AdminClient:
+    return AdminClient(client_config(cluster, timeout))
 
 
-def consumer(bootstrap: str, timeout: float = DEFAULT_TIMEOUT_S) -> Consumer:
+def consumer(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> Consumer:
     """A reader for manual assignment: never commits, sees only committed transactions."""
     return Consumer(
         {
-            **client_config(bootstrap, timeout),
+            **client_config(cluster, timeout),
             "group.id": EXPORT_GROUP,  # required even with assign(); nothing is ever committed
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -155,15 +148,14 @@ def error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def require_topic(admin: AdminClient, bootstrap: str, topic: str, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+def require_topic(admin: AdminClient, cluster: Cluster, topic: str, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
     """The topic's metadata; raises KafkaUnavailable or TopicNotFound with what to check."""
-    try:
-        md = admin.list_topics(timeout=timeout)
-    except KafkaException:
-        raise KafkaUnavailable(
-            f"no Kafka broker answered at {bootstrap} within {timeout:g} s "
-            "(is Kafka down, or KAFKA_BOOTSTRAP_SERVERS wrong?); nothing was written"
-        ) from None
+    bootstrap = address(cluster)
+    unreachable = (
+        f"no Kafka broker answered at {bootstrap} within {timeout:g} s "
+        "(is Kafka down, or KAFKA_BOOTSTRAP_SERVERS wrong?); nothing was written"
+    )
+    md = connection.list_topics(admin, cluster, timeout, unreachable, KafkaUnavailable)
     t = md.topics.get(topic)
     if t is None or (t.error is not None and t.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
         existing = ", ".join(sorted(n for n in md.topics if not n.startswith("__"))[:20]) or "none"

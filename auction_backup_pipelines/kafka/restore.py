@@ -31,6 +31,8 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from auction_backup_pipelines.kafka import connection
+from auction_backup_pipelines.kafka.connection import Cluster, address
 from auction_backup_pipelines.kafka.records import (
     DEFAULT_TIMEOUT_S,
     FORMAT,
@@ -107,11 +109,9 @@ def _backups_for(repo: Repository, topics: Sequence[str] | None, days: list[dt.d
     return result
 
 
-def _target_state(admin: AdminClient, bootstrap: str, timeout: float) -> Any:
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException:
-        raise KafkaUnavailable(f"no Kafka broker answered at {bootstrap} within {timeout:g} s; nothing was written") from None
+def _target_state(admin: AdminClient, target: Cluster, timeout: float) -> Any:
+    unreachable = f"no Kafka broker answered at {address(target)} within {timeout:g} s; nothing was written"
+    return connection.list_topics(admin, target, timeout, unreachable, KafkaUnavailable)
 
 
 def _non_empty(c: Any, topic: str, partitions: int, timeout: float) -> dict[int, int]:
@@ -149,10 +149,10 @@ def _wait_leaders(admin: AdminClient, names: list[str], partitions: dict[str, in
         time.sleep(0.1)  # polling a real condition with a deadline
 
 
-def _producer(bootstrap: str, timeout: float, max_message: int) -> Producer:
+def _producer(target: Cluster, timeout: float, max_message: int) -> Producer:
     return Producer(
         {
-            **client_config(bootstrap, timeout),
+            **client_config(target, timeout),
             "enable.idempotence": True,  # retries never duplicate or reorder
             "acks": "all",
             "linger.ms": 20,
@@ -165,7 +165,7 @@ def _producer(bootstrap: str, timeout: float, max_message: int) -> Producer:
 
 
 def _replay(
-    repo: Repository, job: TopicJob, bootstrap: str, base: dict[int, int], translator: OffsetTranslator, timeout: float
+    repo: Repository, job: TopicJob, target: Cluster, base: dict[int, int], translator: OffsetTranslator, timeout: float
 ) -> dict[int, PartitionProgress]:
     progress = {p: PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
     pending: dict[int, collections.deque[int]] = {p: collections.deque() for p in progress}
@@ -186,7 +186,7 @@ def _replay(
         st.delivered += 1
         translator.delivered(p, original, restored)
 
-    producer = _producer(bootstrap, timeout, int(job.info.configs.get("max.message.bytes", "0")))
+    producer = _producer(target, timeout, int(job.info.configs.get("max.message.bytes", "0")))
     sent = 0
     for backup in job.backups:
         with repo.open(backup, export_file(job.topic)) as f:
@@ -229,9 +229,9 @@ def _replay(
     return progress
 
 
-def _verify(job: TopicJob, bootstrap: str, progress: dict[int, PartitionProgress], timeout: float) -> int:
+def _verify(job: TopicJob, target: Cluster, progress: dict[int, PartitionProgress], timeout: float) -> int:
     """Read each partition's restored range back; compare every day's count and sha256."""
-    c = consumer(bootstrap, timeout)
+    c = consumer(target, timeout)
     problems, total = [], 0
     try:
         for p, st in progress.items():
@@ -295,14 +295,15 @@ def restore_topics(
     repo: Repository,
     days: tuple[dt.date | str, dt.date | str],
     topics: Sequence[str] | None,
-    target_bootstrap: str,
+    target: Cluster,
     topic_prefix: str = "",
     force: bool = False,
     apply_offsets: bool = False,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> KafkaRestoreReport:
-    """Restore days[0]..days[1] (inclusive) of `topics` (None: every topic backed up in that range)."""
+    """Restore days[0]..days[1] (inclusive) of `topics` (None: every topic backed up in that range)
+    into `target` (its settings, security included; or a bare PLAINTEXT bootstrap address)."""
     started = time.monotonic()
     span = day_range(*days)
     backups = _backups_for(repo, topics, span)
@@ -319,10 +320,10 @@ def restore_topics(
             info = dataclasses.replace(info, partitions=partitions)
         jobs.append(TopicJob(topic, f"{topic_prefix}{topic}", bs, info))
 
-    admin = admin_client(target_bootstrap, timeout)
-    md = _target_state(admin, target_bootstrap, timeout)
+    admin = admin_client(target, timeout)
+    md = _target_state(admin, target, timeout)
     brokers = max(len(md.brokers), 1)
-    c = consumer(target_bootstrap, timeout)
+    c = consumer(target, timeout)
     refusals, bases = [], {}
     try:
         for job in jobs:
@@ -359,13 +360,13 @@ def restore_topics(
         wanted = {p: list(offs.values()) for p, offs in by_partition(job.info.consumer_groups).items()}
         translator = OffsetTranslator(wanted)
         try:
-            progress = _replay(repo, job, target_bootstrap, bases.get(job.target, {}), translator, timeout)
+            progress = _replay(repo, job, target, bases.get(job.target, {}), translator, timeout)
         except KafkaBackupError as exc:
             if not job.exists:
                 admin.delete_topics([job.target], operation_timeout=timeout)
                 raise KafkaBackupError(f"{exc}; {job.target!r} was created by this restore and has been deleted") from None
             raise KafkaBackupError(f"{exc}; {job.target!r} existed before and now holds a partial copy") from None
-        verified = _verify(job, target_bootstrap, progress, timeout)
+        verified = _verify(job, target, progress, timeout)
         restored[job.topic] = TopicRestore(
             target=job.target,
             created=not job.exists,
@@ -381,7 +382,7 @@ def restore_topics(
         )
     return KafkaRestoreReport(
         days=(span[0].isoformat(), span[-1].isoformat()),
-        target_bootstrap=target_bootstrap,
+        target_bootstrap=address(target),
         topics=restored,
         duration_s=round(time.monotonic() - started, 3),
     )

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from auction_backup_pipelines.kafka.connection import Cluster
 from auction_backup_pipelines.kafka.records import admin_client
 from auction_backup_pipelines.kafka.restore import restore_topics
 from auction_backup_pipelines.repository.manifest import Backup
@@ -33,20 +34,20 @@ class TopicVerification:
         return dataclasses.asdict(self)
 
 
-def verify_topic_export(repo: Repository, backup: Backup, topic: str, bootstrap_servers: str) -> TopicVerification:
+def verify_topic_export(repo: Repository, backup: Backup, topic: str, cluster: Cluster) -> TopicVerification:
     """Replay `backup` (the export of `topic` for one day) into a scratch topic, compare, delete it."""
     prefix = f"verify-{secrets.token_hex(3)}-"
     try:
-        report = restore_topics(repo, (backup.partition, backup.partition), [topic], bootstrap_servers, topic_prefix=prefix)
+        report = restore_topics(repo, (backup.partition, backup.partition), [topic], cluster, topic_prefix=prefix)
     finally:
-        _delete_topic(bootstrap_servers, prefix + topic)
+        _delete_topic(cluster, prefix + topic)
     t = report.topics[topic]
     return TopicVerification(messages_compared=t.messages, scratch_topic=t.target)
 
 
-def _delete_topic(bootstrap_servers: str, name: str) -> None:
+def _delete_topic(cluster: Cluster, name: str) -> None:
     """Delete the scratch topic and wait for the answer; a topic never created is fine."""
-    admin = admin_client(bootstrap_servers)  # kept in a variable: a client destroyed
+    admin = admin_client(cluster)  # kept in a variable: a client destroyed
     futures = admin.delete_topics([name], operation_timeout=DELETE_TIMEOUT_S)  # early never sends the request
     for f in futures.values():
         try:

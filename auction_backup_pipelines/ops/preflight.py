@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from auction_backup_pipelines.errors import UnavailableError
+from auction_backup_pipelines.kafka import connection as kafka_connection
 from auction_backup_pipelines.postgres.client import PostgresError, connect
+from auction_backup_pipelines.redis import tls as redis_tls
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 
 
@@ -42,6 +43,7 @@ def check_redis(s: RedisSettings) -> str:
         password=s.password or None,
         socket_connect_timeout=5,
         socket_timeout=5,
+        **redis_tls.redis_py_options(s),
     )
     where = f"Redis at {s.host}:{s.port}"
     try:
@@ -52,7 +54,9 @@ def check_redis(s: RedisSettings) -> str:
         if "NOAUTH" in str(exc):
             raise PreflightError(f"{where} requires a password and none was given (set REDIS_PASSWORD)") from None
         raise PreflightError(f"{where} answered with an error: {exc}") from None
-    except (redis.ConnectionError, redis.TimeoutError):
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if problem := redis_tls.certificate_problem(str(exc), where) or redis_tls.reset_problem(str(exc), where, s):
+            raise PreflightError(problem) from None
         raise PreflightError(f"nothing is listening at {s.host}:{s.port} (is Redis down, or REDIS_PORT wrong?)") from None
     finally:
         client.close()
@@ -60,14 +64,9 @@ def check_redis(s: RedisSettings) -> str:
 
 
 def check_kafka(s: KafkaSettings, timeout: float = 10.0) -> str:
-    admin = AdminClient({"bootstrap.servers": s.bootstrap_servers, "socket.connection.setup.timeout.ms": int(timeout * 1000)})
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException:
-        raise PreflightError(
-            f"no Kafka broker answered at {s.bootstrap_servers} within {timeout:g} s "
-            "(is Kafka down, or KAFKA_BOOTSTRAP_SERVERS wrong?)"
-        ) from None
+    admin = AdminClient(kafka_connection.client_config(s, timeout))
+    unreachable = f"no Kafka broker answered at {s.bootstrap_servers} within {timeout:g} s (is Kafka down, or KAFKA_BOOTSTRAP_SERVERS wrong?)"
+    metadata = kafka_connection.list_topics(admin, s, timeout, unreachable, PreflightError)
     missing = sorted(set(s.topics) - set(metadata.topics))
     if missing:
         raise PreflightError(

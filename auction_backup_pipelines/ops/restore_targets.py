@@ -6,7 +6,8 @@ the configured source (REDIS_HOST:REDIS_PORT, the brokers of KAFKA_BOOTSTRAP_SER
 RESTORE_ALLOWED_REDIS / RESTORE_ALLOWED_KAFKA; anything else is refused before a socket is opened.
 The production credentials (REDIS_USERNAME/REDIS_PASSWORD) go to the source only; every other
 target gets RESTORE_REDIS_USERNAME/RESTORE_REDIS_PASSWORD (none when unset), even one the CLI
-allows with --allow-any-target. Addresses are compared as written (host names are not resolved:
+allows with --allow-any-target. TLS settings (REDIS_TLS*, KAFKA_SECURITY_PROTOCOL and its
+companions) apply to every target as to the source. Addresses are compared as written (host names are not resolved:
 `localhost` and `127.0.0.1` are different entries).
 
 PostgreSQL has no list: a dump is restored into a database of the configured server with its
@@ -44,7 +45,17 @@ def check_redis_target(target: str, source: RedisSettings, allowed: RestoreSetti
             f"restore target {target.strip()} is neither REDIS_HOST:REDIS_PORT ({source.host}:{source.port}) "
             "nor listed in RESTORE_ALLOWED_REDIS; add it there to restore into it. Nothing was sent"
         )
-    return RedisSettings(host=host, port=port, username=allowed.redis_username, password=allowed.redis_password)
+    # The source's TLS settings (REDIS_TLS*) apply to every Redis server we reach; nothing else of it does.
+    return RedisSettings(
+        host=host,
+        port=port,
+        username=allowed.redis_username,
+        password=allowed.redis_password,
+        tls=source.tls,
+        tls_ca_file=source.tls_ca_file,
+        tls_cert_file=source.tls_cert_file,
+        tls_key_file=source.tls_key_file,
+    )
 
 
 def check_kafka_target(bootstrap: str, source: KafkaSettings, allowed: RestoreSettings, *, allow_any: bool = False) -> str:

@@ -6,6 +6,10 @@ without ever failing the caller; this module holds the two concrete sinks, the n
 for reasons of their own. `WebhookSink` posts Slack-compatible JSON, also accepted by
 Mattermost and Rocket.Chat incoming webhooks; `SmtpSink` sends a plain-text email.
 
+Transport: a webhook must be https:// (certificate and host name verified, no redirects) unless
+http is explicitly allowed for a loopback test receiver; an SMTP login happens only inside TLS
+(STARTTLS or implicit TLS, the server's certificate verified), never in clear text.
+
 Secrets (the webhook URL, whose path or query carries the token; an auth header; the SMTP
 password) never appear in a log line, a result or an exception message: sinks describe
 themselves by scheme and host only, and every error text is scrubbed of the secret values
@@ -33,6 +37,7 @@ from email.message import EmailMessage
 
 from auction_backup_pipelines.ops.notify import Alert, Sink, SinkError, redact_url, scrub
 from auction_backup_pipelines.settings import AlertingSettings
+from auction_backup_pipelines.settings.alerting import SMTP_TLS_MODES
 
 __all__ = ["SECRET_SETTINGS", "SmtpSink", "WebhookSink", "build_sinks", "sinks_from_settings"]
 
@@ -66,12 +71,19 @@ class WebhookSink:
     """Seconds before the second try, doubled before each further one."""
     max_retry_after: float = 5.0
     """Cap on a server's Retry-After, so a sensor tick stays within its time limit."""
+    allow_http: bool = False
+    """Accept http:// (ALERT_WEBHOOK_ALLOW_HTTP): for a loopback test receiver only."""
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # The URL itself is the secret: never echo it.
             raise ValueError("the alert webhook URL must be an http:// or https:// URL with a host")
+        if parts.scheme == "http" and not self.allow_http:
+            raise ValueError(
+                "the alert webhook URL is http://: alerts and the token in the URL would cross the network "
+                "unencrypted; use https://, or set ALERT_WEBHOOK_ALLOW_HTTP=1 for a loopback test receiver"
+            )
         if isinstance(self.secret_header, str):
             name, sep, value = self.secret_header.partition(":")
             if not sep or not name.strip() or not value.strip():
@@ -148,7 +160,7 @@ def _retry_after(value: str | None) -> float | None:
 
 @dataclass
 class SmtpSink:
-    """Send the alert as a plain-text email (smtplib); STARTTLS and login when configured."""
+    """Send the alert as a plain-text email (smtplib); TLS (STARTTLS or implicit) and login when configured."""
 
     host: str
     port: int = 25
@@ -156,7 +168,10 @@ class SmtpSink:
     recipients: Sequence[str] = ()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    starttls: bool = False
+    tls: str = "none"
+    """starttls, implicit or none (settings.alerting.SMTP_TLS_MODES); a password needs one of the first two."""
+    ca_file: str = ""
+    """CA file for the server's certificate; empty: the system's trusted CAs."""
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -171,12 +186,23 @@ class SmtpSink:
             raise ValueError("SMTP recipients (ALERT_SMTP_TO) are empty")
         if self.password and not self.username:
             raise ValueError("an SMTP password is set but no user (ALERT_SMTP_USER)")
+        if self.tls not in SMTP_TLS_MODES:
+            raise ValueError(f"SMTP TLS mode (ALERT_SMTP_TLS) must be one of {', '.join(SMTP_TLS_MODES)}, got {self.tls!r}")
+        if self.password and self.tls == "none":
+            raise ValueError(
+                "an SMTP password is set but ALERT_SMTP_TLS is none: the password would cross the network "
+                "unencrypted; set ALERT_SMTP_TLS=starttls (port 587) or implicit (port 465)"
+            )
 
     def __repr__(self) -> str:
-        return f"SmtpSink({self.describe()}, starttls={self.starttls}, timeout={self.timeout})"
+        return f"SmtpSink({self.describe()}, tls={self.tls}, timeout={self.timeout})"
 
     def describe(self) -> str:
         return f"smtp {self.host}:{self.port} -> {', '.join(self.recipients)}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Verifies the server's certificate and host name, against `ca_file` when given."""
+        return ssl.create_default_context(cafile=self.ca_file or None)
 
     def secrets(self) -> list[str]:
         return [self.password] if self.password else []
@@ -195,10 +221,14 @@ class SmtpSink:
     def send(self, alert: Alert) -> int:
         msg = self.message(alert)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            if self.tls == "implicit":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context())
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with smtp:
                 smtp.ehlo()
-                if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                if self.tls == "starttls":
+                    smtp.starttls(context=self.tls_context())
                     smtp.ehlo()
                 if self.username:
                     smtp.login(self.username, self.password or "")
@@ -217,6 +247,9 @@ class SmtpSink:
 
 # --------------------------------------------------------------------------- configuration
 
+DEFAULT_SMTP_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+"""The submission port of each TLS mode, used when ALERT_SMTP_PORT is unset."""
+
 SECRET_SETTINGS = {
     "webhook_url": "ALERT_WEBHOOK_URL",
     "webhook_secret_header": "ALERT_WEBHOOK_SECRET_HEADER",
@@ -230,31 +263,38 @@ def build_sinks(
     webhook_url: str = "",
     webhook_secret_header: str = "",
     webhook_timeout_s: float = 5.0,
+    webhook_allow_http: bool = False,
     smtp_host: str = "",
     smtp_port: int = 0,
     smtp_from: str = "",
     smtp_to: Sequence[str] | str = (),
     smtp_user: str = "",
     smtp_password: str = "",
-    smtp_starttls: bool = False,
+    smtp_tls: str = "none",
+    smtp_ca_file: str = "",
     smtp_timeout_s: float = 10.0,
 ) -> list[Sink]:
     """The configured sinks (empty when nothing is set). A half-configured sink raises ValueError."""
     sinks: list[Sink] = []
     if webhook_url:
-        sinks.append(WebhookSink(webhook_url, timeout=webhook_timeout_s, secret_header=webhook_secret_header or None))
+        sinks.append(
+            WebhookSink(
+                webhook_url, timeout=webhook_timeout_s, secret_header=webhook_secret_header or None, allow_http=webhook_allow_http
+            )
+        )
     elif webhook_secret_header:
         raise ValueError("ALERT_WEBHOOK_SECRET_HEADER is set but ALERT_WEBHOOK_URL is not")
     if smtp_host:
         sinks.append(
             SmtpSink(
                 host=smtp_host,
-                port=smtp_port or (587 if smtp_starttls else 25),
+                port=smtp_port or DEFAULT_SMTP_PORTS.get(smtp_tls, 25),
                 sender=smtp_from,
                 recipients=smtp_to,
                 username=smtp_user or None,
                 password=smtp_password or None,
-                starttls=smtp_starttls,
+                tls=smtp_tls,
+                ca_file=smtp_ca_file,
                 timeout=smtp_timeout_s,
             )
         )

@@ -87,6 +87,12 @@ def child_env(s: PostgresSettings, dbname: str | None = None) -> dict[str, str]:
     )
     if s.password:
         env["PGPASSWORD"] = s.password
+    # POSTGRES_SSLMODE/POSTGRES_SSLROOTCERT win over the operator's PGSSL* (as in `connect`), so
+    # pg_dump and pg_basebackup verify the server exactly as our own connection beside them does.
+    if s.sslmode:
+        env["PGSSLMODE"] = s.sslmode
+    if s.sslrootcert:
+        env["PGSSLROOTCERT"] = s.sslrootcert
     return env
 
 
@@ -107,9 +113,41 @@ def stderr_tail(err: BinaryIO, limit: int = 2000) -> str:
 # -- connections ---------------------------------------------------------------------------------
 
 
+def explain_tls(text: str, s: PostgresSettings) -> str | None:
+    """One line for a libpq TLS failure (from psycopg or a client program's stderr), naming the
+    setting to fix; None when `text` is not one."""
+    where = f"PostgreSQL at {s.host}:{s.port}"
+    mode = f"POSTGRES_SSLMODE={s.sslmode or 'prefer'}"
+    if "certificate verify failed" in text:
+        return (
+            f"TLS certificate verification failed for {where}: its certificate is not signed by the CA in "
+            f"POSTGRES_SSLROOTCERT ({s.sslrootcert or 'unset'}), or has expired ({mode}); no password was sent"
+        )
+    if re.search(r"server certificate for .* does not match host name", text):
+        return (
+            f"TLS certificate verification failed for {where}: its certificate is not issued for {s.host!r} "
+            f"({mode} checks POSTGRES_HOST against it); connect by a name the certificate lists"
+        )
+    if "root certificate file" in text or "could not read root certificate" in text:
+        return (
+            f"{mode} verifies the server's certificate but the CA file cannot be read: set POSTGRES_SSLROOTCERT "
+            f"to a readable PEM file of the CA ({s.sslrootcert or 'unset'})"
+        )
+    if "server does not support SSL" in text:
+        return f"{where} does not offer TLS but {mode} requires it (enable ssl on the server)"
+    if "no encryption" in text and "pg_hba.conf" in text:
+        return f"{where} accepts only TLS connections from this host: set POSTGRES_SSLMODE=verify-full"
+    if re.search(r"SSL error|SSL SYSCALL error|ssl/tls alert", text, re.IGNORECASE):
+        line = text.splitlines()[0]
+        return f"TLS handshake with {where} failed ({mode}): {line[line.find('SSL') :] if 'SSL' in line else line}"
+    return None
+
+
 def _explain(exc: Exception, s: PostgresSettings, dbname: str) -> str:
     text = str(exc).strip()
     where = f"PostgreSQL at {s.host}:{s.port}"
+    if tls := explain_tls(text, s):
+        return tls
     if "password authentication failed" in text or "no password supplied" in text:
         return f"{where} rejected the password for user {s.user!r} (check POSTGRES_PASSWORD)"
     if "Connection refused" in text or "could not connect" in text and "refused" in text:
@@ -136,6 +174,9 @@ def connect(s: PostgresSettings, dbname: str | None = None, autocommit: bool = T
             connect_timeout=10,
             application_name="auction-backup",
             autocommit=autocommit,
+            # None leaves libpq's default (or the operator's PGSSLMODE/PGSSLROOTCERT) in force.
+            sslmode=s.sslmode or None,
+            sslrootcert=s.sslrootcert or None,
         )
     except psycopg.OperationalError as exc:
         raise PostgresError(_explain(exc, s, dbname)) from None

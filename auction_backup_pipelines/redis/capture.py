@@ -32,10 +32,11 @@ from typing import Any, BinaryIO
 
 import redis
 
-from auction_backup_pipelines.redis import rdb_facts
+from auction_backup_pipelines.redis import rdb_facts, tls
 from auction_backup_pipelines.redis.client import (
     CHUNK,
     RDB_FILE,
+    RedisBackupError,
     SnapshotUnavailable,
     cli_env,
     iso_ms,
@@ -131,6 +132,8 @@ class RedisCliRdb(Tee):
         if self._stalled.is_set():
             raise SnapshotUnavailable(f"{self.where}: no data for too long; redis-cli was stopped")
         if rc != 0:
+            if certificate := tls.certificate_problem(err, self.where):
+                raise RedisBackupError(certificate)  # not SnapshotUnavailable: no other way would verify better
             lines = [ln for ln in err.strip().splitlines() if not ln.startswith("sending REPLCONF")]
             raise SnapshotUnavailable(
                 f"{self.where}: redis-cli --rdb failed (exit {rc}): {' | '.join(lines[-3:]) or 'no message'}"
@@ -185,7 +188,7 @@ def stream_network(
     captured_ms: int,
 ) -> tuple[dict[str, Any], Captured]:
     """Stream `redis-cli --rdb -` from host:port into the backup file `name`, the local copy `tee_path` and the helper."""
-    argv = [redis_tool("redis-cli"), "-h", host, "-p", str(port)]
+    argv = [redis_tool("redis-cli"), "-h", host, "-p", str(port), *tls.cli_args(s)]
     if s.username:
         argv += ["--user", s.username]
     argv += ["--rdb", "-"]

@@ -25,6 +25,7 @@ from redis.retry import Retry
 from auction_backup_pipelines import errors
 from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
+from auction_backup_pipelines.redis import tls
 from auction_backup_pipelines.settings import RedisSettings
 
 SYSTEM = "redis"
@@ -61,6 +62,8 @@ def explain(exc: BaseException, host: str, port: int, user: str = "") -> str:
     """One clear sentence for a redis-py (or redis-cli) error; never contains a password."""
     text = str(exc).strip()
     low = text.lower()
+    if problem := tls.certificate_problem(text, f"Redis at {host}:{port}") or tls.reset_problem(text, f"Redis at {host}:{port}"):
+        return problem
     if isinstance(exc, redis.AuthenticationError) or any(
         m in text for m in ("WRONGPASS", "NOAUTH", "invalid password", "without any password configured", "AUTH failed")
     ):
@@ -98,6 +101,8 @@ def connect(
 ) -> redis.Redis:
     """A checked connection (PING answered) to the server `s` names, or to host:port with its credentials."""
     host, port = host or s.host, port or s.port
+    if problem := tls.handshake_problem(s, host, port):
+        raise RedisBackupError(problem)
     r = raw_replies(
         redis.Redis(
             host=host,
@@ -109,6 +114,7 @@ def connect(
             socket_timeout=timeout,
             client_name="auction-backup",
             **client_options(),
+            **tls.redis_py_options(s),
         )
     )
     try:
@@ -130,6 +136,7 @@ def connect_cluster(s: RedisSettings, timeout: float = 120.0) -> RedisCluster:
             socket_connect_timeout=10,
             socket_timeout=timeout,
             **client_options(),
+            **tls.redis_py_options(s),
         )
     except redis.RedisError as exc:
         raise RedisBackupError(explain(exc, s.host, s.port, s.username)) from None
@@ -157,7 +164,8 @@ def redis_tool(name: str) -> str:
 
 
 def cli_env(s: RedisSettings) -> dict[str, str]:
-    """The environment of a redis-cli child: `base_env`, with the password of `s` (only) in REDISCLI_AUTH.
+    """The environment of a redis-cli child: `base_env`, with the password of `s` (only) in REDISCLI_AUTH
+    (its TLS flags, not secrets, are `tls.cli_args`).
 
     Never an inherited REDISCLI_AUTH (an operator's, meant for another server), nor our other secrets."""
     env = base_env()

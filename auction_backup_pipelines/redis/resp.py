@@ -10,6 +10,7 @@ Control commands (INFO, CONFIG, BGSAVE) stay with redis-py.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +60,9 @@ class BulkConnection:
         username: str = "",
         password: str = "",
         timeout: float = 600.0,
+        tls: ssl.SSLContext | None = None,
     ):
+        """`tls`: a context from `redis.tls.context`, which verifies the certificate and that it names `host`."""
         where = (host, port) if host else ("localhost", 0)
         try:
             if unix_socket:
@@ -68,6 +71,8 @@ class BulkConnection:
                 self._sock.connect(unix_socket)
             else:
                 self._sock = socket.create_connection((host, port), timeout=10)
+                if tls is not None:
+                    self._sock = tls.wrap_socket(self._sock, server_hostname=host)
                 self._sock.settimeout(timeout)
         except OSError as exc:
             raise RedisBackupError(explain(exc, *where, username)) from None

@@ -41,6 +41,7 @@ from auction_backup_pipelines.settings import load_settings
 from tests.ops.test_notify import (
     PASSWORD,
     QUERY_TOKEN,
+    SMTP_TLS,
     TOKEN,
     WAIT_S,
     SmtpServer,
@@ -73,6 +74,8 @@ def make_alerting(webhook: WebhookServer, smtp: SmtpServer, **overrides) -> Aler
         smtp_to=["oncall@example.test"],
         smtp_user="alerts",
         smtp_password=PASSWORD,
+        **SMTP_TLS,
+        webhook_allow_http=True,  # the loopback test receiver
         webhook_timeout_s=WAIT_S,
         smtp_timeout_s=WAIT_S,
         dagster_url=DAGSTER_URL,
@@ -469,6 +472,7 @@ def test_default_resource_binds_secrets_with_envvar_only_when_set():
                 "ALERT_SMTP_TO": "a@example.test,b@example.test",
                 "ALERT_SMTP_USER": "alerts",
                 "ALERT_SMTP_PASSWORD": PASSWORD,
+                "ALERT_SMTP_TLS": "starttls",
                 "DAGSTER_PORT": "3100",
                 "ALERT_CHECK_REPEAT_S": "0",
             }

@@ -34,6 +34,7 @@ from auction_backup_pipelines.kafka.records import (
     read_records,
 )
 from auction_backup_pipelines.kafka.restore_report import TranslatedOffset
+from auction_backup_pipelines.repository import catalog
 from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.repository.storage import IntegrityError
 from tests.dagster_defs import PARTITIONS
@@ -427,8 +428,10 @@ def test_restore_refuses_a_backup_in_another_format(kafka, repo):
     assert backup.metadata["format"] == "kafka-records-v2"
     manifest = repo.backend.root / backup.manifest_key
     doc = json.loads(manifest.read_text())
-    del doc["metadata"]["format"]  # as written by the JSON Lines versions
+    del doc["metadata"]["format"]  # as written by the JSON Lines versions: no own checksum, no catalog entry
+    del doc["self_sha256"]
     manifest.write_text(json.dumps(doc))
+    catalog.forget(repo, backup.ref)
     with pytest.raises(KafkaBackupError, match=r"stored as JSON Lines .*reads only kafka-records-v2.*Nothing was written"):
         kr.restore_topics(repo, (D1, D1), [topic], BOOTSTRAP, topic_prefix="f-")
     assert f"f-{topic}" not in kafka.admin.list_topics(timeout=10).topics

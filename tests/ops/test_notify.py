@@ -13,10 +13,13 @@ import email.policy
 import http.server
 import json
 import logging
+import os
 import queue
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -27,6 +30,13 @@ from auction_backup_pipelines.ops import sinks
 from auction_backup_pipelines.settings import AlertingSettings
 
 WAIT_S = 10
+
+# The stack's own CA and its certificate for 127.0.0.1 (stack/tls.sh): the SMTP test server
+# speaks real TLS with it and the sinks verify it, as they verify a production mail relay.
+STACK_TLS = Path(os.environ.get("STACK_TLS_CA") or Path(__file__).resolve().parents[2] / ".stack" / "tls" / "ca.crt").parent
+STACK_CA = str(STACK_TLS / "ca.crt")
+SMTP_TLS = {"smtp_tls": "starttls", "smtp_ca_file": STACK_CA}
+"""AlertingResource fields for `SmtpServer()` (STARTTLS, the stack's CA)."""
 
 # Values that must never show up in a log line, a result or a repr.
 TOKEN = "T0SECRETPATHTOKEN42"
@@ -109,6 +119,7 @@ class Mail:
     rcpt_tos: list[str]
     message: email.message.EmailMessage
     login: str | None = None
+    tls: bool = False
 
 
 @dataclass
@@ -118,7 +129,8 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         login = session.auth_data.login.decode() if session.authenticated else None
-        self.mails.put(Mail(envelope.mail_from, list(envelope.rcpt_tos), message, login))
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self.mails.put(Mail(envelope.mail_from, list(envelope.rcpt_tos), message, login, tls))
         return "250 Message accepted for delivery"
 
 
@@ -130,11 +142,26 @@ class _FreePortController(Controller):
         return super()._trigger_server()
 
 
-class SmtpServer:
-    """aiosmtpd on a free loopback port; records messages; accepts `user`/PASSWORD logins only."""
+def server_tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(STACK_TLS / "server.crt", STACK_TLS / "server.key")
+    return context
 
-    def __init__(self, user: str = "alerts", password: str = PASSWORD) -> None:
+
+class SmtpServer:
+    """aiosmtpd on a free loopback port; records messages; accepts `user`/PASSWORD logins only.
+
+    `tls`: "starttls" (offered, and required before a login, like a real submission port),
+    "implicit" (TLS from the first byte) or "none" (a plain relay that offers no TLS)."""
+
+    def __init__(self, user: str = "alerts", password: str = PASSWORD, tls: str = "starttls") -> None:
         self.handler = _Handler()
+        tls_kwargs: dict = {"auth_require_tls": tls == "starttls"}
+        if tls == "starttls":
+            tls_kwargs["tls_context"] = server_tls_context()
+        elif tls == "implicit":
+            # Every byte is TLS here; aiosmtpd's auth_require_tls only recognises STARTTLS sessions.
+            tls_kwargs["ssl_context"] = server_tls_context()
 
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = auth_data.login.decode() == user and auth_data.password.decode() == password
@@ -145,7 +172,7 @@ class SmtpServer:
             hostname="127.0.0.1",
             port=0,
             authenticator=authenticator,
-            auth_require_tls=False,  # loopback test server; production uses STARTTLS
+            **tls_kwargs,
         )
 
     @property
@@ -181,6 +208,8 @@ def smtp_sink(server: SmtpServer, **overrides) -> sinks.SmtpSink:
         recipients=["oncall@example.test", "dba@example.test"],
         username="alerts",
         password=PASSWORD,
+        tls="starttls",
+        ca_file=STACK_CA,
         timeout=WAIT_S,
     )
     return sinks.SmtpSink(**{**args, **overrides})
@@ -208,7 +237,7 @@ def assert_no_secret(text: str) -> None:
 
 
 def test_webhook_posts_slack_compatible_payload(webhook):
-    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, secret_header=f"Authorization: {HEADER_SECRET}")
+    sink = sinks.WebhookSink(webhook.url(), allow_http=True, timeout=WAIT_S, secret_header=f"Authorization: {HEADER_SECRET}")
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -240,7 +269,7 @@ def test_webhook_posts_slack_compatible_payload(webhook):
 
 def test_webhook_retries_a_5xx_then_succeeds(webhook):
     webhook.statuses.extend([500, 200])
-    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), allow_http=True, timeout=WAIT_S, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -252,7 +281,7 @@ def test_webhook_retries_a_5xx_then_succeeds(webhook):
 
 def test_webhook_gives_up_after_bounded_tries_with_a_clear_error(webhook):
     webhook.statuses.extend([503, 502, 500, 200])
-    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, tries=3, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), allow_http=True, timeout=WAIT_S, tries=3, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -265,7 +294,7 @@ def test_webhook_gives_up_after_bounded_tries_with_a_clear_error(webhook):
 
 def test_webhook_client_error_is_not_retried(webhook):
     webhook.statuses.append(404)
-    sink = sinks.WebhookSink(webhook.url(), timeout=WAIT_S, backoff=0.01)
+    sink = sinks.WebhookSink(webhook.url(), allow_http=True, timeout=WAIT_S, backoff=0.01)
 
     [result] = nt.notify(ALERT, [sink])
 
@@ -276,7 +305,9 @@ def test_webhook_client_error_is_not_retried(webhook):
 
 
 def test_webhook_down_is_reported_and_email_still_goes_out(smtp):
-    down = sinks.WebhookSink(f"http://127.0.0.1:{closed_port()}/hooks/{TOKEN}", timeout=WAIT_S, tries=2, backoff=0.01)
+    down = sinks.WebhookSink(
+        f"http://127.0.0.1:{closed_port()}/hooks/{TOKEN}", timeout=WAIT_S, tries=2, backoff=0.01, allow_http=True
+    )
 
     results = nt.notify(ALERT, [down, smtp_sink(smtp)])
 
@@ -288,7 +319,7 @@ def test_webhook_down_is_reported_and_email_still_goes_out(smtp):
 
 def test_webhook_refuses_to_follow_redirects(webhook):
     webhook.statuses.append(302)
-    [result] = nt.notify(ALERT, [sinks.WebhookSink(webhook.url(), timeout=WAIT_S)])
+    [result] = nt.notify(ALERT, [sinks.WebhookSink(webhook.url(), allow_http=True, timeout=WAIT_S)])
     assert not result.ok and "HTTP 302" in result.error
 
 
@@ -327,10 +358,12 @@ def test_smtp_without_login(smtp):
     assert smtp.next_mail().login is None
 
 
-def test_smtp_starttls_not_offered_is_an_error_not_an_exception(smtp):
-    [result] = nt.notify(ALERT, [smtp_sink(smtp, starttls=True)])
-    assert not result.ok and "STARTTLS" in result.error
-    assert smtp.empty()
+def test_smtp_starttls_not_offered_is_an_error_not_an_exception():
+    with SmtpServer(tls="none") as plain:
+        [result] = nt.notify(ALERT, [smtp_sink(plain)])
+        assert not result.ok and "STARTTLS" in result.error
+        assert plain.empty()  # nothing sent, and the password never left in clear text
+    assert_no_secret(result.error)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -340,9 +373,11 @@ def test_secrets_never_appear_in_logs_results_or_reprs(webhook, smtp, caplog):
     caplog.set_level(logging.DEBUG)
     webhook.statuses.extend([500, 500])
     failing_webhook = sinks.WebhookSink(
-        webhook.url(), timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET)
+        webhook.url(), allow_http=True, timeout=WAIT_S, tries=2, backoff=0.01, secret_header=("Authorization", HEADER_SECRET)
     )
-    down_webhook = sinks.WebhookSink(f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/x/{TOKEN}?k={QUERY_TOKEN}", tries=1)
+    down_webhook = sinks.WebhookSink(
+        f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/x/{TOKEN}?k={QUERY_TOKEN}", tries=1, allow_http=True
+    )
     wrong_password = smtp_sink(smtp, password=PASSWORD + "-wrong")
     good_smtp = smtp_sink(smtp)
 
@@ -427,12 +462,12 @@ def test_sinks_from_settings_both_sinks():
             "ALERT_SMTP_TO": "a@example.test, b@example.test",
             "ALERT_SMTP_USER": "alerts",
             "ALERT_SMTP_PASSWORD": PASSWORD,
-            "ALERT_SMTP_STARTTLS": "true",
+            "ALERT_SMTP_STARTTLS": "true",  # the older spelling of ALERT_SMTP_TLS=starttls
         }
     )
     assert isinstance(webhook_sink, sinks.WebhookSink) and webhook_sink.secret_header == ("Authorization", HEADER_SECRET)
     assert isinstance(smtp_sink_, sinks.SmtpSink)
-    assert (smtp_sink_.host, smtp_sink_.port, smtp_sink_.starttls) == ("mail.example.test", 587, True)
+    assert (smtp_sink_.host, smtp_sink_.port, smtp_sink_.tls) == ("mail.example.test", 587, "starttls")
     assert smtp_sink_.recipients == ("a@example.test", "b@example.test")
     assert (smtp_sink_.username, smtp_sink_.password) == ("alerts", PASSWORD)
     assert_no_secret(repr(webhook_sink) + repr(smtp_sink_))
@@ -440,7 +475,7 @@ def test_sinks_from_settings_both_sinks():
 
 def test_sinks_from_settings_plain_smtp_defaults_to_port_25():
     [sink] = sinks_from({"ALERT_SMTP_HOST": "mx", "ALERT_SMTP_FROM": "f@x.test", "ALERT_SMTP_TO": "t@x.test"})
-    assert (sink.port, sink.starttls, sink.username) == (25, False, None)
+    assert (sink.port, sink.tls, sink.username) == (25, "none", None)
 
 
 @pytest.mark.parametrize(

@@ -22,15 +22,20 @@ class AlertingResource(ConfigurableResource):
     webhook_secret_header: str = ""
     """Optional "Name: value" header for webhooks that authenticate by header; a secret."""
     webhook_timeout_s: float = 5.0
+    webhook_allow_http: bool = False
+    """Accept an http:// webhook (a loopback test receiver only)."""
     smtp_host: str = ""
     smtp_port: int = 0
-    """0: 25, or 587 with STARTTLS."""
+    """0: 587 with STARTTLS, 465 with implicit TLS, 25 without TLS."""
     smtp_from: str = ""
     smtp_to: list[str] = []
     smtp_user: str = ""
     smtp_password: str = ""
     """A secret: bind with EnvVar."""
-    smtp_starttls: bool = False
+    smtp_tls: str = "none"
+    """starttls, implicit or none; a password needs TLS."""
+    smtp_ca_file: str = ""
+    """CA file for the SMTP server's certificate; empty: the system's."""
     smtp_timeout_s: float = 10.0
     dagster_url: str = "http://127.0.0.1:3000"
     """Base URL of the Dagster webserver, for links in alerts."""
@@ -46,13 +51,15 @@ class AlertingResource(ConfigurableResource):
             webhook_url=self.webhook_url,
             webhook_secret_header=self.webhook_secret_header,
             webhook_timeout_s=self.webhook_timeout_s,
+            webhook_allow_http=self.webhook_allow_http,
             smtp_host=self.smtp_host,
             smtp_port=self.smtp_port,
             smtp_from=self.smtp_from,
             smtp_to=list(self.smtp_to),
             smtp_user=self.smtp_user,
             smtp_password=self.smtp_password,
-            smtp_starttls=self.smtp_starttls,
+            smtp_tls=self.smtp_tls,
+            smtp_ca_file=self.smtp_ca_file,
             smtp_timeout_s=self.smtp_timeout_s,
         )
 

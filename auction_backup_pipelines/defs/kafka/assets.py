@@ -53,7 +53,7 @@ def build_topic_export_asset(topic: str, partitions: PartitionsDefinition) -> As
     def _export(context: AssetExecutionContext, kafka: KafkaResource, backup_repo: BackupRepositoryResource) -> MaterializeResult:
         try:
             repo = backup_repo.repository()
-            backup = backup_topic_day(kafka.settings().bootstrap_servers, repo, topic, context.partition_key)
+            backup = backup_topic_day(kafka.settings(), repo, topic, context.partition_key)
         except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata

@@ -9,6 +9,7 @@ from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.kafka import restore as kafka_restore
+from auction_backup_pipelines.kafka.connection import for_target
 from auction_backup_pipelines.ops.restore_targets import check_kafka_target
 
 from ..shared.keys import SYSTEM_TAG
@@ -42,7 +43,7 @@ def restore_kafka_topics(context: OpExecutionContext, config: KafkaRestoreConfig
             backup_repo.repository(),
             (config.from_day, config.to_day),
             config.topics or None,
-            bootstrap,
+            for_target(settings.kafka, bootstrap),
             topic_prefix=config.topic_prefix,
             force=config.force,
             apply_offsets=config.apply_offsets,

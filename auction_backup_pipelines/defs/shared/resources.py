@@ -42,10 +42,21 @@ class PostgresResource(ConfigurableResource):
     password: str = ""
     bin_dir: str = ""
     """Folder of PostgreSQL's programs (PGBIN); empty: the packaged folder, then PATH."""
+    sslmode: str = ""
+    """libpq's sslmode (POSTGRES_SSLMODE); empty: libpq's default, prefer."""
+    sslrootcert: str = ""
+    """CA file for the server's certificate (POSTGRES_SSLROOTCERT)."""
 
     def settings(self) -> PostgresSettings:
         return PostgresSettings(
-            host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password, bin_dir=self.bin_dir
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            bin_dir=self.bin_dir,
+            sslmode=self.sslmode,
+            sslrootcert=self.sslrootcert,
         )
 
 
@@ -58,21 +69,47 @@ class RedisResource(ConfigurableResource):
     password: str = ""
     data_dir: str = ""
     """The server's data dir, if on this machine (REDIS_DATA_DIR): BGSAVE-and-copy and the AOF fallback."""
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def settings(self) -> RedisSettings:
         return RedisSettings(
-            host=self.host, port=self.port, username=self.username, password=self.password, data_dir=self.data_dir
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            data_dir=self.data_dir,
+            tls=self.tls,
+            tls_ca_file=self.tls_ca_file,
+            tls_cert_file=self.tls_cert_file,
+            tls_key_file=self.tls_key_file,
         )
 
 
 class KafkaResource(ConfigurableResource):
-    """The Kafka cluster and topics to back up (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPICS)."""
+    """The Kafka cluster and topics to back up, and how to reach it (KAFKA_* variables)."""
 
     bootstrap_servers: str = KafkaSettings.bootstrap_servers
     topics: list[str] = list(KafkaSettings.topics)
+    security_protocol: str = KafkaSettings.security_protocol
+    ssl_ca_file: str = ""
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    """A secret: bind with EnvVar."""
 
     def settings(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, topics=tuple(self.topics))
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            topics=tuple(self.topics),
+            security_protocol=self.security_protocol,
+            ssl_ca_file=self.ssl_ca_file,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+        )
 
 
 class BackupRepositoryResource(ConfigurableResource):
@@ -134,10 +171,13 @@ class RunConfigOverrideRefused(RefusedError, Failure):
 
 VARIABLES: dict[str, dict[str, str]] = {
     "postgres": {"host": "POSTGRES_HOST", "port": "POSTGRES_PORT", "dbname": "POSTGRES_DB", "user": "POSTGRES_USER"}
-    | {"password": "POSTGRES_PASSWORD", "bin_dir": "PGBIN"},
+    | {"password": "POSTGRES_PASSWORD", "bin_dir": "PGBIN", "sslmode": "POSTGRES_SSLMODE", "sslrootcert": "POSTGRES_SSLROOTCERT"},
     "redis": {"host": "REDIS_HOST", "port": "REDIS_PORT", "username": "REDIS_USERNAME", "password": "REDIS_PASSWORD"}
-    | {"data_dir": "REDIS_DATA_DIR"},
-    "kafka": {"bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "topics": "KAFKA_TOPICS"},
+    | {"data_dir": "REDIS_DATA_DIR", "tls": "REDIS_TLS", "tls_ca_file": "REDIS_TLS_CA_FILE"}
+    | {"tls_cert_file": "REDIS_TLS_CERT_FILE", "tls_key_file": "REDIS_TLS_KEY_FILE"},
+    "kafka": {"bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "topics": "KAFKA_TOPICS"}
+    | {"security_protocol": "KAFKA_SECURITY_PROTOCOL", "ssl_ca_file": "KAFKA_SSL_CA_FILE"}
+    | {"sasl_mechanism": "KAFKA_SASL_MECHANISM", "sasl_username": "KAFKA_SASL_USERNAME", "sasl_password": "KAFKA_SASL_PASSWORD"},
     "backup_repo": {"root": "BACKUP_ROOT", "compression": "BACKUP_COMPRESSION"}
     | {"encryption_key_file": "BACKUP_ENCRYPTION_KEY_FILE", "encryption_keys": "BACKUP_ENCRYPTION_KEYS"},
     "offsite_repo": {"bucket": "OFFSITE_S3_BUCKET", "prefix": "OFFSITE_S3_PREFIX", "region": "OFFSITE_S3_REGION"}
@@ -238,6 +278,8 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             user=pg.user,
             password=EnvVar("POSTGRES_PASSWORD"),
             bin_dir=pg.bin_dir,
+            sslmode=pg.sslmode,
+            sslrootcert=pg.sslrootcert,
         ),
         "redis": PinnedRedisResource(
             host=rd.host,
@@ -245,8 +287,20 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             username=rd.username,
             data_dir=rd.data_dir,
             password=_secret("REDIS_PASSWORD", rd.password),
+            tls=rd.tls,
+            tls_ca_file=rd.tls_ca_file,
+            tls_cert_file=rd.tls_cert_file,
+            tls_key_file=rd.tls_key_file,
         ),
-        "kafka": PinnedKafkaResource(bootstrap_servers=kf.bootstrap_servers, topics=list(kf.topics)),
+        "kafka": PinnedKafkaResource(
+            bootstrap_servers=kf.bootstrap_servers,
+            topics=list(kf.topics),
+            security_protocol=kf.security_protocol,
+            ssl_ca_file=kf.ssl_ca_file,
+            sasl_mechanism=kf.sasl_mechanism,
+            sasl_username=kf.sasl_username,
+            sasl_password=_secret("KAFKA_SASL_PASSWORD", kf.sasl_password),
+        ),
         "backup_repo": PinnedBackupRepositoryResource(
             root=repo.root,
             compression=repo.compression,
