@@ -36,6 +36,8 @@ from auction_backup_pipelines.redis.client import (
 from auction_backup_pipelines.redis.restore import place_rdb, restore_snapshot
 from auction_backup_pipelines.redis.scratch import SCRATCH_PREFIX, scratch_server, servers_in, sweep_stale_scratch
 from auction_backup_pipelines.redis.verification import verify_snapshot
+from auction_backup_pipelines.repository import catalog
+from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.storage import IntegrityError
 from auction_backup_pipelines.repository.streams import ArtifactStream
@@ -291,7 +293,11 @@ def test_restore_that_differs_from_the_manifest_is_reported(servers, repo):
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     doc["metadata"]["content"]["persistent"]["types"]["0"]["string"] += 1  # the manifest now claims one more key
     doc["metadata"]["content"]["dbs"]["0"]["types"]["string"] += 1
-    (repo.backend.root / backup.manifest_key).write_text(json.dumps(doc))
+    # Published that way (own checksum and catalog entry agree), as a faulty capture would have:
+    # the restore's own comparison must catch it.
+    wrong = Backup.from_json(json.dumps({k: v for k, v in doc.items() if k != "self_sha256"}).encode())
+    (repo.backend.root / backup.manifest_key).write_bytes(wrong.to_json())
+    catalog.record(repo, backup.ref, wrong.to_json())
     _, ts = servers(name="target")
     with pytest.raises(VerificationError, match="db0 string: 2 keys without TTL, backup recorded 3"):
         restore_snapshot(ts, repo, repo.get(SYSTEM, SNAPSHOT, TODAY_PARTITION))

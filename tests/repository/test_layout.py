@@ -151,7 +151,11 @@ def test_a_repository_writes_exactly_the_keys_the_layout_names(tmp_path):
     backup = w.committed
     ref = backup.ref
     assert backup.prefix == ref.key and ref == BackupRef.parse(ref.key)
-    assert sorted(o.key for o in repo.backend.list("")) == sorted([ref.manifest_key, ref.file_key("bid-events.records.zst")])
+    assert sorted(o.key for o in repo.backend.list("")) == sorted(
+        [ref.catalog_key, ref.manifest_key, ref.file_key("bid-events.records.zst")]
+    )
+    assert ref.catalog_key == f"catalog/kafka/topic_export/bid-events/2026-11-20/{ref.backup_id}.json"
+    assert layout.parse_catalog_key(ref.catalog_key) == ref and layout.parse_file_key(ref.catalog_key) is None
     folder = tmp_path / "r" / "kafka" / "topic_export" / "bid-events" / "2026-11-20" / ref.backup_id
     assert (folder / "manifest.json").is_file() and (folder / "bid-events.records.zst").is_file()
     assert (tmp_path / "r" / ".locks" / "kafka__topic_export__bid-events__2026-11-20.lock").is_file()
@@ -185,3 +189,11 @@ def test_a_trailing_newline_is_not_part_of_a_valid_key():
     with pytest.raises(ConfigurationError, match="invalid backup_id"):
         BackupRef.parse(f"redis/snapshot/2026-11-20/{BID}\n")
     assert layout.parse_pin_key("redis/snapshot/2026-11-20\n/PINNED") is None
+
+
+def test_wal_keys_parse_back_to_the_file_names_they_hold():
+    for name in ("000000010000000000000003", "000000010000000000000003.partial", "00000002.history"):
+        assert layout.parse_wal_key(layout.wal_data_key(name)) == name
+        assert layout.parse_wal_key(layout.wal_record_key(name)) == name
+    for key in (layout.WAL_HEARTBEAT, "postgres/wal/00000002/000000010000000000000003.zst", "postgres/base_backup/x.zst"):
+        assert layout.parse_wal_key(key) is None

@@ -147,7 +147,11 @@ def test_encrypted_s3_repository_refuses_plaintext_writes(backend):
         _write(Repository(backend), b"plaintext", day="2026-11-21")
     assert _all_keys(backend) == before - {backend.object_key(layout.ENCRYPTION_MARKER)}
     # Listing needs no key, as before; reading with the keys still works.
-    assert {o.key for o in keyless.backend.list()} == {backup.manifest_key, backup.object_key(backup.files[0])}
+    assert {o.key for o in keyless.backend.list()} == {
+        backup.ref.catalog_key,
+        backup.manifest_key,
+        backup.object_key(backup.files[0]),
+    }
     keyed.verify(backup, deep=True)
 
 
@@ -220,15 +224,14 @@ def test_locks_are_exclusive_and_expired_locks_are_broken(backend):
                 f.write(b"x")
     with backend.lock("postgres/logical_dump/2026-11-20"):
         pass  # released
-    backend.lock_ttl = -1  # a lock that is already expired, as a killed process leaves it
-    ctx = backend.lock("stale")
-    ctx.__enter__()
-    backend.lock_ttl = 3600
+    # A lock that expired long ago, as a writer on another host leaves it when it dies.
+    stale = {"token": "t" * 32, "host": "elsewhere", "pid": 1, "expires_at": "2026-01-01T00:00:00+00:00"}
+    backend.put_bytes(layout.lock_key("stale"), json.dumps(stale).encode())
     with backend.lock("stale"):
         with pytest.raises(LockedError):
             with backend.lock("stale"):
                 pass
-    assert backend.conditional_puts  # S3Proxy honours If-None-Match: the locks were real, not advisory
+    assert backend.locks.support and backend.locks.support.conditional  # S3Proxy honours If-None-Match: real locks
     held = backend.client.list_objects_v2(Bucket=backend.bucket, Prefix=backend.prefix + ".locks/").get("Contents", [])
     assert [o["Key"].rsplit("/", 1)[1] for o in held] == []  # every lock released, the broken one too
     assert all(not o.key.startswith(".") for o in backend.list())
@@ -306,6 +309,7 @@ def test_throttling_beyond_botocore_retries_is_waited_out(backend):
 
 def test_persistent_server_errors_fail_clearly_and_publish_nothing(backend):
     repo = Repository(backend, compression="none")
+    backend.outage_timeout = 1  # 500s are waited out as an outage: for one second here
     _inject(backend, "UploadPart", [_error(500, "InternalError")] * 50)
     with pytest.raises(StorageError, match=r"uploading part 1 of s3://.*dump.pgc.* failed: InternalError"):
         _write(repo, os.urandom(6 * MiB))
