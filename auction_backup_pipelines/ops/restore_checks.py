@@ -4,16 +4,20 @@ The weekly Dagster checks (one per asset) and `auction-backup verify --restore` 
 while Dagster is stopped) must verify the same set: the newest logical dump, the newest base
 backup (by point-in-time recovery), the newest Redis snapshot and the newest export of every
 configured Kafka topic. `planned_checks` is that set; `run_check` runs one through its
-system's verification engine and reports any failure as a failed outcome, with the reason.
+system's verification engine and reports any failure as a failed outcome, with the reason;
+`record_verdict` stores the outcome on the backup it tested, for retention to read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from auction_backup_pipelines import errors
+from auction_backup_pipelines.errors import BackupError, ConfigurationError
 from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA
 from auction_backup_pipelines.kafka.records import artifact_name
 from auction_backup_pipelines.postgres.base_backup import BASE_BACKUP
@@ -21,9 +25,11 @@ from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP
 from auction_backup_pipelines.redis.client import SNAPSHOT
 from auction_backup_pipelines.redis.client import SYSTEM as REDIS
+from auction_backup_pipelines.repository import verdicts
+from auction_backup_pipelines.repository.layout import BackupRef
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
-from auction_backup_pipelines.settings import PostgresSettings
+from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings
 
 SYSTEMS = (POSTGRES, REDIS, KAFKA)
 
@@ -67,6 +73,7 @@ class CheckOutcome:
     figures: dict[str, Any]
     error: str | None
     duration_s: float
+    conclusive: bool = True  # False: the check could not run to a verdict on the backup (a service down, ...)
 
     def as_dict(self) -> dict[str, Any]:
         b = self.check.backup
@@ -112,21 +119,62 @@ def planned_checks(repo: Repository, kafka_topics: Sequence[str], systems: Itera
 
 
 def run_check(
-    check: RestoreCheck, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str, pitr_timeout_s: float = 120
+    check: RestoreCheck, repo: Repository, postgres: PostgresSettings, kafka: KafkaSettings | str, pitr_timeout_s: float = 120
 ) -> CheckOutcome:
-    """Run one restore check into its scratch target; a failure is an outcome, never raised."""
+    """Run one restore check into its scratch target; a failure is an outcome, never raised.
+    `kafka`: the cluster's settings (security included), or a bare PLAINTEXT bootstrap address."""
     started = time.monotonic()
     if check.backup is None:
         return CheckOutcome(check, False, {}, f"no {check.what} in {repo.describe()} to verify yet", 0.0)
     try:
-        figures = _verify(check, check.backup, repo, postgres, kafka_bootstrap, pitr_timeout_s)
+        figures = _verify(check, check.backup, repo, postgres, kafka, pitr_timeout_s)
     except Exception as exc:  # any failure to restore is a failed verification, reported with its reason
-        return CheckOutcome(check, False, {}, str(exc)[:2000] or type(exc).__name__, round(time.monotonic() - started, 2))
+        # Only a VerificationError (corrupt, truncated, or restored into something else than the
+        # backup recorded) is a verdict on the backup; a scratch target that would not start or a
+        # source that is down says nothing about it, and must not make retention distrust it.
+        conclusive = isinstance(exc, errors.VerificationError)
+        return CheckOutcome(
+            check, False, {}, str(exc)[:2000] or type(exc).__name__, round(time.monotonic() - started, 2), conclusive
+        )
     return CheckOutcome(check, True, figures, None, round(time.monotonic() - started, 2))
 
 
+def tested_backup(outcome: CheckOutcome) -> BackupRef | None:
+    """The backup a check's outcome is about: the planned one, or for a passed PITR check the base
+    backup recovery really started from (the newest may not reach the target yet)."""
+    used = outcome.figures.get("base_backup_used") if outcome.passed else None
+    if isinstance(used, str) and used:
+        with contextlib.suppress(ConfigurationError):
+            return BackupRef.parse(used)
+    backup = outcome.check.backup
+    return backup.ref if backup is not None else None
+
+
+def record_verdict(repo: Repository, outcome: CheckOutcome, by: str) -> str:
+    """Record the outcome on the backup it tested (repository/verdicts.py), where retention reads
+    it; returns one line saying where, or why nothing was recorded (never raises: a verdict that
+    cannot be stored must not hide the verification's own result)."""
+    ref = tested_backup(outcome)
+    if ref is None:
+        return "no verdict recorded: there was no backup to verify"
+    try:
+        if not outcome.conclusive and verdicts.read(repo, ref) is not None:
+            return f"verdict on {ref.key} unchanged: the check could not run to a verdict on the backup"
+        verdict = verdicts.record(
+            repo, ref, outcome.check.name, outcome.passed, by, outcome.error, outcome.figures, conclusive=outcome.conclusive
+        )
+    except (BackupError, OSError) as exc:
+        return f"verdict on {ref.key} NOT recorded: {exc}"
+    return f"verdict {verdict.result} recorded on {ref.key}"
+
+
 def _verify(
-    check: RestoreCheck, backup: Backup, repo: Repository, postgres: PostgresSettings, kafka_bootstrap: str, pitr_timeout_s: float
+    check: RestoreCheck,
+    backup: Backup,
+    repo: Repository,
+    postgres: PostgresSettings,
+    kafka: KafkaSettings | str,
+    pitr_timeout_s: float,
 ) -> dict[str, Any]:
     # each system's engine is imported when its check runs: a check of one system needs no other
     if check.name == DUMP_RESTORES:
@@ -146,5 +194,5 @@ def _verify(
         from auction_backup_pipelines.kafka.verification import verify_topic_export
 
         assert check.topic is not None
-        return verify_topic_export(repo, backup, check.topic, kafka_bootstrap).as_dict()
+        return verify_topic_export(repo, backup, check.topic, kafka).as_dict()
     raise ValueError(f"unknown restore check {check.name!r}")

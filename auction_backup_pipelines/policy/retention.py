@@ -37,7 +37,8 @@ Semantics
    WAL artifacts included (``"last good backup"``); pinned backups
    (``"pinned"``); every backup that a kept backup lists in ``depends_on``,
    transitively, across artifacts (``"needed by <key>"``; keys that are not
-   in the input are ignored).
+   in the input are ignored); the keys of ``rails``, each with its own reason
+   (pruning keeps the PITR window's base backup this way).
 7. **WAL.** Backups with ``wal_for=A`` are not subject to the count rules
    (their own policy is irrelevant). Whatever their status, they are kept
    while their day is on or after the day of the oldest *kept* good backup of
@@ -54,7 +55,12 @@ Semantics
 9. **Deterministic.** The output is sorted by (artifact, day, key) and does not
    depend on input order. Reasons of one decision come in a fixed order: rules
    (daily, weekly, monthly), then rails, then ``"needed by"`` sorted by key.
-10. **Validation.** Negative counts, duplicate keys, a naive ``now`` and an
+10. **Dependencies on WAL.** A backup reconstructed through PITR (a logical
+    dump of a past day) lists in ``depends_on_wal`` the WAL it was recovered
+    from (:class:`WalRange`: first and last segment, inclusive). ``evaluate``
+    does not act on it (WAL has no records here); :func:`needed_wal` gives the
+    ranges every kept backup depends on, for the WAL retention to keep.
+11. **Validation.** Negative counts, duplicate keys, a naive ``now`` and an
     unknown time zone raise ``ValueError`` naming the problem; malformed
     ``Backup`` fields raise ``ValueError``/``TypeError`` when constructed.
 """
@@ -63,6 +69,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -72,12 +79,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "Backup",
     "Policy",
+    "WalRange",
     "Decision",
     "DEFAULT_POLICIES",
     "STATUSES",
     "evaluate",
     "expired",
     "format_table",
+    "needed_wal",
     "policy_for",
 ]
 
@@ -96,6 +105,37 @@ EXPIRED_FAILED = "expired: failed"
 EXPIRED_UNVERIFIED = "expired: unverified and older than last good backup"
 
 
+_WAL_SEGMENT_NAME = re.compile(r"[0-9A-F]{24}")
+
+
+@dataclass(frozen=True)
+class WalRange:
+    """WAL segments a backup depends on: ``first`` to ``last`` inclusive, both 24-hex-digit
+    segment names of one timeline (its first 8 digits), e.g. ``000000010000000000000003``."""
+
+    first: str
+    last: str
+
+    def __post_init__(self) -> None:
+        for name in ("first", "last"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _WAL_SEGMENT_NAME.fullmatch(value):
+                raise ValueError(f"WalRange.{name} must be a WAL segment name (24 hex digits, upper case), got {value!r}")
+        if self.first[:8] != self.last[:8]:
+            raise ValueError(f"WalRange spans two timelines ({self.first} .. {self.last}); expected one")
+        if self.first > self.last:
+            raise ValueError(f"WalRange starts after it ends ({self.first} .. {self.last})")
+
+    @property
+    def timeline(self) -> int:
+        return int(self.first[:8], 16)
+
+    def covers(self, segment: str) -> bool:
+        """Whether segment name `segment` (a `.partial` suffix ignored) lies in the range."""
+        core = segment.removesuffix(".partial")
+        return core[:8] == self.first[:8] and self.first <= core <= self.last
+
+
 @dataclass(frozen=True)
 class Backup:
     """One backup artifact instance, as recorded by the backup pipelines."""
@@ -107,6 +147,7 @@ class Backup:
     pinned: bool = False
     depends_on: frozenset[str] = frozenset()
     wal_for: str | None = None
+    depends_on_wal: WalRange | None = None  # the WAL a PITR reconstruction was recovered from
 
     def __post_init__(self) -> None:
         for name in ("key", "artifact"):
@@ -127,6 +168,8 @@ class Backup:
         object.__setattr__(self, "depends_on", deps)
         if self.wal_for is not None and (not isinstance(self.wal_for, str) or not self.wal_for):
             raise ValueError(f"Backup.wal_for must be None or an artifact name, got {self.wal_for!r}")
+        if self.depends_on_wal is not None and not isinstance(self.depends_on_wal, WalRange):
+            raise TypeError(f"Backup.depends_on_wal must be a WalRange or None, got {self.depends_on_wal!r} for {self.key!r}")
 
 
 @dataclass(frozen=True)
@@ -258,8 +301,13 @@ def evaluate(
     policies: Mapping[str, Policy],
     tz: str | _dt.tzinfo = "UTC",
     default_policy: Policy | None = None,
+    rails: Mapping[str, str] | None = None,
 ) -> list[Decision]:
-    """Decide keep/expire for every backup; see the module docstring for the rules."""
+    """Decide keep/expire for every backup; see the module docstring for the rules.
+
+    `rails` maps backup keys to a reason that keeps them like a pin (e.g. the base backup the
+    PITR window starts from, policy/wal_pruning.py); keys not in the input are ignored.
+    """
     items = list(backups)
     for b in items:
         if not isinstance(b, Backup):
@@ -302,6 +350,9 @@ def evaluate(
     for b in items:
         if b.pinned:
             reasons[b.key].add(PINNED)
+    for key, reason in sorted((rails or {}).items()):
+        if key in reasons:
+            reasons[key].add(reason)
 
     wal_items = sorted((b for b in items if b.wal_for is not None), key=lambda b: (b.day, b.key))
     while True:
@@ -358,6 +409,15 @@ def evaluate(
             why = EXPIRED
         decisions.append(Decision(backup=b, keep=False, reasons=(why,)))
     return decisions
+
+
+def needed_wal(decisions: Iterable[Decision]) -> list[tuple[str, WalRange]]:
+    """(backup key, WAL range) for every kept backup that depends on WAL, sorted: what WAL
+    retention must keep however old it is."""
+    return sorted(
+        ((d.backup.key, d.backup.depends_on_wal) for d in decisions if d.keep and d.backup.depends_on_wal is not None),
+        key=lambda kv: (kv[1].first, kv[1].last, kv[0]),
+    )
 
 
 def expired(decisions: Iterable[Decision]) -> list[Backup]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.logical_dump import backup_logical
-from auction_backup_pipelines.postgres.wal_archive import WalArchive
+from auction_backup_pipelines.postgres.wal_archive import WalArchive, lsn_to_segment
+from auction_backup_pipelines.repository.layout import BackupRef
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings
@@ -73,8 +74,27 @@ def backup_logical_day(
     return backup_logical(s, repo, day, extra={"late_capture": late, "source": source}, checksums=checksums)
 
 
+def wal_dependency(repo: Repository, base_backup: str, reached_lsn: str) -> dict[str, str]:
+    """The WAL a recovery from `base_backup` (its key) to `reached_lsn` replayed, as the manifest's
+    `depends_on_wal`: first and last segment names, inclusive, on the base backup's timeline.
+
+    The first is the segment of the base backup's start LSN; the last the segment holding the
+    LSN recovery reached (reported after promotion, on the next timeline: a segment's number does
+    not change with the timeline, and the new timeline's first segment is a copy of it)."""
+    base = repo.load_manifest(BackupRef.parse(base_backup).manifest_key)
+    timeline = int(base.metadata["timeline"])
+    return {
+        "first": lsn_to_segment(base.metadata["start_lsn"], timeline),
+        "last": lsn_to_segment(reached_lsn, timeline),
+    }
+
+
 def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of: dt.datetime, checksums: bool = True) -> Backup:
-    """Recover the database as of `as_of` into a scratch instance and store its dump as `day`."""
+    """Recover the database as of `as_of` into a scratch instance and store its dump as `day`.
+
+    The dump depends on what it was recovered from: its manifest names the base backup in
+    `depends_on` and the WAL in `depends_on_wal`, and retention keeps both while it keeps the
+    dump (policy/pruning.py)."""
     archive = WalArchive(repo.backend)
     workdir = scratch_dir("pitr-backfill-")
     try:
@@ -93,6 +113,8 @@ def reconstruct_dump(s: PostgresSettings, repo: Repository, day: dt.date, as_of:
                     "recovery_target_time": as_of.isoformat(),
                     "reached_transaction_time": result.reached_transaction_time,
                     "base_backup": result.base_backup,
+                    "depends_on": [result.base_backup],
+                    "depends_on_wal": wal_dependency(repo, result.base_backup, result.reached_lsn),
                 },
             )
     finally:

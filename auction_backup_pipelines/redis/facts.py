@@ -5,12 +5,14 @@ A digest computed on the live server while the platform writes cannot describe t
 so it is computed from the snapshot itself: per key the first 64 bits of sha256(db, key, type,
 canonical value), summed modulo 2**64. Canonical values: strings as is, hash fields and set
 members sorted, lists in order, sorted-set members with scores as IEEE doubles, stream entries
-in order plus consumer groups, other (module) types through DUMP.
+in order plus consumer groups (a stream emptied by XDEL, or made by XGROUP CREATE ... MKSTREAM,
+is still a key: Redis keeps it for its groups), other (module) types through DUMP.
 
 Who computes it (`snapshot_facts`, the manifest's `digest_method`): the native `rdb-facts`
-helper (rdb_facts.py) while the snapshot streams; keys it cannot decode (streams, module
-values), or all keys when it is missing or fails, or for an AOF copy, are read
-(`collect_facts`) from a scratch server loaded with the snapshot. Both ways give the same facts
+helper (rdb_facts.py) while the snapshot streams; stream keys, which it cannot decode, are
+read (`collect_facts`) from a scratch server loaded with the snapshot, and all keys are when
+it also met module values or hashes with field TTLs, when it is missing or failed, or for an
+AOF copy; the method then names that reason. Both ways give the same facts
 (tests/redis/test_rdb_facts.py holds them equal), except for keys that expire around the
 capture: the helper drops those expired at the moment read before the transfer, the scratch
 server those expired when it loads; the expiry buckets absorb that difference.
@@ -67,7 +69,12 @@ def _other(k: bytes) -> list[tuple[Any, ...]]:
 def canonical_value(kind: bytes, replies: list[Any]) -> bytes | None:
     """The bytes that stand for a value, independent of encoding and DUMP format; None when gone."""
     value = replies[0]
-    if value is None or (kind != b"string" and not value):
+    if kind == b"stream":
+        # Redis keeps a stream whose entries were all deleted (with its consumer groups), so an
+        # empty XRANGE is content; the stream is gone only when XINFO GROUPS finds no such key.
+        if len(replies) < 2 or replies[1] is None:
+            return None
+    elif value is None or (kind != b"string" and not value):
         return None  # deleted or expired between TYPE and the read (Redis removes empty collections)
     if kind == b"string":
         return value
@@ -259,6 +266,13 @@ def unique_batches(run: Runner, kind: str = "") -> Iterator[list[bytes]]:
             return
 
 
+def gone_or_reply(reply: Any) -> Any:
+    """A reply, None when it says the key is gone (it expired or was deleted since the scan)."""
+    if isinstance(reply, Exception) and "no such key" in str(reply).lower():
+        return None
+    return check_reply(reply)
+
+
 def collect_facts(facts: Facts, db: int, run: Runner, batches: Iterable[list[bytes]]) -> None:
     """Add the keys of `batches` (all in `db`), read through `run`, to `facts`.
 
@@ -287,7 +301,7 @@ def collect_facts(facts: Facts, db: int, run: Runner, batches: Iterable[list[byt
             plan.append((k, expire_at, kind, len(cs)))
         replies = iter(run(commands) if commands else [])
         for k, expire_at, kind, n in plan:
-            values = [check_reply(next(replies)) for _ in range(n)]
+            values = [gone_or_reply(next(replies)) for _ in range(n)]
             canonical = canonical_value(kind, values) if n else None
             if canonical is not None:
                 facts.add(db, kind.decode(), key_hash(db, k, kind, canonical), expire_at if expire_at >= 0 else None)
@@ -314,16 +328,18 @@ def snapshot_facts(captured: Captured, databases: int) -> tuple[Facts, str]:
     """The facts of one stored snapshot, and how they were computed.
 
     The helper's facts, read while the snapshot streamed, when it could decode every key.
-    The keys it could not (streams, module values) are read from a scratch server loaded with
-    the snapshot, selected by `SCAN ... TYPE stream`; if that does not find them all (module
-    values, hashes with field TTLs), or the helper did not run, every key is read from the
-    scratch server.
+    When the keys it could not decode are all streams (empty ones kept for their consumer
+    groups included), they are read from a scratch server loaded with the snapshot, selected
+    by `SCAN ... TYPE stream`. When it could not decode other kinds (module values, hashes with
+    field TTLs), the scan finds a different number of streams, or the helper did not run, every
+    key is read from the scratch server, and the method names that reason.
     """
     doc = captured.rdb_facts
     if doc is not None and not doc["undecoded"]:
         return Facts.from_rdb_facts(doc, captured.captured_ms), "rdb-facts"
+    reason = captured.rdb_facts_problem if doc is None else not_only_streams(doc)
     with scratch_server(captured.folder, databases=databases, aof=captured.aof) as srv:
-        if doc is not None:
+        if doc is not None and not reason:
             facts = Facts.from_rdb_facts(doc, captured.captured_ms)
             found = Facts()
             for db in map(int, doc["undecoded"]):
@@ -333,7 +349,21 @@ def snapshot_facts(captured: Captured, databases: int) -> tuple[Facts, str]:
             if found.keys == expected:
                 facts.merge(found)
                 return facts, f"rdb-facts, and a scratch server for {expected} stream keys"
-            reason = f"{expected - found.keys} module values or hashes with field TTLs"
-        else:
-            reason = captured.rdb_facts_problem
+            reason = f"rdb-facts counted {expected} stream keys, the loaded snapshot holds {found.keys}"
         return server_facts(srv), f"scratch server ({reason})"
+
+
+UNDECODED_KINDS = {"module": "module values", "hash_field_ttl": "hashes with field TTLs"}
+
+
+def not_only_streams(doc: dict[str, Any]) -> str:
+    """Why the helper's facts cannot be completed with its stream keys alone ('' when they can):
+    the keys of other kinds it could not decode, named by kind."""
+    kinds = doc.get("undecoded_kinds")
+    if kinds is None:  # a helper built before it named kinds: only the scratch server can tell
+        return "rdb-facts could not decode some keys and does not say which kinds"
+    others = {k: n for k, n in kinds.items() if k != "stream" and n}
+    if not others:
+        return ""
+    named = ", ".join(f"{n} {UNDECODED_KINDS.get(k, k)}" for k, n in sorted(others.items()))
+    return f"rdb-facts cannot decode {named}"

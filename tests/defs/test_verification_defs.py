@@ -23,7 +23,7 @@ from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
 from tests.conftest import running_wal_receiver
 from tests.dagster_defs import defs
-from tests.ops.test_notify import PASSWORD, SmtpServer, WebhookServer  # real local sinks
+from tests.ops.test_notify import PASSWORD, SMTP_TLS, SmtpServer, WebhookServer  # real local sinks
 
 pytestmark = pytest.mark.integration
 DAY = capture.default_partition()
@@ -121,6 +121,8 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
             smtp_to=["sre@auctionflow.test"],
             smtp_user="alerts",
             smtp_password=PASSWORD,
+            **SMTP_TLS,
+            webhook_allow_http=True,  # the loopback test receiver
         )
         context = build_sensor_context(instance=instance, cursor=None, resources={"alerting": alerting}, definitions=defs)
         build_check_failure_alert_sensor(60)(context)

@@ -165,3 +165,17 @@ def test_reconstructed_dump_holds_the_database_as_of_the_target(pg_settings, arc
     pg.restore_logical(pg_settings, repo, backup, scratch_db)
     with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
         assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 40
+
+    # It depends on what it was recovered from, and retention keeps that while it keeps the dump.
+    from auction_backup_pipelines.policy import pruning, retention
+    from auction_backup_pipelines.postgres.wal_archive import lsn_to_segment
+
+    (base,) = repo.list("postgres", "base_backup")
+    assert backup.metadata["depends_on"] == [base.prefix]
+    wal = backup.metadata["depends_on_wal"]
+    timeline = int(base.metadata["timeline"])
+    assert wal["first"] == lsn_to_segment(base.metadata["start_lsn"], timeline) <= wal["last"]
+    assert any(r.name.removesuffix(".partial") == wal["last"] for r in archive.records())  # a segment the archive holds
+    decisions = {d.backup.key: d for d in pruning.plan(repo, dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC))}
+    assert f"needed by {backup.prefix}" in decisions[base.prefix].reasons
+    assert retention.needed_wal(decisions.values()) == [(backup.prefix, retention.WalRange(wal["first"], wal["last"]))]

@@ -1,8 +1,8 @@
 """Integrity checks of the PostgreSQL backups, run by the daily job right after each backup.
 
-Checks are unpartitioned and find the newest complete backup in the repository themselves
-(partitioned checks are a preview API in Dagster 1.13); each records which partition it
-examined in its metadata.
+Checks are unpartitioned (partitioned checks are a preview API in Dagster 1.13) and verify the
+backup(s) their run wrote, found through the run's materializations (shared/integrity.py); each
+records which partition(s) and backup_id(s) it examined in its metadata.
 """
 
 from typing import Any
@@ -14,7 +14,7 @@ from auction_backup_pipelines.postgres.client import SYSTEM
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, dump_toc
 from auction_backup_pipelines.repository.manifest import Backup
 
-from ..shared.integrity import newest_backup_integrity
+from ..shared.integrity import run_backups_integrity
 from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
 from ..shared.resources import BackupRepositoryResource, PostgresResource
 
@@ -22,7 +22,7 @@ from ..shared.resources import BackupRepositoryResource, PostgresResource
 @asset_check(
     asset=LOGICAL_DUMP_KEY,
     name="dump_integrity",
-    description="The newest dump's sha256 matches its manifest and pg_restore --list reads its table of contents.",
+    description="Each dump the run wrote: its sha256 matches its manifest and pg_restore --list reads its table of contents.",
 )
 def postgres_dump_integrity(
     context: AssetCheckExecutionContext, postgres: PostgresResource, backup_repo: BackupRepositoryResource
@@ -39,13 +39,13 @@ def postgres_dump_integrity(
             "tables_with_data": MetadataValue.int(sum(1 for line in toc if " TABLE DATA " in line)),
         }
 
-    return newest_backup_integrity(context, repo, SYSTEM, LOGICAL_DUMP, "logical dump", inspect)
+    return run_backups_integrity(context, repo, SYSTEM, LOGICAL_DUMP, "logical dump", inspect)
 
 
 @asset_check(
     asset=BASE_BACKUP_KEY,
     name="base_backup_integrity",
-    description="The newest base backup reads back end to end (sha256), is a complete tar with backup_label, "
+    description="Each base backup the run wrote reads back end to end (sha256), is a complete tar with backup_label, "
     "and PostgreSQL's backup_manifest matches its own checksum.",
 )
 def postgres_base_backup_integrity(
@@ -57,4 +57,4 @@ def postgres_base_backup_integrity(
         found = inspect_tar(repo, backup)
         return {"tar_members": MetadataValue.int(found.tar_members), "backup_manifest_checksum": found.backup_manifest_checksum}
 
-    return newest_backup_integrity(context, repo, SYSTEM, BASE_BACKUP, "base backup", inspect)
+    return run_backups_integrity(context, repo, SYSTEM, BASE_BACKUP, "base backup", inspect)

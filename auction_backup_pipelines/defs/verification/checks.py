@@ -5,8 +5,16 @@ Backups nobody restores are hopes. Each check runs one of `ops.restore_checks` â
 `auction-backup verify --restore` runs while Dagster is down â€” into a target made for it (a
 scratch database, a scratch PostgreSQL instance, scratch redis-servers, prefixed scratch topics)
 that the engine removes afterwards, also on failure. A mismatch fails the check with severity
-ERROR and the reason in its description. The checks are unpartitioned (partitioned checks are a
+ERROR and the reason in its description. Either way the verdict is recorded on the backup it
+tested (repository/verdicts.py): retention never keeps a backup whose latest verdict failed as
+its "last good backup". The checks are unpartitioned (partitioned checks are a
 preview API in Dagster 1.13) and name the partition they verified.
+
+Only the weekly verification job runs them. A backfill or a materialization of a backup asset
+would otherwise run every check of the asset, these included (a Kafka backfill of 11-28 would
+restore the 12-01 export). Each carries an automation condition that never requests it: Dagster
+leaves checks with their own condition out of the runs it builds for assets (backfills, run
+requests), and the weekly job selects them by name.
 """
 
 from dagster import (
@@ -15,6 +23,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetKey,
+    AutomationCondition,
     MetadataValue,
     asset_check,
 )
@@ -27,6 +36,7 @@ from auction_backup_pipelines.ops.restore_checks import (
     SNAPSHOT_RESTORES,
     CheckOutcome,
     planned_checks,
+    record_verdict,
     run_check,
 )
 from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
@@ -36,8 +46,9 @@ from auction_backup_pipelines.settings import PostgresSettings
 from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY, REDIS_SNAPSHOT_KEY, topic_export_key
 
 
-def check_result(outcome: CheckOutcome) -> AssetCheckResult:
-    """A restore check's outcome as Dagster shows it: nothing to verify yet is a warning, a failure an error."""
+def check_result(outcome: CheckOutcome, verdict: str = "") -> AssetCheckResult:
+    """A restore check's outcome as Dagster shows it: nothing to verify yet is a warning, a failure an error.
+    `verdict`: where its verdict was recorded for retention (or why not)."""
     backup = outcome.check.backup
     if backup is None:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=outcome.error)
@@ -46,10 +57,18 @@ def check_result(outcome: CheckOutcome) -> AssetCheckResult:
         "backup_id": backup.backup_id,
         "duration_s": MetadataValue.float(outcome.duration_s),
     }
+    if verdict:
+        meta["verdict"] = verdict
     if not outcome.passed:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, description=outcome.error, metadata=meta)
     meta.update({k: v if isinstance(v, (int, float)) else str(v) for k, v in outcome.figures.items()})
     return AssetCheckResult(passed=True, metadata=meta)
+
+
+ONLY_WEEKLY_JOB = (AutomationCondition.initial_evaluation() & ~AutomationCondition.initial_evaluation()).with_label(
+    "never by automation: only weekly_verification_job runs this check"
+)
+"""Never true: keeps the restore checks out of backfills and asset runs (see the module docstring)."""
 
 
 def restore_check(
@@ -60,14 +79,24 @@ def restore_check(
     topics = (topic,) if topic else ()
     needs = {"backup_repo", *({POSTGRES: ["postgres"], KAFKA: ["kafka"]}.get(system, []))}
 
-    @asset_check(asset=asset_key, name=name, pool=system, description=description, required_resource_keys=needs)
+    @asset_check(
+        asset=asset_key,
+        name=name,
+        pool=system,
+        description=description,
+        required_resource_keys=needs,
+        automation_condition=ONLY_WEEKLY_JOB,
+    )
     def check(context: AssetCheckExecutionContext) -> AssetCheckResult:
         resources = context.resources
         repo = resources.backup_repo.repository()
         postgres = resources.postgres.settings() if "postgres" in needs else PostgresSettings()
-        bootstrap = resources.kafka.settings().bootstrap_servers if "kafka" in needs else ""
+        kafka = resources.kafka.settings() if "kafka" in needs else ""
         (planned,) = [c for c in planned_checks(repo, topics, [system]) if c.name == name]
-        return check_result(run_check(planned, repo, postgres, bootstrap))
+        outcome = run_check(planned, repo, postgres, kafka)
+        recorded = record_verdict(repo, outcome, by=context.run.job_name)  # for retention's "last good backup"
+        context.log.info(recorded)
+        return check_result(outcome, recorded)
 
     return check
 

@@ -2,7 +2,7 @@
 //!
 //!     rdb-facts <bucket-ms> <captured-at-ms>  < dump.rdb  > facts.json
 //!
-//! It computes exactly what `auction_backup_pipelines.core.redis.collect_facts` computes on a
+//! It computes exactly what `auction_backup_pipelines.redis.facts.collect_facts` computes on a
 //! live server (the same per-key hash, counts and expiry buckets), so a restore read back
 //! through Redis compares with it. It exists because that digest in Python costs ~10 µs a
 //! key after loading the snapshot into a scratch server; here it runs while the snapshot is
@@ -10,7 +10,8 @@
 //!
 //! Keys the crate does not decode (streams, module values), or decodes differently from what
 //! Redis serves (hashes with per-field TTLs, whose expired fields it keeps), are counted per
-//! db in `undecoded`: the caller computes those on a scratch server instead. Keys whose expiry
+//! db in `undecoded` and per kind (`stream`, `module`, `hash_field_ttl`) in `undecoded_kinds`:
+//! the caller computes those on a scratch server instead, and says which kind sent it there. Keys whose expiry
 //! is at or before `captured-at-ms` are left out, as a server loading the file would drop them.
 //! The RDB's trailing CRC64 is checked, as Redis checks it when it loads the file.
 
@@ -53,11 +54,26 @@ impl<R: Read> Read for Crc64Reader<R> {
     }
 }
 
-/// Accepts every key but streams and module values, which it counts per db.
+/// What kind of key the crate cannot decode as Redis serves it, by RDB type byte (None: decodable).
+fn undecoded_kind(enc_type: u8) -> Option<&'static str> {
+    if STREAM_TYPES.contains(&enc_type) {
+        Some("stream")
+    } else if MODULE_TYPES.contains(&enc_type) {
+        Some("module")
+    } else if FIELD_TTL_HASH_TYPES.contains(&enc_type) {
+        Some("hash_field_ttl")
+    } else {
+        None
+    }
+}
+
+/// Accepts every key but streams, module values and hashes with field TTLs, which it counts
+/// per db and per kind, so the caller can say which keys sent it to a scratch server.
 #[derive(Default)]
 struct CountUndecoded {
     db: Cell<u32>,
     undecoded: Rc<RefCell<BTreeMap<u32, u64>>>,
+    kinds: Rc<RefCell<BTreeMap<&'static str, u64>>>,
 }
 
 impl Filter for CountUndecoded {
@@ -66,8 +82,9 @@ impl Filter for CountUndecoded {
         true
     }
     fn matches_type(&self, enc_type: u8) -> bool {
-        if STREAM_TYPES.contains(&enc_type) || MODULE_TYPES.contains(&enc_type) || FIELD_TTL_HASH_TYPES.contains(&enc_type) {
+        if let Some(kind) = undecoded_kind(enc_type) {
             *self.undecoded.borrow_mut().entry(self.db.get()).or_default() += 1;
+            *self.kinds.borrow_mut().entry(kind).or_default() += 1;
             return false;
         }
         true
@@ -123,6 +140,7 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
     let input = BufReader::with_capacity(1 << 20, Crc64Reader { inner: io::stdin().lock(), state: Rc::clone(&crc) });
     let filter = CountUndecoded::default();
     let undecoded_keys = Rc::clone(&filter.undecoded);
+    let undecoded_kinds = Rc::clone(&filter.kinds);
     let decoder = RdbDecoder::new(input, filter).map_err(|e| format!("not an RDB file we can read: {e}"))?;
     let version = decoder.version();
     let mut facts = Facts::default();
@@ -185,9 +203,10 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
     let counts: Vec<String> = facts.counts.iter().map(|((db, k, v), n)| format!("[{db},\"{k}\",{v},{n}]")).collect();
     let buckets: Vec<String> = facts.buckets.iter().map(|(s, (n, d, e))| format!("[{s},{n},{},{e}]", hex(*d))).collect();
     let undecoded: Vec<String> = undecoded_keys.borrow().iter().map(|(db, n)| format!("\"{db}\":{n}")).collect();
+    let kinds: Vec<String> = undecoded_kinds.borrow().iter().map(|(k, n)| format!("\"{k}\":{n}")).collect();
     Ok(format!(
-        "{{\"rdb_version\":{version},\"counts\":[{}],\"persistent_digest\":{},\"buckets\":[{}],\"expired\":{},\"undecoded\":{{{}}}}}\n",
-        counts.join(","), hex(facts.persistent_digest), buckets.join(","), facts.expired, undecoded.join(",")
+        "{{\"rdb_version\":{version},\"counts\":[{}],\"persistent_digest\":{},\"buckets\":[{}],\"expired\":{},\"undecoded\":{{{}}},\"undecoded_kinds\":{{{}}}}}\n",
+        counts.join(","), hex(facts.persistent_digest), buckets.join(","), facts.expired, undecoded.join(","), kinds.join(",")
     ))
 }
 
