@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import signal
 import threading
@@ -11,8 +12,9 @@ from typing import Any
 
 from auction_backup_pipelines.cli.common import EXIT_FAILURE, CliError, open_repository
 from auction_backup_pipelines.cli.output import print_json
+from auction_backup_pipelines.policy import wal_pruning
 from auction_backup_pipelines.postgres import pitr
-from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
+from auction_backup_pipelines.postgres.wal_archive import WalArchive, health, segment_name
 from auction_backup_pipelines.postgres.wal_receiver import WalReceiver
 from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.settings import Settings
@@ -23,10 +25,16 @@ def cmd_pitr(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repository(args, settings)
     archive = WalArchive(repo.backend)
     if args.show_window:
-        window = pitr.recovery_window(repo, archive)
+        records = list(archive.records())
+        window = pitr.recovery_window(repo, archive, records)
+        now = dt.datetime.now(dt.UTC)
+        _, pruned = wal_pruning.archive_gaps(repo, records, health(records).gaps, settings.retention.pitr_window, now)
+        pruned_after = {a for a, _ in pruned}
         print(window.describe())
         for r in sorted(window.reaches, key=lambda r: r.start):
             gap = " (ends at a gap in the WAL archive)" if r.ends_at_gap else ""
+            if r.ends_at_gap and segment_name(r.timeline, r.last_segment) in pruned_after:
+                gap = " (its own WAL only: the WAL after it expired by retention)"
             print(
                 f"  base backup {r.backup.partition} {r.backup.backup_id}: {pitr.format_utc(r.start)} .. {pitr.format_utc(r.end)}{gap}"
             )
@@ -59,9 +67,13 @@ def cmd_wal_receive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_wal_status(args: argparse.Namespace, settings: Settings) -> int:
-    """The newest archived WAL, lag and gaps; exit 1 on a gap or an empty archive."""
-    archive = WalArchive(open_repository(args, settings).backend)
-    h = health(list(archive.records()), archive.heartbeat())
+    """The newest archived WAL, lag and gaps; exit 1 on a gap or an empty archive. Holes that WAL
+    retention made on purpose (PITR_WINDOW_DAYS) are listed apart and are not gaps."""
+    repo = open_repository(args, settings)
+    archive = WalArchive(repo.backend)
+    records = list(archive.records())
+    h = health(records, archive.heartbeat())
+    gaps, pruned = wal_pruning.archive_gaps(repo, records, h.gaps, settings.retention.pitr_window, dt.datetime.now(dt.UTC))
     lag = h.lag_seconds()
     print_json(
         {
@@ -69,10 +81,11 @@ def cmd_wal_status(args: argparse.Namespace, settings: Settings) -> int:
             "completed_segments": h.completed,
             "covered_until": h.covered_until,
             "lag_seconds": None if lag is None else round(lag, 1),
-            "gaps": [f"{a} .. {b}" for a, b in h.gaps],
+            "gaps": [f"{a} .. {b}" for a, b in gaps],
+            "pruned_by_retention": [f"{a} .. {b}" for a, b in pruned],
         }
     )
-    return 0 if h.newest and not h.gaps else EXIT_FAILURE
+    return 0 if h.newest and not gaps else EXIT_FAILURE
 
 
 def register(sub: Any) -> None:

@@ -38,6 +38,7 @@ from auction_backup_pipelines.postgres.client import (
     PostgresError,
     child_env,
     connect,
+    explain_tls,
     pg_bin,
     run_capturing_stderr,
     stderr_tail,
@@ -137,7 +138,9 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
                 rc = proc.wait()
                 log = stderr_tail(err, limit=20000)
                 if rc != 0:
-                    raise PostgresError(f"pg_basebackup from {s.host}:{s.port} failed (exit {rc}): {log[-2000:]}")
+                    raise PostgresError(
+                        explain_tls(log, s) or f"pg_basebackup from {s.host}:{s.port} failed (exit {rc}): {log[-2000:]}"
+                    )
         except BaseException:
             proc.kill()
             proc.wait()

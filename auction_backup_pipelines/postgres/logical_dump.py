@@ -38,6 +38,7 @@ from auction_backup_pipelines.postgres.client import (
     connect,
     database_objects,
     drop_database,
+    explain_tls,
     pg_bin,
     row_counts,
     run_capturing_stderr,
@@ -109,7 +110,10 @@ def logical_dump(s: PostgresSettings, writer: BackupWriter, checksums: bool = Tr
                 out.copy_from(proc.stdout)
                 rc = proc.wait()
                 if rc != 0:
-                    raise PostgresError(f"pg_dump of {s.dbname!r} at {s.host}:{s.port} failed (exit {rc}): {stderr_tail(err)}")
+                    tail = stderr_tail(err)
+                    raise PostgresError(
+                        explain_tls(tail, s) or f"pg_dump of {s.dbname!r} at {s.host}:{s.port} failed (exit {rc}): {tail}"
+                    )
         except BaseException:
             proc.kill()
             proc.wait()

@@ -4,7 +4,8 @@ Layout (keys in the repository's storage backend, built by repository/layout.py)
 
     postgres/wal/<timeline>/<segment>.zst          one completed 16 MB segment, zstd
     postgres/wal/<timeline>/<segment>.json         its record, written last: sizes, sha256, time
-    postgres/wal/<timeline>/<segment>.partial.zst  the segment being written right now
+    postgres/wal/<timeline>/<segment>.partial.<v>.zst  the segment being written right now, one
+                                                   key per shipped version (its record names it)
     postgres/wal/history/<timeline>.history        timeline history files
 
 A segment counts as archived only once its record exists (written after the data is
@@ -22,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +58,12 @@ class SegmentRecord:
     stored_size: int
     stored_sha256: str
     archived_at: str  # when the archive made it durable (UTC ISO)
+    data_key: str = ""  # a `.partial`'s versioned data key; "" for the fixed key (layout.wal_data_key)
+
+    @property
+    def stored_key(self) -> str:
+        """Where this record's bytes are."""
+        return self.data_key or layout.wal_data_key(self.name)
 
     @property
     def day(self) -> dt.date:
@@ -113,6 +121,13 @@ class WalArchive:
         name = name or path.name
         data_key, record_key = self._keys(name)
         existing = self.record(name)
+        if name.endswith(".partial"):
+            # A `.partial` is rewritten while it grows. Overwriting its data and then its record
+            # would leave, after a crash between the two, new bytes under the old record: the
+            # segment that brings recovery closest to "now" would fail its check. So each version
+            # gets a data key of its own, the record (one atomic write) switches to it, and only
+            # then is the previous version removed.
+            data_key = layout.wal_partial_data_key(name, uuid.uuid4().hex[:12])
         with open(path, "rb") as src:
             if existing is not None and not name.endswith(".partial"):
                 if _sha256_file(src) == existing.sha256:
@@ -133,16 +148,27 @@ class WalArchive:
             stored_size=entry.stored_size,
             stored_sha256=entry.stored_sha256,
             archived_at=_utcnow(),
+            data_key=data_key if name.endswith(".partial") else "",
         )
         with self.backend.writer(record_key) as f:
             f.write(json.dumps(asdict(record)).encode())
+        if record.partial:
+            self.remove_stale_partial_data(name, keep=record.stored_key)
         return record
 
+    def remove_stale_partial_data(self, name: str, keep: str) -> None:
+        """Delete the data of a `.partial`'s earlier versions (all but `keep`), including any that a
+        crash between a record's switch and this cleanup left behind."""
+        base = self._keys(name)[1].removesuffix(".json")
+        stale = [o.key for o in self.backend.list(base) if o.key != keep and layout.parse_wal_key(o.key) == name]
+        self.backend.delete_many(k for k in stale if not layout.is_wal_record_key(k))
+
     def drop_partial(self, segment: str) -> None:
-        """Forget the partial copy of a segment once the completed segment is archived."""
-        data_key, record_key = self._keys(segment + ".partial")
-        self.backend.delete(record_key)
-        self.backend.delete(data_key)
+        """Forget the partial copy of a segment once the completed segment is archived: the record
+        first (a half-dropped partial is never served), then every version of its data."""
+        name = segment + ".partial"
+        self.backend.delete(self._keys(name)[1])
+        self.remove_stale_partial_data(name, keep="")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -167,7 +193,7 @@ class WalArchive:
         tmp = dest.with_name(dest.name + ".fetching")
         sha = hashlib.sha256()
         size = 0
-        with self.backend.reader(self._keys(record.name)[0]) as src, open(tmp, "wb") as out:
+        with self.backend.reader(record.stored_key) as src, open(tmp, "wb") as out:
             reader = zstandard.ZstdDecompressor().stream_reader(src)
             while block := reader.read(1 << 20):
                 sha.update(block)
@@ -200,8 +226,11 @@ class WalArchive:
 
     def delete(self, name: str) -> None:
         data_key, record_key = self._keys(name)
+        record = self.record(name)
         self.backend.delete(record_key)  # the record first: a half-deleted segment never looks archived
         self.backend.delete(data_key)
+        if record is not None and record.stored_key != data_key:
+            self.backend.delete(record.stored_key)
 
 
 def _sha256_file(f: BinaryIO) -> str:

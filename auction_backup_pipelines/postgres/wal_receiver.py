@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from auction_backup_pipelines.postgres.client import PostgresError, child_env, connect, pg_bin
+from auction_backup_pipelines.postgres.client import PostgresError, child_env, connect, explain_tls, pg_bin
 from auction_backup_pipelines.postgres.wal_archive import HISTORY, SEGMENT, SegmentRecord, WalArchive, health
 from auction_backup_pipelines.settings import PostgresSettings
 
@@ -65,7 +65,9 @@ class WalReceiver:
             text=True,
         )
         if proc.returncode != 0:
-            raise PostgresError(f"cannot create replication slot {self.slot!r}: {proc.stderr.strip()}")
+            raise PostgresError(
+                explain_tls(proc.stderr, self.settings) or f"cannot create replication slot {self.slot!r}: {proc.stderr.strip()}"
+            )
 
     def drop_slot(self) -> None:
         with connect(self.settings) as conn:

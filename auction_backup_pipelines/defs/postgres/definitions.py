@@ -22,5 +22,5 @@ def defs() -> dg.Definitions:
         assets=build_postgres_assets(daily_partitions(s.partitions_start)),
         jobs=[job],
         schedules=[daily_schedule(job, 2, "PostgreSQL backups of yesterday (UTC) at 02:00 UTC.")],
-        sensors=[build_wal_archive_sensor(s.wal.sensor_interval_s, s.wal.max_lag_s)],
+        sensors=[build_wal_archive_sensor(s.wal.sensor_interval_s, s.wal.max_lag_s, s.retention.pitr_window)],
     )
