@@ -14,6 +14,7 @@ import builtins
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import stat
 from abc import ABC, abstractmethod
@@ -45,6 +46,18 @@ class RepositoryError(StorageError):
 
 class IntegrityError(RepositoryError, VerificationError):
     """Stored bytes do not match what the manifest recorded (corrupt, truncated or tampered)."""
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""What a write to a full disk (or a used-up quota) fails with."""
+
+
+class RepositoryFullError(RepositoryError, OSError):
+    """The repository's file system has no room left (ENOSPC) or its quota is used up (EDQUOT).
+
+    Also an OSError (errno ENOSPC/EDQUOT), so code that waits out an unavailable archive by
+    catching OSError (the WAL receiver retries shipping) keeps doing so; its message is one line.
+    """
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,8 @@ class Backend(ABC):
 
     @abstractmethod
     def remove_temporaries(self, prefix: str = "") -> builtins.list[str]:
-        """Remove unfinished writes left by a crashed process; returns what was removed."""
+        """Remove every unfinished write now, live or not; returns what was removed. For tests and
+        teardown only: the life cycle uses repository/leftovers.py (safety age, partition locks)."""
 
     @abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
@@ -123,6 +137,78 @@ class WrappingBackend(Backend):
 
     def describe(self) -> str:
         return self.inner.describe()
+
+
+class TempFile(io.RawIOBase):
+    """The buffered file the local writer hands out, which can drop its buffer without writing it.
+
+    A BufferedWriter flushes again on close: after a write failed on a full disk, that flush
+    fails too and the error path never reached the unlink, so a 50 MB temporary file stayed and
+    every later backup on that disk failed as well. `discard` closes without writing anything.
+    """
+
+    def __init__(self, fd: int, buffer_size: int = 1 << 20):
+        super().__init__()
+        self._fd = fd
+        self._buf = bytearray()
+        self._limit = buffer_size
+        self.write_error: OSError | None = None  # why writing to the disk failed, if it did
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, b) -> int:
+        if self.closed:
+            raise ValueError("write to a closed temporary file")
+        n = memoryview(b).nbytes
+        self._buf += b
+        if len(self._buf) >= self._limit:
+            self._drain()
+        return n
+
+    def _drain(self) -> None:
+        done = 0
+        try:
+            with memoryview(self._buf) as view:
+                while done < len(view):
+                    done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self.write_error = exc
+            raise
+        finally:
+            del self._buf[:done]
+
+    def sync(self) -> None:
+        """Flush and fsync: durable on disk (a file system may report a full disk only here)."""
+        self.flush()
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.write_error = exc
+            raise
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._drain()
+
+    def close(self) -> None:
+        """Write what is buffered, then close (the success path)."""
+        if not self.closed:
+            try:
+                self._drain()
+            finally:
+                self.discard()
+
+    def discard(self) -> None:
+        """Close without writing the buffer (the error path): never fails, never writes."""
+        if not self.closed:
+            self._buf.clear()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            super().close()  # IOBase.close calls flush(), a no-op on an empty buffer
 
 
 class LocalBackend(Backend):
@@ -177,23 +263,49 @@ class LocalBackend(Backend):
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         final = self._path(key)
-        self._ensure_dir(final.parent)
         # A dot-prefixed temp name is never listed, so a crash leaves nothing that looks published.
         tmp = final.with_name(layout.temp_name(final.name))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        f = os.fdopen(fd, "wb", buffering=1 << 20)
         try:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+            self._ensure_dir(final.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except OSError as exc:
+            full = self.full_error(exc)
+            if full is None:
+                raise
+            raise full from None
+        f = TempFile(fd)
+        try:
+            yield f  # type: ignore[misc]
+            f.sync()
             f.close()
             os.replace(tmp, final)
             self._fsync_dir(final.parent)
-        except BaseException:
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        except BaseException as exc:
+            f.discard()  # no second flush: on a full disk it would fail again before the unlink
+            # Unlinks the temp file and prunes the folders it leaves empty (an aborted backup's).
+            self.delete(tmp.relative_to(self.root).as_posix())
+            # Only a full disk under this very file is reported as one (a capture's own scratch
+            # space filling up is not the repository's), whatever a caller wrapped our error in.
+            full = self.full_error(f.write_error) if f.write_error is not None and isinstance(exc, Exception) else None
+            if full is not None and full is not exc:
+                raise full from None
             raise
+
+    def full_error(self, exc: BaseException | None) -> RepositoryFullError | None:
+        """The one-line error for a write that failed because the disk or the quota is full, else None."""
+        if isinstance(exc, RepositoryFullError):
+            return exc
+        if not isinstance(exc, OSError) or exc.errno not in FULL_ERRNOS:
+            return None
+        try:
+            st = os.statvfs(self.root)
+            free = f"{st.f_bavail * st.f_frsize} bytes free"
+        except OSError:
+            free = "free space unknown"
+        what = "is full" if exc.errno == errno.ENOSPC else "is over its disk quota"
+        err = RepositoryFullError(f"the repository at {self.root} {what}: {free}, the backup needed more; nothing was published")
+        err.errno = exc.errno
+        return err
 
     def reader(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb", buffering=1 << 20)
