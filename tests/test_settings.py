@@ -79,7 +79,9 @@ def test_defaults_when_nothing_is_set():
     assert s.verification.max_age_days == 8.0
     assert s.retention == RetentionSettings(3600, False)
     a = s.alerting
-    assert (a.webhook_timeout_s, a.smtp_port, a.smtp_timeout_s, a.smtp_to, a.smtp_starttls) == (5.0, 0, 10.0, (), False)
+    assert (a.webhook_timeout_s, a.smtp_port, a.smtp_timeout_s, a.smtp_to, a.smtp_tls) == (5.0, 0, 10.0, (), "none")
+    assert not a.webhook_allow_http and a.smtp_ca_file == ""
+    assert (s.postgres.sslmode, s.postgres.sslrootcert) == ("", "")
     assert (a.dagster_url, a.check_sensor_interval_s, a.check_repeat_s, a.check_lookback_s) == (
         "http://127.0.0.1:3000",
         60,
@@ -100,13 +102,24 @@ def test_every_variable_is_parsed():
         "POSTGRES_USER": "u",
         "POSTGRES_PASSWORD": SECRET,
         "PGBIN": "/opt/pg/bin",
+        "POSTGRES_SSLMODE": "verify-full",
+        "POSTGRES_SSLROOTCERT": "/etc/pg/ca.crt",
         "REDIS_HOST": "r",
         "REDIS_PORT": "7002",
         "REDIS_USERNAME": "backup",
         "REDIS_PASSWORD": SECRET,
         "REDIS_DATA_DIR": "/var/lib/redis",
+        "REDIS_TLS": "on",
+        "REDIS_TLS_CA_FILE": "/etc/redis/ca.crt",
+        "REDIS_TLS_CERT_FILE": "/etc/redis/client.crt",
+        "REDIS_TLS_KEY_FILE": "/etc/redis/client.key",
         "KAFKA_BOOTSTRAP_SERVERS": "k:9093",
         "KAFKA_TOPICS": " a, b ,,c",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SSL_CA_FILE": "/etc/kafka/ca.crt",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "backup",
+        "KAFKA_SASL_PASSWORD": SECRET,
         "RESTORE_ALLOWED_REDIS": "r2:7001, [::1]:7003 r4:7004",
         "RESTORE_REDIS_USERNAME": "restorer",
         "RESTORE_REDIS_PASSWORD": SECRET,
@@ -134,13 +147,15 @@ def test_every_variable_is_parsed():
         "ALERT_WEBHOOK_URL": f" https://hooks.test/{SECRET} ",
         "ALERT_WEBHOOK_SECRET_HEADER": "X-Token: t",
         "ALERT_WEBHOOK_TIMEOUT_S": "2",
+        "ALERT_WEBHOOK_ALLOW_HTTP": "1",
         "ALERT_SMTP_HOST": "mx",
         "ALERT_SMTP_PORT": "2525",
         "ALERT_SMTP_FROM": "f@x.test",
         "ALERT_SMTP_TO": "a@x.test; b@x.test,",
         "ALERT_SMTP_USER": "alerts",
         "ALERT_SMTP_PASSWORD": f" {SECRET} ",
-        "ALERT_SMTP_STARTTLS": "on",
+        "ALERT_SMTP_TLS": "implicit",
+        "ALERT_SMTP_CA_FILE": "/etc/mail/ca.crt",
         "ALERT_SMTP_TIMEOUT_S": "3",
         "ALERT_CHECK_SENSOR_INTERVAL_S": "120",
         "ALERT_CHECK_REPEAT_S": "0",
@@ -148,9 +163,10 @@ def test_every_variable_is_parsed():
         "DAGSTER_PORT": "3100",
     }
     s = load_settings(env)
-    assert s.postgres == PostgresSettings("db", 5433, "d", "u", SECRET, "/opt/pg/bin")
-    assert s.redis == RedisSettings("r", 7002, SECRET, "backup", "/var/lib/redis")
-    assert s.kafka == KafkaSettings("k:9093", ("a", "b", "c"))
+    assert s.postgres == PostgresSettings("db", 5433, "d", "u", SECRET, "/opt/pg/bin", "verify-full", "/etc/pg/ca.crt")
+    tls = ("/etc/redis/ca.crt", "/etc/redis/client.crt", "/etc/redis/client.key")
+    assert s.redis == RedisSettings("r", 7002, SECRET, "backup", "/var/lib/redis", True, *tls)
+    assert s.kafka == KafkaSettings("k:9093", ("a", "b", "c"), "SASL_SSL", "/etc/kafka/ca.crt", "SCRAM-SHA-512", "backup", SECRET)
     assert s.restore == RestoreSettings(("r2:7001", "[::1]:7003", "r4:7004"), "restorer", SECRET, ("k2:9093",))
     assert s.repository == RepositorySettings("/srv/backups", "gzip")
     assert s.encryption == EncryptionSettings("/etc/keys", f"k1:{KEY}, k2:{KEY}")
@@ -163,7 +179,8 @@ def test_every_variable_is_parsed():
     a = s.alerting
     assert a.webhook_url == f"https://hooks.test/{SECRET}" and a.smtp_password == f" {SECRET} "  # a password is verbatim
     assert a.smtp_to == ("a@x.test", "b@x.test") and a.sink_arguments()["smtp_to"] == ["a@x.test", "b@x.test"]
-    assert (a.smtp_port, a.smtp_starttls, a.webhook_timeout_s, a.smtp_timeout_s) == (2525, True, 2.0, 3.0)
+    assert (a.smtp_port, a.smtp_tls, a.webhook_timeout_s, a.smtp_timeout_s) == (2525, "implicit", 2.0, 3.0)
+    assert a.webhook_allow_http and a.smtp_ca_file == "/etc/mail/ca.crt"
     assert (a.check_sensor_interval_s, a.check_repeat_s, a.check_lookback_s) == (120, 0, 600)
     assert a.dagster_url == "http://127.0.0.1:3100"
     assert (
@@ -239,8 +256,10 @@ def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
         ("VERIFICATION_MAX_AGE_DAYS", "nan"),
         ("RETENTION_SENSOR_INTERVAL_S", "29"),
         ("RETENTION_SENSOR_INTERVAL_S", "hourly"),
+        ("POSTGRES_SSLMODE", "verify"),
         ("ALERT_WEBHOOK_TIMEOUT_S", "0"),
         ("ALERT_SMTP_PORT", "smtp"),
+        ("ALERT_SMTP_TLS", "ssl"),
         ("ALERT_SMTP_TIMEOUT_S", "x"),
         ("ALERT_CHECK_SENSOR_INTERVAL_S", "5"),
         ("ALERT_CHECK_REPEAT_S", "-1"),
@@ -278,6 +297,8 @@ def test_a_malformed_secret_is_named_but_never_shown(name, value):
 def test_secrets_never_appear_in_a_repr():
     env = {name: f"{SECRET}-{name}" for name in st.SECRET_VARIABLES}
     env.update(BACKUP_ENCRYPTION_KEYS=f"k1:{KEY}", OFFSITE_ENCRYPTION_KEYS=f"k1:{KEY}")
+    env.update(ALERT_SMTP_TLS="starttls")  # a password is accepted only with TLS
+    env.update(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM="PLAIN", KAFKA_SASL_USERNAME="u")
     text = repr(load_settings(env))
     assert SECRET not in text and KEY not in text
 

@@ -101,7 +101,7 @@ def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
     failed: list[str] = []
     for topic in args.topics or kafka.topics:
         try:
-            b = kafka_export.backup_topic_day(kafka.bootstrap_servers, repo, topic, day)
+            b = kafka_export.backup_topic_day(kafka, repo, topic, day)
         except KafkaBackupError as exc:  # one topic's failure does not stop the others
             failed.append(f"{topic}: {exc}")
             continue

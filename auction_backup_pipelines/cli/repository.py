@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from auction_backup_pipelines.cli.common import SYSTEMS, CliError, day, open_repository
+from auction_backup_pipelines.cli.common import EXIT_FAILURE, SYSTEMS, CliError, day, open_repository
 from auction_backup_pipelines.cli.output import print_json
 from auction_backup_pipelines.ops import offsite
-from auction_backup_pipelines.policy import pruning
+from auction_backup_pipelines.policy import leftovers, offsite_retention, pruning
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
-from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository import catalog, layout
 from auction_backup_pipelines.settings import Settings
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    """Complete backups (of a system, of an artifact) as a table or as JSON."""
+    """Complete backups (of a system, of an artifact) as a table or as JSON; each unreadable
+    manifest is one more line (and one more JSON item, with its "problem"), and exit 1."""
     repo = open_repository(args, settings)
-    backups = repo.list(args.system, args.artifact)
+    found = catalog.audit(repo, args.system, args.artifact, catalog=False)
+    backups, bad = found.backups, found.errors
     if args.json:
         print_json(
             [
@@ -30,9 +32,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 }
                 for b in backups
             ]
+            + [{"key": f.key, "problem": f.problem, "detail": f.detail} for f in bad]
         )
-        return 0
-    if not backups:
+        return EXIT_FAILURE if bad else 0
+    if not backups and not bad:
         print(f"no backups in {repo.describe()}")
         return 0
     print(f"{'system/artifact':<28} {'day':<10}  {'stored':>12}  {'captured_at':<26} backup_id")
@@ -41,12 +44,36 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{layout.artifact_key(b.system, b.artifact):<28} {b.partition:<10}  {b.stored_size:>12}  "
             f"{str(b.metadata.get('captured_at', '')):<26} {b.backup_id}"
         )
-    return 0
+    for f in bad:
+        print(f"{f.problem.upper()}  {f.key}: {f.detail}")
+    return EXIT_FAILURE if bad else 0
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
-    """Apply the retention policy (or, with --dry-run, only explain it)."""
-    return pruning.prune_command(open_repository(args, settings), dry_run=args.dry_run)
+    """Apply the retention policy (or, with --dry-run, only explain it) to the local repository and,
+    when one is configured, to the offsite repository too (--local / --offsite: only that one);
+    in each, also remove what crashed runs left once older than LEFTOVER_SAFETY_AGE_S."""
+    only = args.only
+    if only == offsite_retention.OFFSITE and not settings.offsite.configured:
+        raise CliError("--offsite needs an offsite repository: set OFFSITE_S3_BUCKET (and OFFSITE_S3_*)")
+    both = only is None and settings.offsite.configured
+    local = open_repository(args, settings)
+    code = 0
+    if only != offsite_retention.OFFSITE:
+        if both:
+            print(f"== {offsite_retention.local_target(local).describe()}")
+        code = pruning.prune_command(local, dry_run=args.dry_run, pitr_window=settings.retention.pitr_window)
+        print()  # then what crashed runs left there (policy/leftovers.py)
+        code = max(code, leftovers.prune_command(local.storage, args.dry_run, settings.retention.leftover_safety_age))
+    if only != offsite_retention.LOCAL and settings.offsite.configured:
+        if both:
+            print()
+        dst = offsite.repository_from_settings(settings.offsite)
+        target = offsite_retention.offsite_target(dst, local, settings.offsite)
+        code = max(code, offsite_retention.prune_target_command(target, dry_run=args.dry_run))
+        print()
+        code = max(code, leftovers.prune_command(dst.storage, args.dry_run, settings.retention.leftover_safety_age))
+    return code
 
 
 def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
@@ -99,9 +126,22 @@ def register(sub: Any) -> None:
     p.add_argument("--wal", action="store_true", help="also copy the WAL archive")
     p.set_defaults(func=cmd_offsite)
 
-    p = sub.add_parser("prune", help="apply the retention policy: keep/expire table with reasons, then delete")
-    p.add_argument("--dry-run", action="store_true", help="print the table and what would be deleted; delete nothing")
-    p.set_defaults(func=cmd_prune)
+    p = sub.add_parser(
+        "prune", help="apply the retention policy (keep/expire table with reasons, then delete) and remove crash leftovers"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the tables and what would be deleted or removed; delete nothing")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--local", dest="only", action="store_const", const=offsite_retention.LOCAL, help="only the local repository"
+    )
+    where.add_argument(
+        "--offsite",
+        dest="only",
+        action="store_const",
+        const=offsite_retention.OFFSITE,
+        help="only the offsite repository (default: both, when OFFSITE_S3_BUCKET is set)",
+    )
+    p.set_defaults(func=cmd_prune, only=None)
 
     for name, helptext, func in (
         ("pin", "keep every backup of one day, whatever the retention policy says", cmd_pin),

@@ -12,6 +12,7 @@ from typing import Any
 
 from auction_backup_pipelines.cli.common import day, open_repository
 from auction_backup_pipelines.cli.output import print_json
+from auction_backup_pipelines.kafka import connection as kafka_connection
 from auction_backup_pipelines.kafka import restore as kafka_restore
 from auction_backup_pipelines.ops.restore_targets import check_kafka_target, check_redis_target
 from auction_backup_pipelines.postgres import client as pg_client
@@ -45,7 +46,7 @@ def cmd_restore_kafka(args: argparse.Namespace, settings: Settings) -> int:
         open_repository(args, settings),
         (args.from_day, args.to_day),
         args.topics,
-        bootstrap,
+        kafka_connection.for_target(settings.kafka, bootstrap),
         topic_prefix=args.topic_prefix,
         force=args.force,
         apply_offsets=args.apply_offsets,

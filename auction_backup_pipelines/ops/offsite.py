@@ -10,10 +10,11 @@ Order, so that no failure leaves the destination lying:
 1. each file is streamed and hashed on the way; a source that does not match its manifest
    fails the copy (a corrupt backup is never copied), and the destination's writer then
    publishes nothing;
-2. the manifest is written last, exactly as the source has it: the backup exists at the
-   destination only once every file is durable there;
+2. the manifest is written last, exactly as the source has it, then its catalog entry
+   (repository/catalog.py): the backup exists at the destination only once every file is
+   durable there; a source manifest that no longer matches its own catalog is not copied;
 3. the destination is read back and checked against the manifest (`Repository.verify`), and
-   the manifest is removed again when that fails.
+   the manifest and its entry are removed again when that fails.
 
 Idempotent: a backup whose manifest is already at the destination is only verified (and
 copied again if that fails). With `replace_older`, backups of the same partition that the source no
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
-from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository import catalog, layout
 from auction_backup_pipelines.repository.encryption import EncryptedBackend
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, VerifyReport, parse_day
@@ -105,6 +106,7 @@ def copy_backup(
 ) -> CopyReport:
     """Copy one complete backup from `src` to `dst` and verify it there; see the module doc."""
     _refuse_downgrade(src, dst, allow_plaintext)
+    catalog.check_manifest(src, backup)  # an edited or vanished source manifest is never copied
     started = time.monotonic()
     moved = 0
     with dst.backend.lock(backup.ref.partition_ref.lock_name):
@@ -121,12 +123,15 @@ def copy_backup(
             try:
                 for entry in backup.files:
                     moved += _copy_file(src, dst, backup, entry.key, entry.stored_size, entry.stored_sha256)
+                raw = backup.to_json()
                 with dst.backend.writer(backup.manifest_key) as f:
-                    f.write(backup.to_json())
+                    f.write(raw)
+                catalog.record(dst, backup.ref, raw)
                 verified = dst.verify(backup, deep=deep_verify)
             except BaseException:
-                # Manifest first (a half-removed backup never looks complete), then the files
-                # copied so far, so a failed copy leaves no orphans for gc to find.
+                # Entry and manifest first (a half-removed backup never looks complete), then the
+                # files copied so far, so a failed copy leaves no orphans for gc to find.
+                catalog.forget(dst, backup.ref)
                 dst.backend.delete(backup.manifest_key)
                 dst.backend.delete_many(backup.object_key(e) for e in backup.files)
                 raise
@@ -193,7 +198,8 @@ def copy_wal(src: WalArchive, dst: WalArchive, allow_plaintext: bool = False) ->
         old = have.get(record.name)
         if old is not None and old.sha256 == record.sha256:
             continue
-        data_key, record_key = layout.wal_data_key(record.name), layout.wal_record_key(record.name)
+        # A `.partial`'s bytes live under the versioned key its record names (wal_archive.push).
+        data_key, record_key = record.stored_key, layout.wal_record_key(record.name)
         sha, n = hashlib.sha256(), 0
         with src.backend.reader(data_key) as source, dst.backend.writer(data_key) as out:
             while block := source.read(CHUNK * 4):
@@ -204,6 +210,8 @@ def copy_wal(src: WalArchive, dst: WalArchive, allow_plaintext: bool = False) ->
                 raise IntegrityError(f"archived WAL {record.name} does not match its record; not copied")
         with src.backend.reader(record_key) as f, dst.backend.writer(record_key) as out:
             out.write(f.read())
+        if record.partial:
+            dst.remove_stale_partial_data(record.name, keep=data_key)
         copied.append(record.name)
         moved += n
         if not record.partial and record.name + ".partial" in have:

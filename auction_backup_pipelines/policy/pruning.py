@@ -11,16 +11,28 @@ Retention key
     old backup cannot touch the new bytes. ``depends_on`` lists keys in the same form. The
     retention artifact is ``<system>/<artifact>``, which the policy patterns (``postgres/*``)
     match.
-Status (from the manifest's metadata)
-    ``"failed"`` when ``verification == "failed"``; else ``status`` when present (it must be
-    one of retention.STATUSES: an unknown value raises rather than guess about a deletion);
-    else ``"good"``.
+Status (from the backup's latest restore verdict, else its manifest's metadata)
+    A verdict (repository/verdicts.py, written by every restore check) decides when there is
+    one: ``"failed"`` when the latest restore verification failed, ``"good"`` when it passed.
+    Without one: ``"failed"`` when ``verification == "failed"``; else ``status`` when present
+    (it must be one of retention.STATUSES: an unknown value raises rather than guess about a
+    deletion); else ``"good"``. A verdict that cannot be read, or an inconclusive one (the
+    check could not run), counts as none.
+Dependencies
+    ``depends_on`` (backup keys) and ``depends_on_wal`` (``{"first": seg, "last": seg}``,
+    WAL segment names, inclusive) from the manifest: a dump reconstructed through PITR names
+    the base backup and the WAL it was recovered from (postgres/logical_day.py). The policy
+    keeps what a kept backup depends on; ``retention.needed_wal`` gives the WAL ranges.
 Pins
     An object ``<system>/<artifact>/<day>/PINNED`` (a JSON note; layout.PartitionRef.pin_key)
     pins every backup of that day, including one taken again later.
 One listing
     A plan lists the backend exactly once and derives manifests and pins from that pass, so
     a sensor tick costs one listing whatever the repository holds.
+WAL archive
+    Its segments have no manifests; policy/wal_pruning.py plans them from the same listing
+    (``plan_with_wal``) and the GFS plan keeps the base backup the PITR window starts from.
+    WAL is deleted after the base backups (``prune_command``, the cleanup job).
 Deleting
     ``delete_expired`` re-plans from a fresh listing and deletes only keys that the fresh plan
     still expires (a backup may have become the last good one, or been pinned, since the
@@ -31,12 +43,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from auction_backup_pipelines.errors import ConfigurationError
-from auction_backup_pipelines.policy import retention
-from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.policy import retention, wal_pruning
+from auction_backup_pipelines.repository import layout, verdicts
 from auction_backup_pipelines.repository.layout import BackupRef, PartitionRef
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository, parse_day
@@ -78,7 +90,9 @@ class _Snapshot:
     objects: list[str]  # every listed key, to finish half-done deletions
 
 
-def _status(b: Backup) -> str:
+def _status(b: Backup, verdict: verdicts.Verdict | None = None) -> str:
+    if verdict is not None and (verdict.passed or verdict.failed):  # an inconclusive one counts as none
+        return "good" if verdict.passed else "failed"
     meta = b.metadata
     if meta.get("verification") == "failed":
         return "failed"
@@ -88,7 +102,17 @@ def _status(b: Backup) -> str:
     return status
 
 
-def _record(b: Backup, pins: set[PartitionRef]) -> retention.Backup:
+def _wal_range(b: Backup) -> retention.WalRange | None:
+    doc = b.metadata.get("depends_on_wal")
+    if doc is None:
+        return None
+    try:
+        return retention.WalRange(doc["first"], doc["last"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise PruningError(f"manifest {b.manifest_key}: depends_on_wal is not a WAL range ({exc})") from None
+
+
+def _record(b: Backup, pins: set[PartitionRef], verdict: verdicts.Verdict | None = None) -> retention.Backup:
     deps = b.metadata.get("depends_on", [])
     if not isinstance(deps, (list, tuple)):
         raise PruningError(f"manifest {b.manifest_key}: depends_on must be a list of backup keys, got {deps!r}")
@@ -98,36 +122,66 @@ def _record(b: Backup, pins: set[PartitionRef]) -> retention.Backup:
         key=ref.key,
         artifact=artifact,
         day=b.day,
-        status=_status(b),
+        status=_status(b, verdict),
         pinned=ref.partition_ref in pins,
         depends_on=frozenset(deps),
         wal_for=WAL_FOR.get(artifact),
+        depends_on_wal=_wal_range(b),
     )
 
 
-def _scan(repo: Repository) -> _Snapshot:
+def _scan(repo: Repository, extra_pins: Collection[PartitionRef] = ()) -> _Snapshot:
     objects = [o.key for o in repo.backend.list("")]  # the one listing
-    pins = {pin for k in objects if (pin := layout.parse_pin_key(k)) is not None}
+    # extra_pins: pins kept elsewhere that also hold here (the offsite copy honours the local
+    # repository's pins: policy/offsite_retention.py).
+    pins = {pin for k in objects if (pin := layout.parse_pin_key(k)) is not None} | set(extra_pins)
     backups: dict[str, Backup] = {}
     for key in objects:
         if layout.is_manifest_key(key):
             b = repo.load_manifest(key)  # same parsing and errors as Repository.list
             backups[b.prefix] = b
-    return _Snapshot(backups, [_record(b, pins) for b in backups.values()], objects)
+    found, _unreadable = verdicts.latest_verdicts(repo, objects)  # an unreadable verdict counts as none
+    return _Snapshot(backups, [_record(b, pins, found.get(key)) for key, b in backups.items()], objects)
 
 
-def records_from_repository(repo: Repository) -> list[retention.Backup]:
+def records_from_repository(repo: Repository, extra_pins: Collection[PartitionRef] = ()) -> list[retention.Backup]:
     """One retention record per complete backup, from a single listing of the repository."""
-    return _scan(repo).records
+    return _scan(repo, extra_pins).records
 
 
 def plan(
     repo: Repository,
     now: dt.datetime | None = None,
     policies: Mapping[str, retention.Policy] = retention.DEFAULT_POLICIES,
+    extra_pins: Collection[PartitionRef] = (),
+    pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW,
 ) -> list[retention.Decision]:
     """Keep/expire, with reasons, for every backup in the repository (one listing; nothing deleted)."""
-    return retention.evaluate(records_from_repository(repo), now or utcnow(), policies, TZ)
+    return _evaluate(_scan(repo, extra_pins), now or utcnow(), policies, pitr_window)
+
+
+def _evaluate(
+    snap: _Snapshot, now: dt.datetime, policies: Mapping[str, retention.Policy], pitr_window: dt.timedelta
+) -> list[retention.Decision]:
+    # The base backup the PITR window starts from is kept whatever the GFS rules say.
+    good = {r.key: r.status == "good" for r in snap.records}  # verdicts included
+    rails = wal_pruning.window_rail(snap.backups.values(), now, pitr_window, good)
+    return retention.evaluate(snap.records, now, policies, TZ, rails=rails)
+
+
+def plan_with_wal(
+    repo: Repository,
+    now: dt.datetime | None = None,
+    policies: Mapping[str, retention.Policy] = retention.DEFAULT_POLICIES,
+    pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW,
+) -> tuple[list[retention.Decision], wal_pruning.WalPlan]:
+    """`plan` and the WAL archive's plan (policy/wal_pruning.py), from the same one listing."""
+    now = now or utcnow()
+    snap = _scan(repo)
+    decisions = _evaluate(snap, now, policies, pitr_window)
+    kept = {d.backup.key: d.keep for d in decisions}
+    good = {r.key: r.status == "good" for r in snap.records}
+    return decisions, wal_pruning.plan_wal(repo, snap.objects, snap.backups.values(), kept, now, pitr_window, good)
 
 
 def delete_expired(
@@ -136,10 +190,12 @@ def delete_expired(
     now: dt.datetime | None = None,
     policies: Mapping[str, retention.Policy] = retention.DEFAULT_POLICIES,
     dry_run: bool = False,
+    extra_pins: Collection[PartitionRef] = (),
+    pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW,
 ) -> list[Outcome]:
     """Delete the given backups, each only if a fresh plan still expires it; one Outcome per key."""
-    snap = _scan(repo)
-    decisions = {d.backup.key: d for d in retention.evaluate(snap.records, now or utcnow(), policies, TZ)}
+    snap = _scan(repo, extra_pins)
+    decisions = {d.backup.key: d for d in _evaluate(snap, now or utcnow(), policies, pitr_window)}
     outcomes = []
     for key in sorted(set(keys)):
         decision = decisions.get(key)
@@ -207,26 +263,43 @@ def unpin(repo: Repository, system: str, artifact: str, day: str | dt.date) -> b
 # -- CLI -------------------------------------------------------------------------------------
 
 
-def prune_command(repo: Repository, dry_run: bool, now: dt.datetime | None = None) -> int:
-    """`auction-backup prune [--dry-run]`: print the keep/expire table, then delete (exit code)."""
+def prune_command(
+    repo: Repository, dry_run: bool, now: dt.datetime | None = None, pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW
+) -> int:
+    """`auction-backup prune [--dry-run]`: print the keep/expire table and the WAL archive's runs,
+    then delete: backups first, then WAL (wal_pruning.delete_expired_wal); returns the exit code."""
     now = now or utcnow()
-    decisions = plan(repo, now)
-    if not decisions:
+    decisions, wal = plan_with_wal(repo, now, pitr_window=pitr_window)
+    if not decisions and not wal.decisions:
         print(f"no backups in {repo.describe()}")
         return 0
-    print(retention.format_table(decisions))
+    if decisions:
+        print(retention.format_table(decisions))
+    if wal.decisions:
+        print("\n" + wal_pruning.report(wal))
     doomed = [b.key for b in retention.expired(decisions)]
     kept = len(decisions) - len(doomed)
-    if not doomed:
+    wal_doomed = wal.expired()
+    if not doomed and not wal_doomed:
         print(f"\nnothing expired; {kept} backup(s) kept")
         return 0
     if dry_run:
-        print(f"\ndry run: {len(doomed)} backup(s) would be deleted, {kept} kept; nothing was deleted")
+        wal_part = f"{len(wal_doomed)} WAL file(s) would be deleted; " if wal_doomed else ""
+        print(f"\ndry run: {len(doomed)} backup(s) would be deleted, {kept} kept; {wal_part}nothing was deleted")
         return 0
     print()
-    outcomes = delete_expired(repo, doomed, now=now)
+    outcomes = delete_expired(repo, doomed, now=now, pitr_window=pitr_window) if doomed else []
     for o in outcomes:
         print(f"{o.action:<12}  {o.key}  ({o.reason})")
+    # WAL only now: a base backup whose deletion failed or was refused keeps its WAL.
+    wal_outcomes = wal_pruning.delete_expired_wal(repo, wal.expired_runs(), now, pitr_window) if wal_doomed else []
+    for w in wal_outcomes:
+        print(f"{w.action:<12}  WAL {w.label}  ({w.reason})")
     counts = {a: sum(o.action == a for o in outcomes) for a in (DELETED, ALREADY_GONE, KEPT, ERROR)}
     print(", ".join(f"{n} {a}" for a, n in counts.items()))
-    return 1 if counts[ERROR] else 0
+    if wal_outcomes:
+        print(
+            "WAL: "
+            + ", ".join(f"{sum(w.count for w in wal_outcomes if w.action == a)} file(s) {a}" for a in (DELETED, KEPT, ERROR))
+        )
+    return 1 if counts[ERROR] or any(w.action == ERROR for w in wal_outcomes) else 0

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from auction_backup_pipelines.redis import tls
 from auction_backup_pipelines.redis.client import (
     CHUNK,
     RDB_FILE,
@@ -161,12 +162,15 @@ def restore_snapshot(
     dbs = sorted({db for db, _, _ in expected.counts})
     where = f"{target.host}:{target.port}"
     r = connect(target)
+    tls_context = tls.context(target)
     rc: RedisCluster | None = None
     conns: list[BulkConnection] = []
     runners: dict[int, Runner] = {}
 
     def bulk(db: int = 0, host: str = target.host, port: int = target.port) -> BulkConnection:
-        conns.append(BulkConnection(host=host, port=port, db=db, username=target.username, password=target.password))
+        conns.append(
+            BulkConnection(host=host, port=port, db=db, username=target.username, password=target.password, tls=tls_context)
+        )
         return conns[-1]
 
     def dst(db: int) -> Runner:

@@ -11,13 +11,16 @@ Keys are '/'-separated and relative to the backend's root (see storage.py)::
     <system>/<artifact>/<day>/<backup_id>/<file>[.zst|.gz]  a backup's files
     <system>/<artifact>/<day>/<backup_id>/manifest.json     written last: the backup exists once it does
     <system>/<artifact>/<day>/PINNED                        a pin: retention keeps every backup of the day
+    catalog/<system>/<artifact>/<day>/<backup_id>.json      the catalog's entry for a published backup (catalog.py)
+    verdicts/<system>/<artifact>/<day>/<backup_id>.json     the latest restore verification of a backup (verdicts.py)
     postgres/wal/<timeline>/<segment>[.partial].zst         the WAL archive: one segment, zstd
+    postgres/wal/<timeline>/<segment>.partial.<v>.zst       one shipped version of a `.partial`
     postgres/wal/<timeline>/<segment>[.partial].json        its record, written after the data
     postgres/wal/history/<timeline>.history.{zst,json}      timeline history files
     postgres/wal_heartbeat.json                             how far the WAL archive reaches
     .encryption.json                                        the repository holds encrypted objects (key ids, no key)
     .locks/<lock name, '/' as '__'>.lock                    one lock per partition being written
-    <folder>/.<name>.tmp-<hex>                              an unfinished write (local backend)
+    <folder>/.<name>.tmp-<hex>                              an unfinished write (local backend; `temp_target`)
 
 An artifact may have several parts (Kafka's `topic_export/<topic>`); a system, a day and a
 backup_id never do. A backup key is therefore read from both ends: the system is the first
@@ -40,9 +43,11 @@ from auction_backup_pipelines.errors import ConfigurationError
 
 __all__ = [
     "BACKUP_ID",
+    "CATALOG_AREA",
     "ENCRYPTION_MARKER",
     "LOCKS",
     "MANIFEST",
+    "VERDICTS_AREA",
     "PIN",
     "TEMP_GLOB",
     "WAL_AREA",
@@ -55,15 +60,25 @@ __all__ = [
     "artifact_key",
     "asset_path",
     "backups_prefix",
+    "guarding_partition",
+    "is_in_wal_area",
+    "is_store_key",
+    "temp_target",
+    "catalog_prefix",
     "is_hidden",
     "is_manifest_key",
     "is_wal_record_key",
     "lock_key",
     "new_backup_id",
+    "parse_catalog_key",
     "parse_file_key",
     "parse_pin_key",
+    "parse_verdict_key",
+    "parse_wal_key",
     "temp_name",
+    "verdicts_prefix",
     "wal_data_key",
+    "wal_partial_data_key",
     "wal_record_key",
 ]
 
@@ -73,6 +88,9 @@ PIN = "PINNED"
 BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # used with fullmatch
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
+CATALOG_AREA = "catalog"
+CATALOG_SUFFIX = ".json"
+VERDICTS_AREA = "verdicts"
 WAL_AREA = "postgres/wal"
 WAL_HEARTBEAT = "postgres/wal_heartbeat.json"
 WAL_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
@@ -246,6 +264,16 @@ class BackupRef:
         """The key of one stored file of this backup (`stored_name` includes its compression suffix)."""
         return self.key + SEP + stored_name
 
+    @property
+    def catalog_key(self) -> str:
+        """`catalog/<system>/<artifact>/<day>/<backup_id>.json`: this backup's catalog entry."""
+        return CATALOG_AREA + SEP + self.key + CATALOG_SUFFIX
+
+    @property
+    def verdict_key(self) -> str:
+        """`verdicts/<system>/<artifact>/<day>/<backup_id>.json`: the latest restore verification of this backup."""
+        return VERDICTS_AREA + SEP + self.key + CATALOG_SUFFIX
+
     def owns(self, key: str) -> bool:
         """Whether `key` lies inside this backup's folder (a file or the manifest)."""
         return key.startswith(self.key + SEP)
@@ -264,6 +292,43 @@ def backups_prefix(system: str | None = None, artifact: str | None = None, day: 
     if day is None:
         return artifact_key(system, artifact) + SEP
     return PartitionRef(system, artifact, day).key + SEP
+
+
+def catalog_prefix(system: str | None = None, artifact: str | None = None) -> str:
+    """The listing prefix of the catalog's entries (all, a system's or an artifact's).
+
+    A catalog key can never pass for a backup's file: read from its end, the folder of an entry
+    ends with a day, where a backup folder ends with a backup_id (see `parse_file_key`).
+    """
+    return CATALOG_AREA + SEP + backups_prefix(system, artifact)
+
+
+def verdicts_prefix(system: str | None = None, artifact: str | None = None) -> str:
+    """The listing prefix of the restore verdicts (all, a system's or an artifact's); like a
+    catalog key, a verdict key can never pass for a backup's file."""
+    return VERDICTS_AREA + SEP + backups_prefix(system, artifact)
+
+
+def parse_verdict_key(key: str) -> BackupRef | None:
+    """The backup a verdict's key names, or None when `key` is not one."""
+    head, sep, rest = key.partition(SEP)
+    if head != VERDICTS_AREA or not sep or not rest.endswith(CATALOG_SUFFIX):
+        return None
+    try:
+        return BackupRef.parse(rest.removesuffix(CATALOG_SUFFIX))
+    except ConfigurationError:
+        return None
+
+
+def parse_catalog_key(key: str) -> BackupRef | None:
+    """The backup a catalog entry's key names, or None when `key` is not one."""
+    head, sep, rest = key.partition(SEP)
+    if head != CATALOG_AREA or not sep or not rest.endswith(CATALOG_SUFFIX):
+        return None
+    try:
+        return BackupRef.parse(rest.removesuffix(CATALOG_SUFFIX))
+    except ConfigurationError:
+        return None
 
 
 def is_manifest_key(key: str) -> bool:
@@ -310,6 +375,17 @@ def wal_data_key(name: str) -> str:
     return _wal_base(name) + ".zst"
 
 
+def wal_partial_data_key(name: str, version: str) -> str:
+    """Where one shipped version of a `.partial` segment keeps its bytes: `<segment>.partial.<version>.zst`.
+
+    A `.partial` is shipped again and again; each version gets a key of its own and the record,
+    rewritten last, names it (postgres/wal_archive.py), so a crash between the two writes leaves
+    the previous data and record matching instead of new bytes under an old record."""
+    if not name.endswith(".partial") or not re.fullmatch(r"[0-9a-f]{12}", version):
+        raise ConfigurationError(f"not a versioned partial WAL key: {name!r}, {version!r}")
+    return _wal_base(name) + f".{version}.zst"
+
+
 def wal_record_key(name: str) -> str:
     """Where the archive keeps a WAL file's record (JSON), written after its data."""
     return _wal_base(name) + ".json"
@@ -317,6 +393,28 @@ def wal_record_key(name: str) -> str:
 
 def is_wal_record_key(key: str) -> bool:
     return key.startswith(WAL_AREA + SEP) and key.endswith(".json")
+
+
+def parse_wal_key(key: str) -> str | None:
+    """The WAL file name (segment, `.partial` or history) a data or record key of the archive
+    holds, or None when `key` is neither (the heartbeat, anything else)."""
+    if not key.startswith(WAL_AREA + SEP):
+        return None
+    versioned = re.fullmatch(r"(.*\.partial)\.[0-9a-f]{12}\.zst", key.rpartition(SEP)[2])
+    if versioned is not None:  # one version of a `.partial`'s bytes (wal_partial_data_key)
+        name = versioned.group(1)
+        try:
+            return name if wal_partial_data_key(name, key[-16:-4]) == key else None
+        except ConfigurationError:
+            return None
+    for suffix in (".zst", ".json"):
+        if key.endswith(suffix):
+            name = key[: -len(suffix)].rpartition(SEP)[2]
+            try:
+                return name if _wal_base(name) + suffix == key else None
+            except ConfigurationError:
+                return None
+    return None
 
 
 # -- the store's own names -------------------------------------------------------------------
@@ -335,3 +433,36 @@ def temp_name(name: str) -> str:
 def is_hidden(key: str) -> bool:
     """Keys with a part that starts with '.' are the store's own (locks, temp files): never listed."""
     return any(p.startswith(".") for p in key.split(SEP))
+
+
+_TEMP = re.compile(r"\.(.+)\.tmp-[0-9a-f]{32}")  # what temp_name makes
+
+
+def temp_target(key: str) -> str | None:
+    """The key a temporary file (`<folder>/.<name>.tmp-<hex>`) was being written for, else None."""
+    folder, sep, name = key.rpartition(SEP)
+    m = _TEMP.fullmatch(name)
+    if m is None:
+        return None
+    return folder + sep + m.group(1)
+
+
+def is_in_wal_area(key: str) -> bool:
+    """Whether `key` lies in the WAL archive's area (segments, `.partial`, records, history, heartbeat)."""
+    return key.startswith(WAL_AREA + SEP) or key == WAL_HEARTBEAT
+
+
+def is_store_key(key: str) -> bool:
+    """The store's own objects: its locks and the encryption marker (never a leftover, never a backup)."""
+    return key.startswith(LOCKS + SEP) or key == ENCRYPTION_MARKER
+
+
+def guarding_partition(key: str) -> PartitionRef | None:
+    """The partition whose lock is held while `key` is written: a backup's file or manifest, the
+    day's pin, the backup's catalog entry or verdict; None for keys no partition lock guards (WAL)."""
+    if (found := parse_file_key(key)) is not None:
+        return found[0].partition_ref
+    if (pinned := parse_pin_key(key)) is not None:
+        return pinned
+    ref = parse_catalog_key(key) or parse_verdict_key(key)
+    return ref.partition_ref if ref is not None else None

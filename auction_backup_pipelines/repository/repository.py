@@ -4,13 +4,17 @@ Layout (keys in a storage backend, built by layout.py)::
 
     <system>/<artifact>/<YYYY-MM-DD>/<backup_id>/<file>[.zst|.gz]
     <system>/<artifact>/<YYYY-MM-DD>/<backup_id>/manifest.json
+    catalog/<system>/<artifact>/<YYYY-MM-DD>/<backup_id>.json  its catalog entry (catalog.py)
 
 A backup exists only once its manifest does. Files are streamed through compression and two
 sha256 digests (of the stored bytes, to detect corruption before anything is decompressed,
 and of the original bytes, to prove a restore read back exactly what was captured; see
 streams.py), each published durably; the manifest (manifest.py) is written last. A run that
 dies at any point leaves files without a manifest: never listed, never restored, removed by
-`gc_incomplete`.
+the life cycle once older than a safety age (`prune`, the retention cleanup job:
+policy/leftovers.py; `gc_incomplete` is the same with no age). After the manifest, the catalog records the backup with the sha256 of the
+manifest's bytes (catalog.py), and `verify` checks the manifest against it before any file:
+every restore verifies first, so an edited or vanished manifest is refused before a write.
 
 Each run writes a fresh backup_id, so re-running a day never rewrites the files of the backup
 that is already there; the older backup of the same day is removed only after the new manifest
@@ -40,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository import catalog, layout
 from auction_backup_pipelines.repository.encryption import MAGIC as _ENCRYPTED_MAGIC
 from auction_backup_pipelines.repository.encryption import EncryptedBackend, Encryption, peek_key_id
 from auction_backup_pipelines.repository.encryption_marker import LOCAL_KEY_SETTINGS, FailClosedBackend
@@ -119,8 +123,14 @@ class BackupWriter:
             files=tuple(self._files),
             metadata=self.metadata,
         )
+        raw = backup.to_json()
         with self._repo.backend.writer(backup.manifest_key) as f:
-            f.write(backup.to_json())
+            f.write(raw)
+        try:
+            catalog.record(self._repo, self.ref, raw)
+        except BaseException:
+            self._repo.backend.delete(backup.manifest_key)  # not published: `abort` removes the files
+            raise
         self.committed = backup
         return backup
 
@@ -137,6 +147,7 @@ class VerifyReport:
     files: int
     bytes_checked: int  # stored bytes hashed (the manifest's stored sizes)
     deep: bool  # the original bytes were decompressed and hashed too
+    manifest_sha256: str = ""  # of the manifest's bytes, as the catalog records it
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,6 +228,10 @@ class Repository:
 
     def load_manifest(self, key: str) -> Backup:
         """The manifest stored under `key`, decrypted and parsed (IntegrityError if unreadable)."""
+        return self.read_manifest(key)[0]
+
+    def read_manifest(self, key: str) -> tuple[Backup, bytes]:
+        """`load_manifest` and the bytes it parsed (decrypted), whose sha256 the catalog records."""
         with self.backend.reader(key) as f:
             raw = f.read()
         if self.encryption is None and raw.startswith(_ENCRYPTED_MAGIC):
@@ -225,7 +240,7 @@ class Repository:
                 "open the repository with its encryption keys"
             )
         try:
-            return Backup.from_json(raw)
+            return Backup.from_json(raw, f"manifest {key}"), raw
         except (ValueError, TypeError, KeyError) as exc:
             raise IntegrityError(f"manifest {key} is unreadable: {exc}") from exc
 
@@ -258,8 +273,10 @@ class Repository:
         """Check every file against the manifest without writing anything.
 
         The shallow check hashes the stored bytes (finds corruption and truncation); `deep`
-        also decompresses and hashes the original bytes.
+        also decompresses and hashes the original bytes. First of all the manifest itself is
+        read again and checked against its own checksum and its catalog entry (catalog.py).
         """
+        digest = catalog.check_manifest(self, backup)
         checked = 0
         for entry in backup.files:
             where = backup.object_key(entry)
@@ -283,26 +300,29 @@ class Repository:
                         "the backup is corrupt or truncated"
                     )
             checked += entry.stored_size
-        return VerifyReport(files=len(backup.files), bytes_checked=checked, deep=deep)
+        return VerifyReport(files=len(backup.files), bytes_checked=checked, deep=deep, manifest_sha256=digest)
 
     # -- deleting ----------------------------------------------------------------------------
 
     def delete(self, backup: Backup) -> None:
-        """Remove a backup: the manifest first, so a half-deleted backup never looks complete."""
+        """Remove a backup: its catalog entry, then the manifest (so a half-deleted backup never
+        looks complete), then the files; catalog.py explains why the entry goes first."""
+        catalog.forget(self, backup.ref)
         self.backend.delete(backup.manifest_key)
         self.backend.delete_many(backup.object_key(entry) for entry in backup.files)
+        self.backend.delete(backup.ref.verdict_key)  # its restore verdict (verdicts.py), if it had one
 
     def gc_incomplete(self, system: str | None = None) -> builtins.list[str]:
-        """Delete files that belong to no manifest (left by crashed runs). Returns their keys.
+        """Remove, now, what crashed runs left (temp files, backup folders without a manifest,
+        unfinished uploads) that no live writer's partition lock guards; returns the removed keys.
 
-        Call it only when no backup is being written: a running backup's files have no
-        manifest yet either.
+        The life cycle (`prune`, the retention cleanup job) does the same with a safety age
+        (policy/leftovers.py): this is that decision with an age of zero, for a caller that just
+        saw its own writer die. The WAL archive, pins and the catalog are never candidates.
         """
+        from auction_backup_pipelines.policy import leftovers  # the decision lives above the repository
+
         prefix = layout.backups_prefix(system or None)
-        # Only keys inside a backup's folder are candidates: a day's pin (see pruning.py) belongs
-        # to no backup on purpose, and the WAL archive (postgres/wal/...) has no manifests at all.
-        inside = {o.key: found for o in self.backend.list(prefix) if (found := layout.parse_file_key(o.key))}
-        complete = {ref for ref, name in inside.values() if name == MANIFEST}
-        orphans = [key for key, (ref, _) in inside.items() if ref not in complete]
-        self.backend.delete_many(orphans)
-        return orphans + self.backend.remove_temporaries(prefix)
+        outcomes = leftovers.remove(self.storage, None, utcnow(), dt.timedelta(0), prefix=prefix)
+        removed = [o.leftover for o in outcomes if o.action == leftovers.REMOVED and o.leftover is not None]
+        return [key for x in removed for key in (x.keys or (x.key,))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,21 @@ class RetentionSettings:
     """At least 30: the daemon's tick granularity; smaller values only add load."""
     dry_run: bool = False
     """Cleanup runs only report what they would delete."""
+    pitr_window_days: float = 7.0
+    """Every moment of the last N days stays recoverable by PITR: pruning keeps the base backup
+    the window starts from and all WAL from its start onward (policy/wal_retention.py)."""
+
+    leftover_safety_age_s: float = 21600.0
+    """What crashed runs left (temp files, folders without a manifest, unfinished uploads) is removed
+    only once it has not been written for this long (LEFTOVER_SAFETY_AGE_S; policy/leftovers.py)."""
+
+    @property
+    def pitr_window(self) -> dt.timedelta:
+        return dt.timedelta(days=self.pitr_window_days)
+
+    @property
+    def leftover_safety_age(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.leftover_safety_age_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetentionSettings:
@@ -49,4 +65,6 @@ class RetentionSettings:
         return cls(
             sensor_interval_s=env.integer("RETENTION_SENSOR_INTERVAL_S", cls.sensor_interval_s, 30, unit="seconds"),
             dry_run=env.flag("RETENTION_DRY_RUN"),
+            pitr_window_days=env.positive("PITR_WINDOW_DAYS", cls.pitr_window_days, "days"),
+            leftover_safety_age_s=env.positive("LEFTOVER_SAFETY_AGE_S", cls.leftover_safety_age_s),
         )

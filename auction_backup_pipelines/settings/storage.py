@@ -51,6 +51,11 @@ class OffsiteSettings:
     """For backups written there directly (copies keep the source's compression)."""
     encryption_key_file: str = ""
     encryption_keys: str = field(default="", repr=False)
+    retention_daily: int | None = None
+    retention_weekly: int | None = None
+    retention_monthly: int | None = None
+    """Offsite retention counts; None (unset) keeps the local repository's count for every artifact
+    (policy/offsite_retention.py), a number overrides that count for every artifact offsite."""
 
     @property
     def configured(self) -> bool:
@@ -69,7 +74,15 @@ class OffsiteSettings:
             compression=env.choice("OFFSITE_COMPRESSION", cls.compression, COMPRESSIONS),
             encryption_key_file=env.raw("OFFSITE_ENCRYPTION_KEY_FILE"),
             encryption_keys=env.keyring("OFFSITE_ENCRYPTION_KEYS"),
+            retention_daily=_count(env, "OFFSITE_RETENTION_DAILY"),
+            retention_weekly=_count(env, "OFFSITE_RETENTION_WEEKLY"),
+            retention_monthly=_count(env, "OFFSITE_RETENTION_MONTHLY"),
         )
+
+
+def _count(env: Reader, name: str) -> int | None:
+    """An optional retention count: None when unset (the local policy applies), else a whole number >= 0."""
+    return env.integer(name, 0, 0, unit="buckets") if env.raw(name).strip() else None
 
 
 # --------------------------------------------------------------------------- schedules and checks

@@ -197,3 +197,49 @@ def test_sensor_interval_and_dry_run_come_from_the_settings():
     assert load_settings({}).retention.dry_run is False and load_settings({"RETENTION_DRY_RUN": "1"}).retention.dry_run is True
     dry = build_retention_sensor(900, True)
     assert dry.minimum_interval_seconds == 900
+
+
+def test_sensor_and_job_prune_the_wal_archive_after_the_base_backups(resource, clock, monkeypatch):
+    from tests.policy.test_wal_pruning import put_base, put_wal, seg, wal_left
+
+    monkeypatch.delenv("PITR_WINDOW_DAYS", raising=False)  # the job reads the 7-day default, as the sensor
+    repo = resource.repository()
+    put_base(repo, "2026-10-20", 2, 3)
+    failed = put_base(repo, "2026-11-05", 10, 11, verification="failed")
+    put_base(repo, "2026-12-02", 20, 21)  # the base backup of the 7-day window
+    for n in range(1, 30):
+        put_wal(repo, seg(n))
+    instance = DagsterInstance.ephemeral()
+    [request] = tick(instance, resource).run_requests
+    config = request.run_config["ops"][ret.CLEANUP_OP]["config"]
+    assert config["backup_keys"] == [failed.prefix]
+    assert config["wal_runs"] == [seg(1), f"{seg(4)}..{seg(19)}"]
+    assert request.run_key == ret.run_key_for([failed.prefix, f"wal:{seg(1)}", f"wal:{seg(4)}..{seg(19)}"], dry_run=False)
+
+    result = cleanup(instance, resource, request)
+    assert result.success
+    assert wal_left(repo) == {seg(2), seg(3), *(seg(n) for n in range(20, 30))}
+    assert failed.prefix not in {b.prefix for b in repo.list("postgres", "base_backup")}
+    [out] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert out.event_specific_data.metadata["wal_deleted_files"].value == 17
+    assert tick(instance, resource).run_requests == []
+
+
+def test_wal_archive_check_passes_on_holes_retention_made_and_fails_on_a_lost_segment(resource):
+    from auction_backup_pipelines.defs.postgres.wal import archive_status
+    from auction_backup_pipelines.postgres.wal_archive import WalArchive
+    from tests.policy.test_wal_pruning import put_base, put_wal, seg
+
+    repo = resource.repository()
+    today = dt.datetime.now(dt.UTC).date()  # the check judges against the real clock
+    put_base(repo, (today - dt.timedelta(days=40)).isoformat(), 2, 3)
+    put_base(repo, (today - dt.timedelta(days=8)).isoformat(), 20, 21)
+    for n in (2, 3, *range(20, 30)):  # as a prune leaves it: the hole 4..19 is retention's
+        put_wal(repo, seg(n))
+    week = dt.timedelta(days=7)
+    passed, description, metadata = archive_status(repo, 300.0, week)
+    assert passed, description
+    assert metadata["gaps"] == "none" and metadata["pruned_by_retention"] == f"{seg(3)}..{seg(20)}"
+    WalArchive(repo.backend).delete(seg(25))
+    passed, description, metadata = archive_status(repo, 300.0, week)
+    assert not passed and description == f"the WAL archive has 1 gap(s): {seg(24)}..{seg(26)}"

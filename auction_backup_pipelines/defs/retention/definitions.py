@@ -12,4 +12,14 @@ from .sensors import build_retention_sensor
 @dg.definitions
 def defs() -> dg.Definitions:
     s = current_settings()
-    return dg.Definitions(sensors=[build_retention_sensor(s.retention.sensor_interval_s, s.retention.dry_run)])
+    return dg.Definitions(
+        sensors=[
+            build_retention_sensor(
+                s.retention.sensor_interval_s,
+                s.retention.dry_run,
+                s.offsite,
+                pitr_window=s.retention.pitr_window,
+                leftover_safety_age=s.retention.leftover_safety_age,
+            )
+        ]
+    )

@@ -1,6 +1,8 @@
-"""The retention sensor: lists the repository once, applies the GFS policy, and requests a cleanup
-run for exactly what expired (jobs.py deletes; a sensor tick times out after about 60 s)."""
+"""The retention sensor: lists the repository once, applies the GFS policy and WAL retention, and
+requests a cleanup run for exactly what expired (jobs.py deletes; a sensor tick times out after
+about 60 s). Expired WAL is named by runs of segments (`first..last`), so the run config stays small."""
 
+import datetime as dt
 from collections import Counter
 
 from dagster import (
@@ -13,10 +15,13 @@ from dagster import (
     sensor,
 )
 
-from auction_backup_pipelines.policy import pruning, retention
+from auction_backup_pipelines.policy import leftovers, offsite_retention, pruning, retention, wal_pruning
+from auction_backup_pipelines.settings import OffsiteSettings
 
 from ..shared.resources import BackupRepositoryResource
+from . import leftovers as crash_leftovers
 from .jobs import CLEANUP_OP, CleanupConfig, cleanup_job, run_key_for
+from .targets import offsite_target
 
 
 def _kept_summary(decisions: list[retention.Decision]) -> str:
@@ -26,8 +31,17 @@ def _kept_summary(decisions: list[retention.Decision]) -> str:
     return f"nothing expired; keeping all {len(decisions)} backup(s) ({parts}; {pinned} pinned)"
 
 
-def build_retention_sensor(interval_s: int, dry_run: bool) -> SensorDefinition:
-    """Ticks every `interval_s` (RETENTION_SENSOR_INTERVAL_S); with `dry_run` (RETENTION_DRY_RUN) runs only report."""
+def build_retention_sensor(
+    interval_s: int,
+    dry_run: bool,
+    offsite: OffsiteSettings | None = None,
+    pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW,
+    leftover_safety_age: dt.timedelta = leftovers.DEFAULT_SAFETY_AGE,
+) -> SensorDefinition:
+    """Ticks every `interval_s` (RETENTION_SENSOR_INTERVAL_S); with `dry_run` (RETENTION_DRY_RUN) runs only
+    report; with `offsite` settings (OFFSITE_S3_*, OFFSITE_RETENTION_*) the offsite copy is planned too;
+    the WAL archive is planned with `pitr_window` (PITR_WINDOW_DAYS), crash leftovers with
+    `leftover_safety_age` (LEFTOVER_SAFETY_AGE_S; policy/leftovers.py)."""
 
     @sensor(
         job=cleanup_job,
@@ -37,17 +51,46 @@ def build_retention_sensor(interval_s: int, dry_run: bool) -> SensorDefinition:
     )
     def retention_sensor(context: SensorEvaluationContext, backup_repo: BackupRepositoryResource):
         repo = backup_repo.repository()
-        decisions = pruning.plan(repo)
-        if not decisions:
-            return SkipReason(f"no backups in {repo.describe()}")
+        # One listing plans the backups and the WAL archive (policy/wal_pruning.py).
+        decisions, wal = pruning.plan_with_wal(repo, pitr_window=pitr_window)
+        wal_runs = wal.expired_runs()
+        # The offsite copy (when configured) is planned by the same policy and rails; its keys go
+        # to the same cleanup run, in their own list, so each decision names its repository.
+        target = offsite_target(repo, offsite)
+        off_decisions = offsite_retention.plan(target) if target is not None else []
+        left = crash_leftovers.plan_ids(repo, leftover_safety_age)
+        off_left = crash_leftovers.plan_ids(target.repo, leftover_safety_age) if target is not None else []
+        if not decisions and not off_decisions and not left and not off_left:
+            return SkipReason(f"no backups in {repo.describe()}" + (" nor offsite" if target is not None else ""))
         doomed = sorted(b.key for b in retention.expired(decisions))
-        if not doomed:
-            return SkipReason(_kept_summary(decisions))
-        context.log.info(f"{len(doomed)} of {len(decisions)} backup(s) expired{' (dry run)' if dry_run else ''}")
+        off_doomed = sorted(b.key for b in retention.expired(off_decisions))
+        if not doomed and not off_doomed and not wal_runs and not left and not off_left:
+            summary = _kept_summary(decisions)
+            return SkipReason(summary + (f"; offsite: {_kept_summary(off_decisions)}" if target is not None else ""))
+        context.log.info(
+            f"{len(doomed)} of {len(decisions)} local and {len(off_doomed)} of {len(off_decisions)} offsite "
+            f"backup(s) expired, and {len(wal.expired())} WAL file(s); {len(left)} local and {len(off_left)} offsite "
+            f"leftover(s) of crashed runs to remove{' (dry run)' if dry_run else ''}"
+        )
+        config = CleanupConfig(
+            backup_keys=doomed,
+            offsite_backup_keys=off_doomed,
+            wal_runs=wal_runs,
+            leftovers=left,
+            offsite_leftovers=off_left,
+            dry_run=dry_run,
+        )
         return RunRequest(
-            run_key=run_key_for(doomed, dry_run),
-            run_config=RunConfig(ops={CLEANUP_OP: CleanupConfig(backup_keys=doomed, dry_run=dry_run)}),
-            tags={"auction_backup/retention_expired": str(len(doomed))},
+            run_key=run_key_for(
+                doomed
+                + [f"{offsite_retention.OFFSITE}:{k}" for k in off_doomed]
+                + [f"wal:{r}" for r in wal_runs]
+                + [f"leftover:{i}" for i in left]
+                + [f"{offsite_retention.OFFSITE}:leftover:{i}" for i in off_left],
+                dry_run,
+            ),
+            run_config=RunConfig(ops={CLEANUP_OP: config}),
+            tags={"auction_backup/retention_expired": str(len(doomed) + len(off_doomed))},
         )
 
     return retention_sensor
