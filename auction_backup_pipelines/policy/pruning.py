@@ -131,14 +131,15 @@ def _record(b: Backup, pins: set[PartitionRef], verdict: verdicts.Verdict | None
 
 
 def _scan(repo: Repository, extra_pins: Collection[PartitionRef] = ()) -> _Snapshot:
-    objects = [o.key for o in repo.backend.list("")]  # the one listing
+    listing = list(repo.backend.list(""))  # the one listing
+    objects = [o.key for o in listing]
     # extra_pins: pins kept elsewhere that also hold here (the offsite copy honours the local
     # repository's pins: policy/offsite_retention.py).
     pins = {pin for k in objects if (pin := layout.parse_pin_key(k)) is not None} | set(extra_pins)
     backups: dict[str, Backup] = {}
-    for key in objects:
-        if layout.is_manifest_key(key):
-            b = repo.load_manifest(key)  # same parsing and errors as Repository.list
+    for obj in listing:
+        if layout.is_manifest_key(obj.key):
+            b = repo.listed_manifest(obj)  # same parsing and errors as Repository.list
             backups[b.prefix] = b
     found, _unreadable = verdicts.latest_verdicts(repo, objects)  # an unreadable verdict counts as none
     return _Snapshot(backups, [_record(b, pins, found.get(key)) for key, b in backups.items()], objects)

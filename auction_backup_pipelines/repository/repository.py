@@ -51,7 +51,7 @@ from auction_backup_pipelines.repository.encryption_marker import LOCAL_KEY_SETT
 from auction_backup_pipelines.repository.keys import shown_id
 from auction_backup_pipelines.repository.layout import MANIFEST, BackupRef, PartitionRef
 from auction_backup_pipelines.repository.manifest import Backup, FileEntry, NotFoundError
-from auction_backup_pipelines.repository.storage import Backend, IntegrityError, LocalBackend, RepositoryError
+from auction_backup_pipelines.repository.storage import Backend, IntegrityError, LocalBackend, ObjectInfo, RepositoryError
 from auction_backup_pipelines.repository.streams import CHUNK, COMPRESSIONS, ArtifactStream, VerifyingReader
 
 __all__ = ["BackupWriter", "Repository", "VerifyReport", "parse_day", "utcnow"]
@@ -175,6 +175,11 @@ class Repository:
         self.compression = compression
         self.zstd_level = zstd_level
         self.zstd_threads = zstd_threads
+        # Manifests parsed by listings, by key, with the (size, version) they were read at. A
+        # sensor tick or a prune lists the repository several times (plan, then a fresh plan
+        # before each deletion) and would otherwise read every manifest each time: on S3 one
+        # GET per backup per listing. Only listings use it; verify and restores read afresh.
+        self._listed: dict[str, tuple[tuple[int, str], Backup]] = {}
 
     @classmethod
     def local(cls, root: str, compression: str = "zstd", **kwargs: Any) -> Repository:
@@ -220,7 +225,7 @@ class Repository:
         found = []
         for obj in self.backend.list(prefix):
             if layout.is_manifest_key(obj.key):
-                backup = self.load_manifest(obj.key)
+                backup = self.listed_manifest(obj)
                 if artifact is not None and backup.artifact != artifact:
                     continue  # an artifact whose name is a prefix of another's
                 found.append(backup)
@@ -229,6 +234,18 @@ class Repository:
     def load_manifest(self, key: str) -> Backup:
         """The manifest stored under `key`, decrypted and parsed (IntegrityError if unreadable)."""
         return self.read_manifest(key)[0]
+
+    def listed_manifest(self, obj: ObjectInfo) -> Backup:
+        """`load_manifest` for a manifest a listing returned, parsed once per version of it: a
+        manifest written again (another size or version) is read again; a store that gives no
+        version is always read."""
+        seen = self._listed.get(obj.key)
+        if obj.version and seen is not None and seen[0] == (obj.size, obj.version):
+            return seen[1]
+        backup = self.load_manifest(obj.key)
+        if obj.version:
+            self._listed[obj.key] = ((obj.size, obj.version), backup)
+        return backup
 
     def read_manifest(self, key: str) -> tuple[Backup, bytes]:
         """`load_manifest` and the bytes it parsed (decrypted), whose sha256 the catalog records."""

@@ -321,7 +321,7 @@ class S3Backend(Backend):
                 key = obj["Key"][len(self.prefix) :]
                 # dot-names are ours (locks), like the local backend's temp files and .locks
                 if not layout.is_hidden(key):
-                    yield ObjectInfo(key, int(obj["Size"]))
+                    yield ObjectInfo(key, int(obj["Size"]), str(obj.get("ETag", "")))
             if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}

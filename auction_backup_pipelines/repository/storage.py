@@ -64,6 +64,9 @@ class RepositoryFullError(RepositoryError, OSError):
 class ObjectInfo:
     key: str
     size: int
+    version: str = ""
+    """Changes whenever the object is written again (the S3 ETag, the local file's mtime in ns);
+    empty when the store does not say. Lets a listing reuse what it parsed before (manifests)."""
 
 
 class Backend(ABC):
@@ -326,10 +329,10 @@ class LocalBackend(Backend):
                 key = full.relative_to(base).as_posix()
                 if key.startswith(prefix):
                     try:
-                        size = full.stat().st_size
+                        st = full.stat()
                     except FileNotFoundError:  # deleted while we walked
                         continue
-                    yield ObjectInfo(key, size)
+                    yield ObjectInfo(key, st.st_size, str(st.st_mtime_ns))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
