@@ -7,7 +7,18 @@
 payments in PostgreSQL; live auction hashes, leaderboards (sorted sets), sessions with TTLs,
 rate-limit counters and a bid stream in Redis; events with keys, JSON values and headers in
 the four Kafka topics. `run` places bids the way the platform does: a row in PostgreSQL, the
-auction's hash and leaderboard in Redis, a bid event in Kafka.
+auction's hash and leaderboard in Redis, a bid event in Kafka. `burst` (for tests) opens auctions
+of its own, bids on them, closes them and pays for them, and returns the ids it wrote.
+
+Every action is written to the three systems in the platform's order, so the cross-system
+invariants of `auction_backup_pipelines.ops.invariants` hold (its docstring defines the event
+fields): a bid is a `bids` row (id, placed_at) committed with the auction's new current price,
+then the Redis hash `auction:<id>` (current_price only ever rises, bids count) and leaderboard
+`leaderboard:<id>` (`user:<id>` scored by that user's highest bid), then a `bid-events` event
+{"bid_id", "auction_id", "user_id", "amount", "created_at"}; closing an auction sets status
+'closed' and ends_at to the closing time, then the hash's status, then an `auction-closed`
+event; a payment is a `payments` row, then a `payment-events` event. Auctions titled
+`BURST_TITLE_PREFIX…` belong to the burst that opened them: `run` leaves them alone.
 
 Connection settings come from the same environment as the backups (the settings package).
 """
@@ -20,7 +31,12 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -32,6 +48,25 @@ from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, R
 
 SCHEMA = Path(__file__).with_name("schema.sql")
 SESSION_TTL_S = 30 * 86400
+BURST_TITLE_PREFIX = "Burst "
+# The auction hash's current price only rises, whatever order concurrent bidders' updates arrive in.
+RAISE_PRICE = """
+local current = redis.call('HGET', KEYS[1], 'current_price')
+if not current or tonumber(ARGV[1]) > tonumber(current) then redis.call('HSET', KEYS[1], 'current_price', ARGV[1]) end
+return redis.call('HINCRBY', KEYS[1], 'bids', 1)
+"""
+
+
+@dataclass
+class Burst:
+    """What one `Workload.burst` wrote, for a caller that checks exactly that."""
+
+    auction_ids: list[int] = field(default_factory=list)
+    bid_ids: list[int] = field(default_factory=list)
+    closed_ids: list[int] = field(default_factory=list)
+    payment_ids: list[int] = field(default_factory=list)
+    started: datetime | None = None  # PostgreSQL's clock, before the first write
+    ended: datetime | None = None  # after the last write was delivered everywhere
 
 
 def pg_connect(settings: PostgresSettings | None = None, dbname: str | None = None) -> psycopg.Connection:
@@ -92,7 +127,9 @@ class Workload:
             conn.execute(
                 """INSERT INTO auctions (seller_id, title, description, starting_price, current_price, status, ends_at)
                    SELECT u.id, 'Lot ' || g, repeat('Vintage item in fine condition. ', 1 + g %% 5),
-                          p, p, CASE WHEN g %% 7 = 0 THEN 'closed' ELSE 'open' END, now() + (g %% 72) * interval '1 hour'
+                          p, p, CASE WHEN g %% 7 = 0 THEN 'closed' ELSE 'open' END,
+                          -- a closed auction's ends_at is when it closed (the cross-system invariants rely on it)
+                          now() + CASE WHEN g %% 7 = 0 THEN -1 ELSE 1 END * (1 + g %% 72) * interval '1 hour'
                    FROM generate_series(1, %s) g
                    CROSS JOIN LATERAL (SELECT round((1 + random() * 200)::numeric, 2) AS p) price
                    JOIN LATERAL (SELECT id FROM users ORDER BY id OFFSET (g %% %s) LIMIT 1) u ON true""",
@@ -101,10 +138,15 @@ class Workload:
             conn.execute(
                 """INSERT INTO bids (auction_id, bidder_id, amount, placed_at)
                    SELECT a.id, 1 + (g * 7919) %% %s + (SELECT min(id) - 1 FROM users),
-                          a.starting_price + g %% 500, now() - (g %% 86400) * interval '1 second'
+                          -- spread over the last three days, so each of those days has bids and bid events
+                          a.starting_price + g %% 500, now() - (259200.0 * g / %s) * interval '1 second'
                    FROM generate_series(1, %s) g
                    JOIN LATERAL (SELECT id, starting_price FROM auctions ORDER BY id OFFSET (g %% %s) LIMIT 1) a ON true""",
-                (users, bids, auctions),
+                (users, bids, bids, auctions),
+            )
+            conn.execute(
+                "UPDATE auctions a SET current_price = greatest(a.starting_price, b.top) "
+                "FROM (SELECT auction_id, max(amount) AS top FROM bids GROUP BY auction_id) b WHERE b.auction_id = a.id"
             )
             conn.execute(
                 """INSERT INTO payments (auction_id, payer_id, amount, status)
@@ -123,11 +165,20 @@ class Workload:
         return dict(zip(("users", "auctions", "bids", "payments"), row))
 
     def seed_redis(self, scale: int) -> int:
+        """Auction hashes and leaderboards as the platform's bids left them in PostgreSQL, plus the
+        keys only Redis holds (sessions, rate limits, the bid stream, a queue, a binary key)."""
         r = redis_client(self.redis)
         pipe = r.pipeline(transaction=False)
-        for a in range(1, 50 * scale + 1):
-            pipe.hset(f"auction:{a}", mapping={"status": "open", "current_price": f"{10 + a}.00", "bids": 0})
-            pipe.zadd(f"leaderboard:{a}", {f"user:{u}": float(10 + a + u) for u in range(1, 6)})
+        with pg_connect(self.pg) as conn:
+            auctions = conn.execute(
+                "SELECT a.id, a.status, a.current_price, count(b.id) FROM auctions a LEFT JOIN bids b ON b.auction_id = a.id "
+                "GROUP BY a.id ORDER BY a.id"
+            ).fetchall()
+            tops = conn.execute("SELECT auction_id, bidder_id, max(amount) FROM bids GROUP BY auction_id, bidder_id").fetchall()
+        for a, status, price, bids in auctions:
+            pipe.hset(f"auction:{a}", mapping={"status": status, "current_price": str(price), "bids": bids})
+        for a, user, amount in tops:
+            pipe.zadd(f"leaderboard:{a}", {f"user:{user}": float(amount)})
         for s in range(20 * scale):
             # "remember me" sessions: a month, so a long-lived dev stack keeps keys with TTLs
             pipe.set(f"session:{uuid.UUID(int=self.rng.getrandbits(128))}", json.dumps({"user": s}), ex=SESSION_TTL_S)
@@ -135,56 +186,75 @@ class Workload:
             pipe.set(f"ratelimit:user:{u}", u % 9, ex=60)
         for i in range(100 * scale):
             pipe.xadd("stream:bids", {"auction": str(i % 50), "amount": str(i)})
-        pipe.sadd("auctions:open", *[str(a) for a in range(1, 50 * scale + 1)])
+        if open_ids := [str(a) for a, status, _, _ in auctions if status == "open"]:
+            pipe.sadd("auctions:open", *open_ids)
         pipe.rpush("queue:notifications", *[f"notify:{i}" for i in range(20)])
         pipe.set(b"binary:\x00\xff", bytes(range(256)))
         pipe.execute()
         return int(r.dbsize())
 
     def seed_kafka(self, scale: int) -> int:
-        """Events spread over the last three days, oldest first (as the platform would have written
-        them), so each of those days has something to export and restore."""
+        """The events of PostgreSQL's bids (spread over the last three days), closings and payments,
+        each timestamped just after its row and written oldest first, as the platform would have
+        written them; so each of those days has something to export and restore."""
+        events = self.seed_events()
         producer = Producer(
             {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "enable.idempotence": True}
         )
-        n = 0
-        total = 200 * scale
-        start_ms = int((time.time() - 3 * 86400) * 1000)
-        step_ms = 3 * 86400 * 1000 // total
-        for i in range(total):
-            auction = i % 50 + 1
-            ts = start_ms + i * step_ms
+        for when, topic, auction, value in events:
             headers = [("source", b"workload"), ("event-id", uuid.UUID(int=self.rng.getrandbits(128)).bytes)]
             producer.produce(
-                "bid-events",
+                topic,
                 key=f"auction:{auction}",
-                value=json.dumps({"auction": auction, "amount": i}),
+                value=json.dumps(value),
                 headers=headers,
-                timestamp=ts,
+                timestamp=int(when.timestamp() * 1000),
             )
-            n += 1
-            if i % 4 == 0:
-                producer.produce(
-                    "auction-events",
-                    key=f"auction:{auction}",
-                    timestamp=ts,
-                    value=json.dumps({"type": "updated", "auction": auction}),
-                    headers=headers,
-                )
-                n += 1
-            if i % 10 == 0:
-                producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps({"auction": auction}), timestamp=ts)
-                producer.produce(
-                    "payment-events",
-                    key=f"payment:{i}",
-                    timestamp=ts,
-                    value=json.dumps({"auction": auction, "status": "captured"}),
-                )
-                n += 2
+            producer.poll(0)
         left = producer.flush(30)
         if left:
             raise RuntimeError(f"{left} Kafka messages were not delivered to {self.kafka.bootstrap_servers}")
-        return n
+        return len(events)
+
+    def seed_events(self) -> list[tuple[datetime, str, int, dict[str, Any]]]:
+        """(timestamp, topic, auction id, JSON value) of every event PostgreSQL's rows call for, oldest first."""
+        with pg_connect(self.pg) as conn:
+            bids = conn.execute("SELECT id, auction_id, bidder_id, amount, placed_at FROM bids ORDER BY id").fetchall()
+            closed = conn.execute(
+                "SELECT a.id, a.ends_at, a.current_price, (SELECT bidder_id FROM bids WHERE auction_id = a.id "
+                "ORDER BY amount DESC, id LIMIT 1) FROM auctions a WHERE a.status = 'closed' ORDER BY a.id"
+            ).fetchall()
+            payments = conn.execute(
+                "SELECT id, auction_id, payer_id, amount, status, paid_at FROM payments ORDER BY id"
+            ).fetchall()
+        after = timedelta(milliseconds=20)  # an event is produced just after its row committed
+        events: list[tuple[datetime, str, int, dict[str, Any]]] = []
+        for bid_id, auction, user, amount, placed_at in bids:
+            value = {
+                "bid_id": bid_id,
+                "auction_id": auction,
+                "user_id": user,
+                "amount": str(amount),
+                "created_at": placed_at.isoformat(),
+            }
+            events.append((placed_at + after, "bid-events", auction, value))
+            if bid_id % 4 == 0:
+                events.append((placed_at + after, "auction-events", auction, {"type": "updated", "auction_id": auction}))
+        for auction, ends_at, price, winner in closed:
+            value = {"auction_id": auction, "closed_at": ends_at.isoformat(), "final_price": str(price), "winner_id": winner}
+            events.append((ends_at + after, "auction-closed", auction, value))
+        for payment, auction, payer, amount, status, paid_at in payments:
+            value = {
+                "payment_id": payment,
+                "auction_id": auction,
+                "payer_id": payer,
+                "amount": str(amount),
+                "status": status,
+                "paid_at": paid_at.isoformat(),
+            }
+            events.append((paid_at + after, "payment-events", auction, value))
+        events.sort(key=lambda e: e[0])
+        return events
 
     def empty_systems(self) -> tuple[str, ...]:
         """The systems that hold none of the seed data yet (so `seed --if-empty` fills only those)."""
@@ -217,11 +287,13 @@ class Workload:
         stop: threading.Event | None = None,
         systems: tuple[str, ...] = ("postgres", "redis", "kafka"),
         started: threading.Event | None = None,
+        auctions: Sequence[int] | None = None,
     ) -> int:
         """Place bids until `seconds` pass or `stop` is set; returns how many were placed.
 
         `started` is set once the first bid is committed everywhere, so a caller can start a
-        backup knowing the traffic is really flowing.
+        backup knowing the traffic is really flowing. `auctions` (default: the open auctions not
+        opened by a burst) are the auctions bid on.
         """
         stop = stop or threading.Event()
         deadline = time.monotonic() + seconds if seconds is not None else None
@@ -234,35 +306,20 @@ class Workload:
         )
         placed = 0
         try:
-            auctions = (
-                [a for (a,) in conn.execute("SELECT id FROM auctions WHERE status = 'open'")] if conn else list(range(1, 51))
-            )
-            users = [u for (u,) in conn.execute("SELECT id FROM users LIMIT 500")] if conn else list(range(1, 201))
+            if auctions is None:
+                auctions = (
+                    [
+                        a
+                        for (a,) in conn.execute(
+                            "SELECT id FROM auctions WHERE status = 'open' AND title NOT LIKE %s", (BURST_TITLE_PREFIX + "%",)
+                        )
+                    ]
+                    if conn
+                    else list(range(1, 51))
+                )
+            users = self.bidders(conn)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                auction, user = self.rng.choice(auctions), self.rng.choice(users)
-                amount = round(self.rng.uniform(1, 1000), 2)
-                if conn is not None:
-                    with conn.transaction():
-                        conn.execute(
-                            "INSERT INTO bids (auction_id, bidder_id, amount) VALUES (%s, %s, %s)", (auction, user, amount)
-                        )
-                        conn.execute(
-                            "UPDATE auctions SET current_price = greatest(current_price, %s) WHERE id = %s", (amount, auction)
-                        )
-                if r is not None:
-                    pipe = r.pipeline(transaction=True)
-                    pipe.hincrby(f"auction:{auction}", "bids", 1)
-                    pipe.zadd(f"leaderboard:{auction}", {f"user:{user}": amount}, gt=True)
-                    pipe.xadd("stream:bids", {"auction": str(auction), "amount": str(amount)})
-                    pipe.execute()
-                if producer is not None:
-                    producer.produce(
-                        "bid-events",
-                        key=f"auction:{auction}",
-                        value=json.dumps({"auction": auction, "user": user, "amount": amount}),
-                        headers=[("source", b"workload")],
-                    )
-                    producer.poll(0)
+                self.place_bid(conn, r, producer, self.rng.choice(auctions), self.rng.choice(users))
                 placed += 1
                 if started is not None:
                     started.set()
@@ -274,6 +331,134 @@ class Workload:
             if conn is not None:
                 conn.close()
         return placed
+
+    # -- the platform's actions, each written to PostgreSQL, then Redis, then Kafka ----------------
+
+    def bidders(self, conn: psycopg.Connection | None) -> list[int]:
+        return [u for (u,) in conn.execute("SELECT id FROM users ORDER BY id LIMIT 500")] if conn else list(range(1, 201))
+
+    def place_bid(
+        self, conn: psycopg.Connection | None, r: redis.Redis | None, producer: Producer | None, auction: int, user: int
+    ) -> int | None:
+        """One bid; returns its row id (None without PostgreSQL)."""
+        amount, bid_id, placed_at = Decimal(f"{self.rng.uniform(1, 1000):.2f}"), None, None
+        price = amount
+        if conn is not None:
+            with conn.transaction():
+                row = conn.execute(
+                    "INSERT INTO bids (auction_id, bidder_id, amount) VALUES (%s, %s, %s) RETURNING id, placed_at",
+                    (auction, user, amount),
+                ).fetchone()
+                assert row is not None
+                bid_id, placed_at = row
+                got = conn.execute(
+                    "UPDATE auctions SET current_price = greatest(current_price, %s) WHERE id = %s RETURNING current_price",
+                    (amount, auction),
+                ).fetchone()
+                price = got[0] if got else amount
+        if r is not None:
+            pipe = r.pipeline(transaction=True)
+            pipe.eval(RAISE_PRICE, 1, f"auction:{auction}", str(price))
+            pipe.zadd(f"leaderboard:{auction}", {f"user:{user}": float(amount)}, gt=True)
+            pipe.xadd("stream:bids", {"auction": str(auction), "amount": str(amount)})
+            pipe.execute()
+        if producer is not None:
+            event = {
+                "bid_id": bid_id,
+                "auction_id": auction,
+                "user_id": user,
+                "amount": str(amount),
+                "created_at": (placed_at or datetime.now().astimezone()).isoformat(),
+            }
+            producer.produce("bid-events", key=f"auction:{auction}", value=json.dumps(event), headers=[("source", b"workload")])
+            producer.poll(0)
+        return bid_id
+
+    def open_auction(self, conn: psycopg.Connection, r: redis.Redis, producer: Producer, seller: int, title: str) -> int:
+        starting = Decimal(f"{self.rng.uniform(1, 200):.2f}")
+        row = conn.execute(
+            "INSERT INTO auctions (seller_id, title, starting_price, current_price, ends_at) "
+            "VALUES (%s, %s, %s, %s, now() + interval '1 day') RETURNING id",
+            (seller, title, starting, starting),
+        ).fetchone()
+        assert row is not None
+        auction = int(row[0])
+        r.hset(f"auction:{auction}", mapping={"status": "open", "current_price": str(starting), "bids": 0})
+        r.sadd("auctions:open", str(auction))
+        event = {"type": "created", "auction_id": auction, "seller_id": seller, "starting_price": str(starting)}
+        producer.produce("auction-events", key=f"auction:{auction}", value=json.dumps(event), headers=[("source", b"workload")])
+        return auction
+
+    def close_auction(self, conn: psycopg.Connection, r: redis.Redis, producer: Producer, auction: int) -> tuple[int | None, Any]:
+        """Close `auction` now; returns (winner, final price)."""
+        with conn.transaction():
+            row = conn.execute(
+                "UPDATE auctions SET status = 'closed', ends_at = now() WHERE id = %s RETURNING current_price, ends_at",
+                (auction,),
+            ).fetchone()
+            assert row is not None
+            top = conn.execute(
+                "SELECT bidder_id FROM bids WHERE auction_id = %s ORDER BY amount DESC, id LIMIT 1", (auction,)
+            ).fetchone()
+        price, closed_at, winner = row[0], row[1], top[0] if top else None
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(f"auction:{auction}", "status", "closed")
+        pipe.srem("auctions:open", str(auction))
+        pipe.execute()
+        event = {"auction_id": auction, "closed_at": closed_at.isoformat(), "final_price": str(price), "winner_id": winner}
+        producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps(event))
+        return winner, price
+
+    def pay(self, conn: psycopg.Connection, producer: Producer, auction: int, payer: int, amount: Any) -> int:
+        row = conn.execute(
+            "INSERT INTO payments (auction_id, payer_id, amount, status) VALUES (%s, %s, %s, 'captured') RETURNING id, paid_at",
+            (auction, payer, amount),
+        ).fetchone()
+        assert row is not None
+        event = {
+            "payment_id": row[0],
+            "auction_id": auction,
+            "payer_id": payer,
+            "amount": str(amount),
+            "status": "captured",
+            "paid_at": row[1].isoformat(),
+        }
+        producer.produce("payment-events", key=f"auction:{auction}", value=json.dumps(event))
+        return int(row[0])
+
+    def burst(self, auctions: int = 3, bids: int = 60, rate: float = 200.0, paid: int | None = None) -> Burst:
+        """Open `auctions` auctions of its own, place `bids` bids on them (`rate` per second), close
+        them all and pay for the first `paid` (default: all but one, so an unpaid closed auction
+        exists too). Everything is delivered to the three systems when this returns."""
+        out = Burst()
+        conn, r = pg_connect(self.pg), redis_client(self.redis)
+        producer = Producer(
+            {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "enable.idempotence": True}
+        )
+        try:
+            out.started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            users = self.bidders(conn)
+            tag = uuid.uuid4().hex[:8]
+            for n in range(auctions):
+                title = f"{BURST_TITLE_PREFIX}{tag} lot {n + 1}"
+                out.auction_ids.append(self.open_auction(conn, r, producer, self.rng.choice(users), title))
+            for _ in range(bids):
+                bid = self.place_bid(conn, r, producer, self.rng.choice(out.auction_ids), self.rng.choice(users))
+                assert bid is not None
+                out.bid_ids.append(bid)
+                time.sleep(1.0 / rate)  # pacing the traffic, not waiting for anything
+            for n, auction in enumerate(out.auction_ids):
+                winner, price = self.close_auction(conn, r, producer, auction)
+                out.closed_ids.append(auction)
+                if winner is not None and n < (auctions - 1 if paid is None else paid):
+                    out.payment_ids.append(self.pay(conn, producer, auction, winner, price))
+            left = producer.flush(30)
+            if left:
+                raise RuntimeError(f"{left} Kafka messages were not delivered to {self.kafka.bootstrap_servers}")
+            out.ended = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        finally:
+            conn.close()
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
