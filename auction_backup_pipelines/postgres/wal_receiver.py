@@ -44,7 +44,12 @@ class WalReceiver:
         self.ship_interval = ship_interval
         self._proc: subprocess.Popen | None = None
         self._partial_seen: tuple[str, float, int] | None = None
+        # What ops/metrics.py exposes while `wal-receive` runs (read from the metrics thread).
         self.restarts = 0
+        self.received_bytes = 0  # WAL pg_receivewal flushed (the slot's progress) since this receiver started
+        self.covered_until: dt.datetime | None = None  # the newest heartbeat this receiver wrote
+        self.last_segment_at: dt.datetime | None = None  # when it last archived a completed segment
+        self._flushed_at: int | None = None  # the slot's restart_lsn at the last look, in bytes
 
     def _env(self) -> dict[str, str]:
         return child_env(self.settings, dbname="replication")
@@ -104,8 +109,8 @@ class WalReceiver:
         self._start()
         return True
 
-    def _position(self) -> tuple[dt.datetime, str, bool] | None:
-        """(time, primary's flush LSN, whether our receiver had flushed all of it)."""
+    def _position(self) -> tuple[dt.datetime, str, bool, int | None] | None:
+        """(time, primary's flush LSN, whether our receiver had flushed all of it, its flush LSN in bytes)."""
         try:
             with connect(self.settings) as conn:
                 row = conn.execute(
@@ -114,13 +119,14 @@ class WalReceiver:
                     # A physical slot's restart_lsn is the flush position our receiver reported
                     # (pg_stat_replication would say the same but hides it from non-superusers).
                     "SELECT clock_timestamp(), pg_current_wal_flush_lsn()::text, "
-                    "coalesce(restart_lsn >= pg_current_wal_flush_lsn(), false) "
+                    "coalesce(restart_lsn >= pg_current_wal_flush_lsn(), false), "
+                    "pg_wal_lsn_diff(restart_lsn, '0/0')::bigint "
                     "FROM pg_replication_slots WHERE slot_name = %s",
                     (self.slot,),
                 ).fetchone()
         except PostgresError:
             return None  # primary unreachable: no proof of coverage this round
-        return (row[0], row[1], bool(row[2])) if row else None
+        return (row[0], row[1], bool(row[2]), row[3]) if row else None
 
     def ship_once(self) -> list[SegmentRecord]:
         """Push completed segments (then delete them locally), history files and the partial.
@@ -131,6 +137,10 @@ class WalReceiver:
         recovery point honest on a quiet database, where the partial stops changing.
         """
         position = self._position()
+        if position is not None and position[3] is not None:
+            if self._flushed_at is not None and position[3] > self._flushed_at:
+                self.received_bytes += position[3] - self._flushed_at
+            self._flushed_at = position[3]
         shipped = []
         for path in sorted(self.spool.iterdir()):
             name = path.name
@@ -138,6 +148,7 @@ class WalReceiver:
                 shipped.append(self.archive.push(path))
                 self.archive.drop_partial(name)
                 path.unlink()
+                self.last_segment_at = dt.datetime.now(dt.UTC)
             elif HISTORY.match(name) and self.archive.record(name) is None:
                 shipped.append(self.archive.push(path))
         partials = sorted(p for p in self.spool.iterdir() if p.name.endswith(".partial") and SEGMENT.match(p.name[:-8]))
@@ -150,6 +161,7 @@ class WalReceiver:
                 self._partial_seen = seen
         if position is not None and position[2]:
             self.archive.write_heartbeat(position[0], position[1])
+            self.covered_until = position[0]
         return shipped
 
     def run(self, stop: threading.Event) -> None:
@@ -166,6 +178,10 @@ class WalReceiver:
         finally:
             self.stop_process()
             self.ship_once()
+
+    def running(self) -> bool:
+        """Whether pg_receivewal is running right now."""
+        return self._proc is not None and self._proc.poll() is None
 
     def stop_process(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

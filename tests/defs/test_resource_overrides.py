@@ -41,6 +41,7 @@ SECRET = "attacker-chosen-value"
 OVERRIDES = [
     *(("postgres", f, v) for f, v in [("host", "127.0.0.2"), ("port", 1), ("dbname", "other"), ("user", "other")]),
     *(("postgres", f, v) for f, v in [("password", SECRET), ("bin_dir", "/srv/attacker/bin")]),
+    *(("postgres", f, v) for f, v in [("sslmode", "disable"), ("sslrootcert", "/srv/attacker/ca.crt")]),
     *(("redis", f, v) for f, v in [("host", "127.0.0.2"), ("port", 1), ("username", "other"), ("password", SECRET)]),
     ("redis", "data_dir", "/srv/attacker/dir"),
     *(("redis", f, v) for f, v in [("tls", True), ("tls_ca_file", "/srv/attacker/ca.crt")]),

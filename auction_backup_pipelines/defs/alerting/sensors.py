@@ -3,7 +3,9 @@
 - `AlertingResource` (resources.py) holds the sinks' configuration.
 - `run_failure_alert_sensor` alerts once per failed run of this code location: the failed
   asset(s) (from the run's planned asset events, by failed step), the partition, the step
-  error and a link to the run.
+  error and a link to the run. A run that only refused its partition (a past day that cannot
+  be captured honestly) is a REFUSED warning instead, and a backfill's refusals make one alert
+  together (refusals.py).
 - `check_failure_alert_sensor` alerts on asset check evaluations with passed=False and
   severity ERROR, whether recorded by a run or by a sensor (the WAL archive check).
 
@@ -54,6 +56,7 @@ from dagster import (
 from auction_backup_pipelines.ops import notify as nt
 
 from ..shared.keys import SYSTEM_TAG
+from .refusals import refusal_alert
 from .resources import AlertingResource
 
 PARTITION_TAG = "dagster/partition"
@@ -180,7 +183,11 @@ def _summary(names: list[str], limit: int = 3) -> str:
 def run_failure_alert_sensor(context: RunFailureSensorContext, alerting: AlertingResource) -> None:
     run = context.dagster_run
     try:
-        alert = run_failure_alert(context, alerting)
+        refused, summary = refusal_alert(context, alerting)
+        if refused and summary is None:
+            context.log.info(f"run {run.run_id} only refused its partition; an earlier refused run of its backfill alerts")
+            return
+        alert = summary or run_failure_alert(context, alerting)
     except Exception as exc:  # noqa: BLE001 - still alert, with what is known
         context.log.error(f"could not read the details of failed run {run.run_id}: {type(exc).__name__}: {exc}")
         alert = nt.Alert(

@@ -10,11 +10,13 @@ from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.kafka import restore as kafka_restore
 from auction_backup_pipelines.kafka.connection import for_target
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.ops.restore_targets import check_kafka_target
 
 from ..shared.keys import SYSTEM_TAG
 from ..shared.loading import current_settings
 from ..shared.resources import BackupRepositoryResource
+from ..shared.restore_history import record_restores
 
 
 class KafkaRestoreConfig(Config):
@@ -39,8 +41,9 @@ def restore_kafka_topics(context: OpExecutionContext, config: KafkaRestoreConfig
     settings = current_settings()
     try:
         bootstrap = check_kafka_target(config.target_bootstrap, settings.kafka, settings.restore)  # before anything connects
+        repo = backup_repo.repository()
         report = kafka_restore.restore_topics(
-            backup_repo.repository(),
+            repo,
             (config.from_day, config.to_day),
             config.topics or None,
             for_target(settings.kafka, bootstrap),
@@ -52,6 +55,7 @@ def restore_kafka_topics(context: OpExecutionContext, config: KafkaRestoreConfig
         raise Failure(description=str(exc)) from None
     context.log.info(f"restored {report.messages} messages into {', '.join(t.target for t in report.topics.values())}, verified")
     context.add_output_metadata({"messages": MetadataValue.int(report.messages), "report": MetadataValue.json(report.as_dict())})
+    record_restores(context, repo, lambda by, run_id: restore_records.for_kafka(repo, report, by, run_id))
     return report.as_dict()
 
 

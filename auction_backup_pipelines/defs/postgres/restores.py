@@ -9,6 +9,7 @@ from pathlib import Path
 from dagster import Config, Failure, OpExecutionContext, job, op
 
 from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.client import SYSTEM
 from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, restore_logical
@@ -16,6 +17,7 @@ from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
 from ..shared.keys import SYSTEM_TAG
 from ..shared.resources import BackupRepositoryResource, PostgresResource
+from ..shared.restore_history import record_restores
 
 
 class PostgresRestoreConfig(Config):
@@ -39,6 +41,7 @@ def restore_postgres_dump(
         raise Failure(description=str(exc)) from None
     context.log.info(f"restored {result.backup} into {result.target_db}: {result.rows_total} rows verified")
     context.add_output_metadata(result.as_dict())
+    record_restores(context, repo, lambda by, run_id: restore_records.for_logical(result, by, run_id))
     return result.as_dict()
 
 
@@ -80,6 +83,7 @@ def pitr_restore(
         raise Failure(description=str(exc)) from None
     context.log.info(f"recovered to {result.reached_transaction_time} in {result.data_dir} (port {result.port})")
     context.add_output_metadata({k: str(v) for k, v in result.as_dict().items()})
+    record_restores(context, repo, lambda by, run_id: restore_records.for_pitr(result, by, run_id))
     return result.as_dict()
 
 

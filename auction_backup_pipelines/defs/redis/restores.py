@@ -8,6 +8,7 @@ loaded with, not from the `redis` resource: a run's config can override a resour
 from dagster import Config, Failure, OpExecutionContext, job, op
 
 from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.ops.restore_targets import check_redis_target
 from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
 from auction_backup_pipelines.redis.restore import restore_snapshot
@@ -15,6 +16,7 @@ from auction_backup_pipelines.redis.restore import restore_snapshot
 from ..shared.keys import SYSTEM_TAG
 from ..shared.loading import current_settings
 from ..shared.resources import BackupRepositoryResource
+from ..shared.restore_history import record_restores
 
 
 class RedisRestoreConfig(Config):
@@ -40,6 +42,7 @@ def restore_redis_snapshot(
         raise Failure(description=str(exc)) from None
     context.log.info(f"restored {result.backup} into {result.target}: {result.keys_verified} keys verified")
     context.add_output_metadata(result.as_dict())
+    record_restores(context, repo, lambda by, run_id: restore_records.for_redis(result, by, run_id))
     return result.as_dict()
 
 

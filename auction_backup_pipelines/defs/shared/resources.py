@@ -256,7 +256,12 @@ class PinnedOffsiteRepositoryResource(OffsiteRepositoryResource):
     """OffsiteRepositoryResource as bound by `build_resources`: the environment's bucket, endpoint and keys only."""
 
     def repository(self) -> Repository:
-        refuse_overrides("offsite_repo", compared(self, current_settings().offsite))  # same field names
+        # The fields the resource has (the same names as the settings'); the offsite retention
+        # counts are settings only, read by the retention sensor, never by this resource.
+        loaded = current_settings().offsite
+        refuse_overrides(
+            "offsite_repo", {name: (getattr(self, name), getattr(loaded, name)) for name in VARIABLES["offsite_repo"]}
+        )
         return super().repository()
 
 
