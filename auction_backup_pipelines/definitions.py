@@ -4,6 +4,9 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+from dagster._record import copy as record_copy
+
+from auction_backup_pipelines.defs.shared.labels import label_assets
 
 # Dagster 1.13 copies a sensor that targets a job with `owners=[]` when it binds resources
 # (SensorDefinition.with_attributes), and that empty list trips the beta warning for `owners`
@@ -13,4 +16,6 @@ warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `Se
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Owners and tags on every asset, whichever folder defines it (defs/shared/labels.py).
+    return record_copy(loaded, assets=label_assets(loaded.assets or []))

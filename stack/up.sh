@@ -14,6 +14,10 @@ env_set KAFKA_BOOTSTRAP_SERVERS "127.0.0.1:${KAFKA_PORT:-9092}"
 env_set BACKUP_ROOT "${BACKUP_ROOT:-$ROOT/backups}"
 env_set DAGSTER_HOME "${DAGSTER_HOME:-$ROOT/.dagster_home}"
 env_set WAL_SPOOL_DIR "$STATE/wal_spool"
+# The first partition day is chosen once, when the stack first comes up: three days back, so the
+# catalog shows a few days to back up instead of a month of missing ones. Never changed afterwards:
+# a start that moves hides history.
+[ -n "$(env_get BACKUP_PARTITIONS_START)" ] || env_set BACKUP_PARTITIONS_START "$(date -u -d '3 days ago' +%F)"
 
 # Continuous WAL archiving into the repository (needs the env file for its settings).
 bash "$ROOT/stack/wal_receiver.sh" up

@@ -25,6 +25,10 @@ def _load_stack_env() -> None:
             os.environ.setdefault(key, value)
 
 
+TEST_PARTITIONS_START = "2026-11-01"
+"""The tests' first partition day, whatever the stack recorded for its own install: tests name
+fixed days and days up to a week back, which must be partitions of the assets they run."""
+os.environ["BACKUP_PARTITIONS_START"] = TEST_PARTITIONS_START
 _load_stack_env()
 
 

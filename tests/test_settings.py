@@ -74,7 +74,7 @@ def test_defaults_when_nothing_is_set():
     assert s.restore == RestoreSettings((), "", "", ())  # no target but the sources themselves
     assert (s.repository.root, s.repository.compression) == ("backups", "zstd")
     assert s.encryption == EncryptionSettings("", "") and not s.offsite.configured and s.offsite.compression == "zstd"
-    assert s.partitions_start == "2026-11-01"
+    assert s.partitions_start == ""  # unset: chosen once by the Dagster loader and recorded in BACKUP_ROOT
     assert s.wal == WalSettings("wal_spool", 300.0, 300)
     assert s.verification.max_age_days == 8.0
     assert s.retention == RetentionSettings(3600, False)

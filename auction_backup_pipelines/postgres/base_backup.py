@@ -53,6 +53,13 @@ TAR_FILE = "base.tar.zst"  # zstd by pg_basebackup, stored as is
 
 _START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
 _END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
+_PROGRESS = re.compile(r"(\d+)/(\d+) kB \(100%\)")
+
+
+def uncompressed_bytes(log: str) -> int | None:
+    """The tar's size before compression, from pg_basebackup's last `--progress` line (kB), or None."""
+    found = _PROGRESS.findall(log)
+    return int(found[-1][0]) * 1024 if found else None
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
             "fetch",
             "--checkpoint=fast",
             "--verbose",
+            "--progress",  # its last line gives the uncompressed size, which the compressed stream hides
             "--compress=client-zstd:level=1,workers=2",
             "--no-password",
             f"--label=auction-backup {partition}",
@@ -165,6 +173,7 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
                 "server_version": server_version,
                 "wal_method": "fetch (WAL of the backup inside the tar)",
                 "tar_compression": "zstd level 1 (pg_basebackup client-side)",
+                "uncompressed_bytes": uncompressed_bytes(log),
                 "duration_s": round(time.monotonic() - started, 3),
                 **(extra or {}),
             }

@@ -30,14 +30,16 @@ from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
 from auction_backup_pipelines.repository.repository import Repository
 
-from ..shared.keys import WAL_ARCHIVE_KEY
+from ..shared.keys import POSTGRES_PRIMARY_KEY, WAL_ARCHIVE_KEY
 from ..shared.loading import current_settings
+from ..shared.presentation import iso_utc
 from ..shared.resources import BackupRepositoryResource
 
 CHECK_NAME = "archive_fresh_and_complete"
 
 wal_archive = AssetSpec(
     WAL_ARCHIVE_KEY,
+    deps=[POSTGRES_PRIMARY_KEY],
     group_name="postgres",
     kinds={"postgres"},
     description="Every WAL segment of the primary, streamed by pg_receivewal (auction-backup wal-receive).",
@@ -58,13 +60,19 @@ def archive_status(
     metadata = {
         "newest_segment": h.newest.name if h.newest else "-",
         "completed_segments": MetadataValue.int(h.completed),
-        "covered_until": str(h.covered_until) if h.covered_until else "-",
+        "covered_until": iso_utc(h.covered_until) if h.covered_until else "-",
         "lag_seconds": MetadataValue.float(round(lag, 1)) if lag is not None else MetadataValue.float(-1.0),
         "gaps": ", ".join(f"{a}..{b}" for a, b in gaps) or "none",
         "pruned_by_retention": ", ".join(f"{a}..{b}" for a, b in pruned) or "none",
+        # Live, evaluated at every observation: the base backup assets no longer freeze it at capture.
         "recoverable_window": window.describe(),
+        "recoverable_earliest": iso_utc(window.earliest) if window.earliest else "-",
+        "recoverable_latest": iso_utc(window.latest) if window.latest else "-",
         "max_lag_seconds": MetadataValue.float(max_lag_s),
     }
+    if h.covered_until:
+        # What the catalog shows as the archive's last update: its newest WAL, not the observation.
+        metadata["dagster/last_updated_timestamp"] = MetadataValue.timestamp(h.covered_until)
     if h.newest is None:
         return False, f"the WAL archive in {repo.describe()} is empty: is `auction-backup wal-receive` running?", metadata
     if gaps:

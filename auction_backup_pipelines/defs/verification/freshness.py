@@ -1,6 +1,7 @@
 """`verified_recently` checks: run with every daily backup, each fails once the newest successful
 restore verification of its asset is older than VERIFICATION_MAX_AGE_DAYS, so a broken weekly job
-shows on the asset page instead of going unnoticed."""
+shows on the asset page instead of going unnoticed. Before any verification succeeded, the check
+passes while the asset's first backup is younger than that age (a new install), then warns."""
 
 import datetime as dt
 
@@ -31,11 +32,7 @@ def verified_recently_check(asset_key: AssetKey, restore_check: str, max_age_day
             key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
         )
         if not history:
-            return AssetCheckResult(
-                passed=False,
-                severity=AssetCheckSeverity.WARN,
-                description=f"`{restore_check}` never succeeded: run weekly_verification_job",
-            )
+            return never_verified(context, asset_key, restore_check, max_age_days)
         when = dt.datetime.fromtimestamp(history[0].create_timestamp, dt.UTC)
         age_days = (dt.datetime.now(dt.UTC) - when).total_seconds() / 86400
         return AssetCheckResult(
@@ -46,6 +43,33 @@ def verified_recently_check(asset_key: AssetKey, restore_check: str, max_age_day
         )
 
     return check
+
+
+def never_verified(
+    context: AssetCheckExecutionContext, asset_key: AssetKey, restore_check: str, max_age_days: float
+) -> AssetCheckResult:
+    """No successful verification yet: only a warning once the asset's first backup is older than
+    the maximum age. A new install has nothing to verify yet and must not start with warnings."""
+    first = context.instance.fetch_materializations(asset_key, limit=1, ascending=True).records
+    if first:
+        taken = dt.datetime.fromtimestamp(first[0].timestamp, dt.UTC)
+        age_days = (dt.datetime.now(dt.UTC) - taken).total_seconds() / 86400
+        if age_days > max_age_days:
+            return AssetCheckResult(
+                passed=False,
+                severity=AssetCheckSeverity.WARN,
+                description=f"`{restore_check}` never succeeded although backups exist since "
+                f"{taken:%Y-%m-%dT%H:%M:%SZ} ({age_days:.1f} days): run weekly_verification_job",
+                metadata={"first_backup_at": taken.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            )
+        since = f"the first was taken {taken:%Y-%m-%dT%H:%M:%SZ} ({age_days:.1f} days ago)"
+    else:
+        since = "none was taken yet"
+    return AssetCheckResult(
+        passed=True,
+        description=f"no backup old enough to need verification yet ({since}; the weekly restore check "
+        f"`{restore_check}` must succeed within {max_age_days:g} days of a backup)",
+    )
 
 
 def build_verified_recently_checks(
