@@ -175,10 +175,11 @@ def plan_with_wal(
     now: dt.datetime | None = None,
     policies: Mapping[str, retention.Policy] = retention.DEFAULT_POLICIES,
     pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW,
+    extra_pins: Collection[PartitionRef] = (),
 ) -> tuple[list[retention.Decision], wal_pruning.WalPlan]:
     """`plan` and the WAL archive's plan (policy/wal_pruning.py), from the same one listing."""
     now = now or utcnow()
-    snap = _scan(repo)
+    snap = _scan(repo, extra_pins)
     decisions = _evaluate(snap, now, policies, pitr_window)
     kept = {d.backup.key: d.keep for d in decisions}
     good = {r.key: r.status == "good" for r in snap.records}

@@ -53,6 +53,20 @@ def test_postgres_archives_wal_into_its_own_volume(compose):
     assert "wal_archive:/wal_archive" in pg["volumes"]
 
 
+def test_postgres_serves_tls_with_the_mounted_certificate_and_key(compose):
+    # As the local stack's server (stack/postgres.sh): ssl=on, with files the operator provides.
+    pg = compose["services"]["postgres"]
+    settings = dict(re.findall(r"-c (ssl\w*)=(\S+)", pg["command"]))
+    assert settings["ssl"] == "on" and settings["ssl_min_protocol_version"] == "TLSv1.2"
+    [mount] = [m for m in pg["volumes"] if m.startswith("./deploy/postgres-tls:")]
+    source, target, mode = mount.split(":")
+    assert mode == "ro"
+    assert settings["ssl_cert_file"] == f"{target}/server.crt" and settings["ssl_key_file"] == f"{target}/server.key"
+    # The folder is in the project, and git keeps a private key put there out of commits.
+    folder = ROOT / source
+    assert (folder / ".gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
+
+
 def test_code_location_environment_matches_settings_and_services(compose):
     services = compose["services"]
     env = services["code_location"]["environment"]

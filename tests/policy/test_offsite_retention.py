@@ -2,13 +2,17 @@
 
 Synthetic backups of N days (tests/ops/synthetic_backups.py) are written locally and copied
 offsite on a prefix of this test; then `auction-backup prune` (run as an operator runs it) and
-the retention sensor + cleanup job prune the copies to the policy, with the same rails.
+the retention sensor + cleanup job prune the copies to the policy, with the same rails. Synthetic
+base backups (start/stop LSNs) and a WAL archive copied offsite show the offsite WAL pruned by
+the local WAL plan, with the PITR window of the settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +28,10 @@ from auction_backup_pipelines.defs.shared.loading import current_settings
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
 from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.ops import offsite
-from auction_backup_pipelines.policy import offsite_retention, pruning, retention
+from auction_backup_pipelines.policy import offsite_retention, pruning, retention, wal_pruning
+from auction_backup_pipelines.policy import wal_retention as wr
+from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive
+from auction_backup_pipelines.repository import layout
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import OffsiteSettings
 from tests.ops.synthetic_backups import redis_snapshot
@@ -34,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TODAY = dt.datetime.now(dt.UTC).date()
 DAYS = [TODAY - dt.timedelta(days=i) for i in range(1, 13)]  # 12 days, newest first
 OFFSITE_DAILY = 3
+WEEK = dt.timedelta(days=7)
+SIZE = wr.DEFAULT_SEGMENT_SIZE
 
 
 @pytest.fixture
@@ -119,7 +128,7 @@ def test_last_good_backup_offsite_is_never_pruned(stores):
         with remote.backend.writer(b.manifest_key) as f:
             f.write(failed.to_json())
     # Even with no daily backups kept offsite at all, the rail keeps the last good one.
-    target = offsite_retention.offsite_target(remote, local, dataclasses.replace(settings, retention_daily=0))
+    target = offsite_retention.offsite_target(remote, local, dataclasses.replace(settings, retention_daily=0), WEEK)
     kept = {d.backup.day.isoformat(): d.reasons for d in offsite_retention.plan(target) if d.keep}
     assert kept == {DAYS[-1].isoformat(): (retention.LAST_GOOD,)}
 
@@ -145,3 +154,161 @@ def test_sensor_and_cleanup_job_prune_offsite_and_name_the_repository(stores):
     assert {k.split("/")[2] for k in outcomes[pruning.DELETED] if k.startswith("offsite:")} == doomed_offsite
     observed = instance.fetch_observations(AssetKey(["offsite", "redis", "snapshot"]), limit=100).records
     assert {r.event_log_entry.asset_observation.partition for r in observed} == doomed_offsite
+
+
+# -- the WAL archive offsite ------------------------------------------------------------------
+
+
+def seg(n: int) -> str:
+    return wr.segment_name(1, n)
+
+
+def put_base(repo: Repository, day: dt.date, first: int, last: int, **meta: object) -> str:
+    """A base backup of `day` (stopped at 02:00 that day) whose WAL is segments first..last."""
+    stop = dt.datetime.combine(day, dt.time(2), tzinfo=dt.UTC)
+    with repo.begin("postgres", "base_backup", day) as w:
+        with w.open_file("base.tar.zst", compression="none") as f:
+            f.write(b"tar")
+        w.metadata.update(
+            start_lsn=wr.format_lsn(first * SIZE + 0x28),
+            stop_lsn=wr.format_lsn(last * SIZE + 0x138),
+            timeline=1,
+            stop_time=stop.isoformat(),
+            **meta,
+        )
+    assert w.committed is not None
+    return w.committed.prefix
+
+
+def put_wal(repo: Repository, name: str) -> None:
+    """An archived WAL file whose record matches its stored bytes (so copy_wal copies it)."""
+    data = b"wal " + name.encode()
+    with repo.backend.writer(layout.wal_data_key(name)) as f:
+        f.write(data)
+    sha = hashlib.sha256(data).hexdigest()
+    now = dt.datetime.now(dt.UTC).isoformat()
+    rec = SegmentRecord(name, 1, name.endswith(".partial"), SIZE, sha, len(data), sha, now)
+    with repo.backend.writer(layout.wal_record_key(name)) as f:
+        f.write(json.dumps(dataclasses.asdict(rec)).encode())
+
+
+def wal_left(repo: Repository) -> set[str]:
+    return set(wal_pruning.wal_names(o.key for o in repo.backend.list(layout.WAL_AREA + "/")))
+
+
+def base_days(repo: Repository) -> set[dt.date]:
+    return {b.day for b in repo.list("postgres", "base_backup")}
+
+
+A, F, W, D = (TODAY - dt.timedelta(days=n) for n in (40, 25, 8, 1))
+ALL_WAL = {seg(n) for n in range(1, 36)} | {seg(36) + ".partial"}
+
+
+@pytest.fixture
+def pg_stores(tmp_path, monkeypatch):
+    """Base backups A (monthly-old, WAL 2..3), F (failed, 10..11), W (8 days old, 20..21) and D
+    (yesterday, 30..31), WAL 1..35 and the partial of 36, all copied to a fresh offsite prefix.
+    Offsite keeps one daily backup and no weekly or monthly one, so the PITR window decides."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}-offsite-wal"
+    monkeypatch.setenv("OFFSITE_S3_PREFIX", prefix)
+    for name, value in (("DAILY", "1"), ("WEEKLY", "0"), ("MONTHLY", "0")):
+        monkeypatch.setenv(f"OFFSITE_RETENTION_{name}", value)
+    monkeypatch.setenv("BACKUP_ROOT", str(tmp_path / "backups"))
+    monkeypatch.delenv("RETENTION_DRY_RUN", raising=False)
+    monkeypatch.delenv("PITR_WINDOW_DAYS", raising=False)
+    current_settings.cache_clear()
+    settings = OffsiteSettings.from_env()
+    local = Repository.local(str(tmp_path / "backups"))
+    remote = offsite.repository_from_settings(settings)
+    keys = {
+        "A": put_base(local, A, 2, 3),
+        "F": put_base(local, F, 10, 11, verification="failed"),
+        "W": put_base(local, W, 20, 21),
+        "D": put_base(local, D, 30, 31),
+    }
+    for n in range(1, 36):
+        put_wal(local, seg(n))
+    put_wal(local, seg(36) + ".partial")
+    assert len(offsite.copy_all(local, remote)) == 4
+    offsite.copy_wal(WalArchive(local.backend), WalArchive(remote.backend))
+    assert wal_left(remote) == ALL_WAL
+    yield local, remote, settings, keys
+    current_settings.cache_clear()
+    s3 = remote.storage
+    s3.remove_temporaries()
+    s3.delete_many(o.key for o in s3.list())
+
+
+def local_plan_would_keep(local: Repository, settings: OffsiteSettings, window: dt.timedelta) -> set[str]:
+    """The WAL the local plan keeps when given the offsite counts and window: what offsite must keep."""
+    policies = offsite_retention.offsite_policies(settings)
+    _, wal = pruning.plan_with_wal(local, pruning.utcnow(), policies, window)
+    return ALL_WAL - set(wal.expired())
+
+
+def test_cli_prunes_offsite_wal_by_the_local_plan_and_dry_run_lists_it(pg_stores):
+    local, remote, settings, keys = pg_stores
+    expected = {seg(n) for n in range(20, 36)} | {seg(36) + ".partial"}  # from W's start: the 7-day window
+    assert local_plan_would_keep(local, settings, WEEK) == expected
+
+    dry = prune_cli("--dry-run", "--offsite").stdout
+    assert f"WAL archive (PITR window 7 days; its base backup: {keys['W']}):" in dry
+    assert f"  {seg(1)}..{seg(19)}: expire (before the PITR window and outside every kept base backup)" in dry
+    assert f"  {seg(20)}..{seg(35)}: keep (inside the PITR window (from the start of base backup {keys['W']}))" in dry
+    assert "offsite: dry run: 2 backup(s) would be deleted, 2 kept; 19 WAL file(s) would be deleted" in dry
+    assert f"would delete  offsite  WAL {seg(1)}..{seg(19)}  (19 file(s);" in dry
+    plan = json.loads(prune_cli("--dry-run", "--offsite", "--json").stdout)["offsite"]
+    assert plan["wal_expired"] == [f"{seg(1)}..{seg(19)}"] and plan["wal_expired_files"] == 19
+    assert wal_left(remote) == ALL_WAL and len(base_days(remote)) == 4  # a dry run deletes nothing
+
+    done = prune_cli("--offsite").stdout
+    assert f"deleted       offsite  WAL {seg(1)}..{seg(19)}" in done
+    assert "offsite WAL: 19 file(s) deleted, 0 file(s) kept, 0 file(s) error" in done
+    assert base_days(remote) == {W, D}
+    assert wal_left(remote) == expected
+    assert wal_left(local) == ALL_WAL and len(base_days(local)) == 4  # --offsite leaves the local side alone
+    assert "nothing expired" in prune_cli("--offsite").stdout  # a second prune has nothing left to do
+
+
+def test_a_non_default_pitr_window_is_honoured_offsite(pg_stores, monkeypatch):
+    local, remote, settings, keys = pg_stores
+    monkeypatch.setenv("PITR_WINDOW_DAYS", "10")  # W is inside it: the window starts from A
+    expected = ALL_WAL - {seg(1)}
+    assert local_plan_would_keep(local, settings, dt.timedelta(days=10)) == expected
+
+    done = prune_cli("--offsite").stdout
+    assert f"WAL archive (PITR window 10 days; its base backup: {keys['A']}):" in done
+    assert base_days(remote) == {A, D}  # A kept as the window's base, though offsite keeps no monthly
+    assert wal_left(remote) == expected
+
+
+def test_sensor_and_cleanup_job_prune_offsite_wal_with_the_window_of_the_settings(pg_stores, monkeypatch):
+    local, remote, settings, keys = pg_stores
+    monkeypatch.setenv("PITR_WINDOW_DAYS", "10")
+    current_settings.cache_clear()
+    window = current_settings().retention.pitr_window
+    assert window == dt.timedelta(days=10)
+    resource = BackupRepositoryResource(root=str(local.backend.root))
+    instance = DagsterInstance.ephemeral()
+    ctx = build_sensor_context(instance=instance, resources={"backup_repo": resource})
+    sensor = build_retention_sensor(3600, False, settings, pitr_window=window)
+    [request] = sensor.evaluate_tick(ctx).run_requests
+    cfg = request.run_config["ops"][ret.CLEANUP_OP]["config"]
+    assert cfg["offsite_wal_runs"] == [seg(1)]
+    assert sorted(cfg["offsite_backup_keys"]) == sorted([keys["F"], keys["W"]])
+    assert cfg["backup_keys"] == [keys["F"]] and cfg["wal_runs"] == [seg(1)]
+    # Offsite WAL is part of the run key, so a set that differs only there is requested again.
+    named = [keys["F"], f"offsite:{keys['F']}", f"offsite:{keys['W']}", f"wal:{seg(1)}", f"offsite:wal:{seg(1)}"]
+    assert request.run_key == ret.run_key_for(named, False)
+
+    result = ret.cleanup_job.execute_in_process(
+        run_config=request.run_config, instance=instance, resources={"backup_repo": resource}
+    )
+    assert result.success
+    assert wal_left(remote) == ALL_WAL - {seg(1)} and base_days(remote) == {A, D}
+    # the local side follows its own (default) counts with the same window: A, W and D kept
+    assert wal_left(local) == ALL_WAL - {seg(1)} and base_days(local) == {A, W, D}
+    [out] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = out.event_specific_data.metadata
+    assert meta["offsite_wal_deleted_files"].value == 1 and meta["wal_deleted_files"].value == 1
+    assert sensor.evaluate_tick(ctx).run_requests == []  # nothing left to request

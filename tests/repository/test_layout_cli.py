@@ -101,7 +101,9 @@ def test_pinning_a_hidden_or_escaping_artifact_is_refused(repo):
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
+    # No offsite store: the stack's one is shared by every test (prefixes of their own), and a
+    # prune there would plan the whole bucket while other tests write and delete in it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "OFFSITE_"))}
     env["BACKUP_ROOT"] = str(root)
     return subprocess.run([str(CLI), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 

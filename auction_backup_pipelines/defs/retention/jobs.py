@@ -5,7 +5,8 @@ exactly the backups to delete (sensor ticks time out after about 60 s, so they n
 The run key is a hash of that set: the daemon skips a run key it has seen, so one set of
 expired backups is requested once however many ticks see it. The job re-plans before each
 deletion (policy.pruning.delete_expired), deletes the manifest first, then deletes the expired
-runs of the WAL archive (policy.wal_pruning.delete_expired_wal, after the backups), and records an
+runs of the WAL archive (policy.wal_pruning.delete_expired_wal, after the backups; the offsite
+repository's WAL after the offsite backups, the same way), and records an
 AssetObservation with status "deleted" on the backup's asset partition
 (instance.wipe_asset_partitions is not implemented on the OSS SQL event log). Last, it removes
 the leftovers of crashed runs the sensor named, each decided again under its partition lock
@@ -52,6 +53,8 @@ class CleanupConfig(Config):
     """Backups to delete from the offsite repository (same form; empty when none is configured)."""
     wal_runs: list[str] = []
     """Runs of WAL segments to delete (`first..last` or one file name), after the backups."""
+    offsite_wal_runs: list[str] = []
+    """Runs of WAL segments to delete from the offsite repository, after the offsite backups."""
     leftovers: list[str] = []
     """Leftovers of crashed runs to remove (ids from policy/leftovers.py; the sensor fills this in)."""
     offsite_leftovers: list[str] = []
@@ -88,19 +91,24 @@ def delete_expired_backups(context: OpExecutionContext, config: CleanupConfig, b
     window = current_settings().retention.pitr_window
     found_local = pruning.delete_expired(repo, config.backup_keys, dry_run=config.dry_run, pitr_window=window)
     outcomes = [(offsite_retention.LOCAL, o) for o in found_local]
-    if config.offsite_backup_keys:
-        target = offsite_target(repo, current_settings().offsite)
+    off_wal: list[wal_pruning.WalOutcome] = []
+    if config.offsite_backup_keys or config.offsite_wal_runs:
+        target = offsite_target(repo, current_settings().offsite, window)
         if target is None:
-            raise Failure(description="offsite backups were listed for deletion but no offsite repository is configured")
+            raise Failure(description="offsite backups or WAL were listed for deletion but no offsite repository is configured")
         found = offsite_retention.delete_expired(target, config.offsite_backup_keys, dry_run=config.dry_run)
         outcomes += [(offsite_retention.OFFSITE, o) for o in found]
+        # Offsite WAL after the offsite backups, for the same reason as locally (below).
+        if config.offsite_wal_runs:
+            off_wal = offsite_retention.delete_expired_wal(target, config.offsite_wal_runs, dry_run=config.dry_run)
     # WAL after the backups: a fresh plan counts every base backup still present as kept.
     wal_outcomes = (
         wal_pruning.delete_expired_wal(repo, config.wal_runs, pruning.utcnow(), window, config.dry_run) if config.wal_runs else []
     )
-    for w in wal_outcomes:
+    wal_rows = [(offsite_retention.LOCAL, w) for w in wal_outcomes] + [(offsite_retention.OFFSITE, w) for w in off_wal]
+    for where, w in wal_rows:
         level = {pruning.KEPT: context.log.warning, pruning.ERROR: context.log.error}.get(w.action, context.log.info)
-        level(f"{w.action}: WAL {w.label} ({w.count} file(s); {w.reason})")
+        level(f"{w.action}: {where} WAL {w.label} ({w.count} file(s); {w.reason})")
     deleted: dict[str, list[str]] = {offsite_retention.LOCAL: [], offsite_retention.OFFSITE: []}
     for where, o in outcomes:
         level = {pruning.KEPT: context.log.warning, pruning.ERROR: context.log.error}.get(o.action, context.log.info)
@@ -118,11 +126,16 @@ def delete_expired_backups(context: OpExecutionContext, config: CleanupConfig, b
     }
     if wal_outcomes:
         metadata["wal_deleted_files"] = MetadataValue.int(sum(w.count for w in wal_outcomes if w.action == wal_pruning.DELETED))
-        metadata["wal_outcomes"] = MetadataValue.md(
-            "\n".join(["| action | WAL | files | reason |", "|---|---|---|---|"])
-            + "".join(f"\n| {w.action} | {w.label} | {w.count} | {w.reason} |" for w in wal_outcomes[:500])
+    if off_wal:
+        metadata["offsite_wal_deleted_files"] = MetadataValue.int(
+            sum(w.count for w in off_wal if w.action == wal_pruning.DELETED)
         )
-    wal_failed = sum(w.action == wal_pruning.ERROR for w in wal_outcomes)
+    if wal_rows:
+        metadata["wal_outcomes"] = MetadataValue.md(
+            "\n".join(["| repository | action | WAL | files | reason |", "|---|---|---|---|---|"])
+            + "".join(f"\n| {where} | {w.action} | {w.label} | {w.count} | {w.reason} |" for where, w in wal_rows[:500])
+        )
+    wal_failed = sum(w.action == wal_pruning.ERROR for _, w in wal_rows)
     left_failed = crash_leftovers.remove_requested(context, repo, config, metadata)
     if counts[pruning.ERROR] or wal_failed or left_failed:
         # Raised after the loop, so every deletion that did happen is already observed.

@@ -44,7 +44,7 @@ def remove_requested(context: OpExecutionContext, repo: Repository, config: Any,
         for o in _remove(context, repo, config.leftovers, offsite_retention.LOCAL, safety_age, config.dry_run)
     ]
     if config.offsite_leftovers:
-        target = offsite_target(repo, current_settings().offsite)
+        target = offsite_target(repo, current_settings().offsite, current_settings().retention.pitr_window)
         if target is None:
             raise Failure(description="offsite leftovers were listed for removal but no offsite repository is configured")
         found = _remove(context, target.repo, config.offsite_leftovers, offsite_retention.OFFSITE, safety_age, config.dry_run)

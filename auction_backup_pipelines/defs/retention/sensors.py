@@ -1,6 +1,7 @@
 """The retention sensor: lists the repository once, applies the GFS policy and WAL retention, and
 requests a cleanup run for exactly what expired (jobs.py deletes; a sensor tick times out after
-about 60 s). Expired WAL is named by runs of segments (`first..last`), so the run config stays small."""
+about 60 s). Expired WAL is named by runs of segments (`first..last`), so the run config stays small;
+the WAL copied offsite is planned the same way, from the offsite repository's own base backups."""
 
 import datetime as dt
 from collections import Counter
@@ -56,26 +57,29 @@ def build_retention_sensor(
         wal_runs = wal.expired_runs()
         # The offsite copy (when configured) is planned by the same policy and rails; its keys go
         # to the same cleanup run, in their own list, so each decision names its repository.
-        target = offsite_target(repo, offsite)
-        off_decisions = offsite_retention.plan(target) if target is not None else []
+        target = offsite_target(repo, offsite, pitr_window)
+        off_decisions, off_wal = offsite_retention.plan_with_wal(target) if target is not None else ([], None)
+        off_wal_runs = off_wal.expired_runs() if off_wal is not None else []
         left = crash_leftovers.plan_ids(repo, leftover_safety_age)
         off_left = crash_leftovers.plan_ids(target.repo, leftover_safety_age) if target is not None else []
-        if not decisions and not off_decisions and not left and not off_left:
+        if not decisions and not off_decisions and not left and not off_left and not wal_runs and not off_wal_runs:
             return SkipReason(f"no backups in {repo.describe()}" + (" nor offsite" if target is not None else ""))
         doomed = sorted(b.key for b in retention.expired(decisions))
         off_doomed = sorted(b.key for b in retention.expired(off_decisions))
-        if not doomed and not off_doomed and not wal_runs and not left and not off_left:
+        if not doomed and not off_doomed and not wal_runs and not off_wal_runs and not left and not off_left:
             summary = _kept_summary(decisions)
             return SkipReason(summary + (f"; offsite: {_kept_summary(off_decisions)}" if target is not None else ""))
         context.log.info(
             f"{len(doomed)} of {len(decisions)} local and {len(off_doomed)} of {len(off_decisions)} offsite "
-            f"backup(s) expired, and {len(wal.expired())} WAL file(s); {len(left)} local and {len(off_left)} offsite "
+            f"backup(s) expired, and {len(wal.expired())} local and {len(off_wal.expired()) if off_wal else 0} offsite "
+            f"WAL file(s); {len(left)} local and {len(off_left)} offsite "
             f"leftover(s) of crashed runs to remove{' (dry run)' if dry_run else ''}"
         )
         config = CleanupConfig(
             backup_keys=doomed,
             offsite_backup_keys=off_doomed,
             wal_runs=wal_runs,
+            offsite_wal_runs=off_wal_runs,
             leftovers=left,
             offsite_leftovers=off_left,
             dry_run=dry_run,
@@ -85,6 +89,7 @@ def build_retention_sensor(
                 doomed
                 + [f"{offsite_retention.OFFSITE}:{k}" for k in off_doomed]
                 + [f"wal:{r}" for r in wal_runs]
+                + [f"{offsite_retention.OFFSITE}:wal:{r}" for r in off_wal_runs]
                 + [f"leftover:{i}" for i in left]
                 + [f"{offsite_retention.OFFSITE}:leftover:{i}" for i in off_left],
                 dry_run,

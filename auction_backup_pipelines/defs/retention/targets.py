@@ -8,14 +8,19 @@ built with the settings it plans for (definitions.py); the job reads them only w
 offsite backups to delete.
 """
 
+import datetime as dt
+
 from auction_backup_pipelines.ops import offsite
 from auction_backup_pipelines.policy import offsite_retention
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import OffsiteSettings
 
 
-def offsite_target(local: Repository, settings: OffsiteSettings | None) -> offsite_retention.Target | None:
-    """The offsite repository under its retention policy, or None when none is configured."""
+def offsite_target(
+    local: Repository, settings: OffsiteSettings | None, pitr_window: dt.timedelta
+) -> offsite_retention.Target | None:
+    """The offsite repository under its retention policy and the PITR window (PITR_WINDOW_DAYS),
+    or None when none is configured."""
     if settings is None or not settings.configured:
         return None
-    return offsite_retention.offsite_target(offsite.repository_from_settings(settings), local, settings)
+    return offsite_retention.offsite_target(offsite.repository_from_settings(settings), local, settings, pitr_window)
