@@ -8,13 +8,16 @@ import sys
 from typing import Any
 
 from auction_backup_pipelines.cli.common import EXIT_FAILURE, day, open_repository
-from auction_backup_pipelines.cli.output import print_json
+from auction_backup_pipelines.cli.output import add_json_flag, print_json
+from auction_backup_pipelines.cli.progress import activity
 from auction_backup_pipelines.kafka import export as kafka_export
 from auction_backup_pipelines.kafka.records import KafkaBackupError
+from auction_backup_pipelines.ops.metrics import write_backup_metrics
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import base_backup, logical_day
 from auction_backup_pipelines.redis import backup as redis_backup
 from auction_backup_pipelines.redis import client as redis_client
+from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import parse_day
 from auction_backup_pipelines.settings import Settings
 
@@ -24,12 +27,22 @@ def partition_day(args: argparse.Namespace) -> dt.date:
     return parse_day(args.date) if args.date else capture.default_partition()
 
 
+def published(backup: Backup, settings: Settings) -> Backup:
+    """A backup just published: its figures go to METRICS_TEXTFILE_DIR (a failure there is a warning)."""
+    problem = write_backup_metrics(settings.metrics.textfile_dir, backup)
+    if problem:
+        print(f"auction-backup: warning: {problem}", file=sys.stderr)
+    return backup
+
+
 def cmd_backup_postgres(args: argparse.Namespace, settings: Settings) -> int:
     """A logical dump of the database for one day."""
     day = partition_day(args)
-    backup = logical_day.backup_logical_day(
-        settings.postgres, open_repository(args, settings), day, allow_late_capture=args.allow_late_capture
-    )
+    with activity(f"backup postgres logical dump for {day}"):
+        backup = logical_day.backup_logical_day(
+            settings.postgres, open_repository(args, settings), day, allow_late_capture=args.allow_late_capture
+        )
+    published(backup, settings)
     m = backup.metadata
     print_json(
         {
@@ -46,9 +59,11 @@ def cmd_backup_postgres(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backup_postgres_base(args: argparse.Namespace, settings: Settings) -> int:
     """A base backup (pg_basebackup) for point-in-time recovery."""
     day = partition_day(args)
-    backup = base_backup.take_base_backup_for_day(
-        settings.postgres, open_repository(args, settings), day, args.allow_late_capture
-    )
+    with activity(f"backup postgres base backup for {day}"):
+        backup = base_backup.take_base_backup_for_day(
+            settings.postgres, open_repository(args, settings), day, args.allow_late_capture
+        )
+    published(backup, settings)
     m = backup.metadata
     print_json(
         {
@@ -67,14 +82,16 @@ def cmd_backup_postgres_base(args: argparse.Namespace, settings: Settings) -> in
 def cmd_backup_redis(args: argparse.Namespace, settings: Settings) -> int:
     """A snapshot of the Redis server, or of every master of a cluster."""
     day = partition_day(args)
-    backup = redis_backup.backup_snapshot(
-        settings.redis,
-        open_repository(args, settings),
-        day,
-        allow_late_capture=args.allow_late_capture,
-        data_dir=args.data_dir or None,
-        mode=args.mode,
-    )
+    with activity(f"backup redis snapshot for {day}"):
+        backup = redis_backup.backup_snapshot(
+            settings.redis,
+            open_repository(args, settings),
+            day,
+            allow_late_capture=args.allow_late_capture,
+            data_dir=args.data_dir or None,
+            mode=args.mode,
+        )
+    published(backup, settings)
     m = backup.metadata
     print_json(
         {
@@ -99,21 +116,25 @@ def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repository(args, settings)
     done: list[dict[str, Any]] = []
     failed: list[str] = []
-    for topic in args.topics or kafka.topics:
-        try:
-            b = kafka_export.backup_topic_day(kafka, repo, topic, day)
-        except KafkaBackupError as exc:  # one topic's failure does not stop the others
-            failed.append(f"{topic}: {exc}")
-            continue
-        done.append(
-            {
-                "backup": b.prefix,
-                "messages": b.metadata["messages_total"],
-                "stored_size": b.stored_size,
-                "messages_sha256": b.metadata["messages_sha256"],
-                "capture": b.metadata["capture"],
-            }
-        )
+    topics = args.topics or kafka.topics
+    with activity(f"backup kafka {day}", total=len(topics)) as step:
+        for topic in topics:
+            try:
+                b = published(kafka_export.backup_topic_day(kafka, repo, topic, day), settings)
+            except KafkaBackupError as exc:  # one topic's failure does not stop the others
+                failed.append(f"{topic}: {exc}")
+                continue
+            finally:
+                step(topic)
+            done.append(
+                {
+                    "backup": b.prefix,
+                    "messages": b.metadata["messages_total"],
+                    "stored_size": b.stored_size,
+                    "messages_sha256": b.metadata["messages_sha256"],
+                    "capture": b.metadata["capture"],
+                }
+            )
     print_json(done)
     for line in failed:
         print(f"auction-backup: error: {line}", file=sys.stderr)
@@ -127,20 +148,24 @@ def register(sub: Any) -> None:
     b = bsub.add_parser("postgres", help="logical dump of the Auction Flow database")
     b.add_argument("--date", type=day, help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
+    add_json_flag(b)
     b.set_defaults(func=cmd_backup_postgres)
     b = bsub.add_parser("postgres-base", help="base backup (pg_basebackup) for point-in-time recovery")
     b.add_argument("--date", type=day, help="partition day (default: yesterday UTC)")
     b.add_argument("--allow-late-capture", action="store_true")
+    add_json_flag(b)
     b.set_defaults(func=cmd_backup_postgres_base)
     b = bsub.add_parser("redis", help="snapshot of the Redis server, or of every master of a cluster")
     b.add_argument("--date", type=day, help="partition day (default: yesterday UTC, the day an on-time backup stands for)")
     b.add_argument("--allow-late-capture", action="store_true", help="store today's data under a past day, saying so")
     b.add_argument("--mode", choices=list(redis_client.MODES), default="auto", help="auto (default), bgsave, network or aof")
     b.add_argument("--data-dir", help="the server's data dir on this machine (default: $REDIS_DATA_DIR)")
+    add_json_flag(b)
     b.set_defaults(func=cmd_backup_redis)
     b = bsub.add_parser("kafka", help="export one day of Kafka topics (messages, configs, consumer-group offsets)")
     b.add_argument(
         "--date", type=day, help="partition day (default: yesterday UTC); past days are rebuilt from the log by timestamp"
     )
     b.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics to export (default: $KAFKA_TOPICS)")
+    add_json_flag(b)
     b.set_defaults(func=cmd_backup_kafka)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from auction_backup_pipelines.cli import backup, doctor, pitr, repository, restore, verify
+from auction_backup_pipelines.cli import backup, check, doctor, drill, info, pitr, repository, restore, verify
 from auction_backup_pipelines.cli.common import EXIT_FAILURE
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.settings import Settings, load_settings
@@ -27,13 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", help="backup repository folder (default: $BACKUP_ROOT or ./backups)")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor.register(sub)
+    info.register(sub)
+    check.register(sub)
     repository.register_list(sub)
     backup.register(sub)
     restore.register(sub)
     pitr.register(sub)
     verify.register(sub)
+    drill.register(sub)
     repository.register(sub)
     return parser
+
+
+def one_line(message: str) -> str:
+    """A message as one line: a tool's multi-line stderr quoted in an error (pg_receivewal adds a
+    tab-indented hint) is joined, so a monitoring system or a log reader gets one line per error."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args, load_settings(tolerant=True))
     except (BackupError, ValueError) as exc:  # ValueError: a malformed value the engines parse, e.g. a target time
-        print(f"auction-backup: error: {exc}", file=sys.stderr)
+        print(f"auction-backup: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("auction-backup: interrupted; nothing incomplete was published", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any
 
 from auction_backup_pipelines.cli.common import EXIT_FAILURE, SYSTEMS, CliError, day, open_repository
 from auction_backup_pipelines.cli.output import print_json
+from auction_backup_pipelines.cli.progress import activity
 from auction_backup_pipelines.ops import restore_checks
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump
@@ -48,7 +49,11 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if not found.backups and not found.findings:
         raise CliError(f"no backups to verify in {repo.describe()}")
     adopted, skipped = catalog.adopt(repo, found) if args.adopt else ([], [])
-    rows = [_verify_one(repo, b, args.deep, settings) for b in found.backups]
+    rows = []
+    with activity("verify" + (" --deep" if args.deep else ""), total=len(found.backups)) as step:
+        for b in found.backups:
+            rows.append(_verify_one(repo, b, args.deep, settings))
+            step(b.prefix)
     for f in found.findings:
         if f.key in adopted:
             rows.append({"key": f.key, "status": "adopted", "detail": "recorded in the catalog", "severity": "info"})
