@@ -38,7 +38,15 @@ class SnapshotVerification:
 def verify_snapshot(repo: Repository, backup: Backup) -> SnapshotVerification:
     """Load the backup into scratch servers and compare their content with the manifest."""
     repo.verify(backup)
-    expected = Facts.from_json(backup.metadata["content"])
+    try:
+        expected = Facts.from_json(backup.metadata["content"])
+    except (KeyError, TypeError, ValueError) as exc:
+        # Every snapshot this project writes records its content; one without (or with a
+        # malformed record) cannot be checked, which is a verification failure, not a crash.
+        raise VerificationError(
+            f"backup {backup.prefix} records no usable content facts ({type(exc).__name__}: {exc}); "
+            "its restore cannot be verified"
+        ) from None
     actual = Facts(expected.bucket_ms)
     with scratch_dir() as tmp, loaded_servers(repo, backup, tmp) as servers:
         for srv in servers:
