@@ -3,7 +3,15 @@
 import importlib
 import sys
 
-BENCHES = ["bench_postgres", "bench_pitr", "bench_redis", "bench_kafka", "bench_retention", "bench_encryption"]
+BENCHES = [
+    "bench_postgres",
+    "bench_pitr",
+    "bench_redis",
+    "bench_kafka",
+    "bench_retention",
+    "bench_encryption",
+    "bench_job_overhead",
+]
 
 if __name__ == "__main__":
     for name in BENCHES:

@@ -65,6 +65,9 @@ def test_base_backup_asset_and_healthy_archive_then_pitr_job(resources, receiver
     with pg.connect(pg_settings) as conn:
         cluster_bytes = conn.execute("SELECT sum(pg_database_size(datname)) FROM pg_database").fetchone()[0]
     assert mat.metadata["compressed_bytes"].value * 5 < cluster_bytes  # zstd by pg_basebackup, stored as is
+    # size_bytes is the tar before pg_basebackup compressed it, about the cluster's size
+    assert mat.metadata["size_bytes"].value > 5 * mat.metadata["compressed_bytes"].value
+    assert "recoverable_window" not in mat.metadata  # live on the WAL archive instead of frozen here
 
     with pg.connect(pg_settings) as conn:
         conn.execute("SELECT txid_current()")  # a commit after the backup, for recovery to replay
@@ -76,6 +79,8 @@ def test_base_backup_asset_and_healthy_archive_then_pitr_job(resources, receiver
     assert evaluation.passed, evaluation.metadata["summary"].value
     assert observation.metadata["gaps"].value == "none"
     assert observation.metadata["lag_seconds"].value < 60
+    assert observation.metadata["recoverable_latest"].value.endswith("Z")
+    assert "recoverable window:" in observation.metadata["recoverable_window"].value
 
     config = {
         "ops": {"pitr_restore": {"config": {"target_time": target.isoformat(), "target_dir": str(pitr_dir), "stop_after": True}}}

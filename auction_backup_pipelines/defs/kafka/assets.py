@@ -3,7 +3,8 @@
 Each topic gets its own asset (kafka/topic_export/<topic>) downstream of a source asset for
 the live topic (kafka/topic/<topic>), so the UI shows every topic's lineage and a backfill can
 pick topics and days independently. A past partition is not refused as for PostgreSQL: the
-export reconstructs the day from the log by timestamp, or fails if retention removed it.
+export reconstructs the day from the log by timestamp, or is refused (defs/shared/refusals.py)
+if retention removed part of it.
 """
 
 from dagster import (
@@ -19,9 +20,11 @@ from dagster import (
 
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.kafka.export import backup_topic_day
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError
 
 from ..shared.keys import topic_export_key, topic_source_key
 from ..shared.metadata import backup_metadata
+from ..shared.refusals import refuse
 from ..shared.resources import BackupRepositoryResource, KafkaResource
 
 GROUP = "kafka"
@@ -45,15 +48,17 @@ def build_topic_export_asset(topic: str, partitions: PartitionsDefinition) -> As
         pool="kafka",
         kinds={"kafka"},
         description=(
-            f"Every message of `{topic}` in the partition day (UTC, by offsets_for_times; see kafka/export.py), "
-            "as zstd-compressed binary records (kafka-records-v2, see kafka/records.py) with keys, values, headers and "
-            "timestamps, plus partition count, dynamic configs and consumer-group offsets."
+            f"Every message of `{topic}` whose offset falls in the partition day (UTC), with its key, value, headers "
+            "and timestamp, compressed with zstd; plus the topic's partition count, its own settings and the "
+            "consumer groups' committed offsets, so the topic can be recreated and its readers resumed."
         ),
     )
     def _export(context: AssetExecutionContext, kafka: KafkaResource, backup_repo: BackupRepositoryResource) -> MaterializeResult:
         try:
             repo = backup_repo.repository()
             backup = backup_topic_day(kafka.settings(), repo, topic, context.partition_key)
+        except CaptureWindowError as exc:  # not over yet, or retention removed part of it: no switch allows it
+            raise refuse(context, exc, late_capture_switch=False) from None
         except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata

@@ -2,6 +2,11 @@
 that copies the partition's backup to the S3-compatible offsite repository and verifies it
 there. A missing offsite copy is a missing partition of that asset in the UI.
 
+Each copy follows its source by a declarative automation condition (automation.py): a backfill
+of a backup asset creates the offsite copies of the days it wrote, with no schedule of its own.
+Each copy's materialization names the backup_id it copied, which its integrity check (checks.py)
+reads back in the offsite repository.
+
 Only defined when an offsite store is configured (OFFSITE_S3_BUCKET).
 """
 
@@ -22,6 +27,7 @@ from auction_backup_pipelines.repository import layout
 
 from ..shared.keys import offsite_key
 from ..shared.resources import BackupRepositoryResource, OffsiteRepositoryResource
+from .automation import FOLLOWS_SOURCE
 
 
 def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> AssetsDefinition:
@@ -35,6 +41,7 @@ def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> 
         group_name="offsite",
         pool="offsite",
         kinds={"s3"},
+        automation_condition=FOLLOWS_SOURCE,
         description=(
             f"Offsite copy of {system}/{artifact}: files then manifest streamed to the S3-compatible offsite "
             "repository (re-encrypted with its keys), read back and checked. Idempotent."
@@ -52,6 +59,7 @@ def offsite_copy_asset(upstream: AssetKey, partitions: PartitionsDefinition) -> 
         return MaterializeResult(
             metadata={
                 "backup": report.backup,
+                "backup_id": layout.BackupRef.parse(report.backup).backup_id,
                 "status": report.status,
                 "destination": report.destination,
                 "files": MetadataValue.int(report.files),

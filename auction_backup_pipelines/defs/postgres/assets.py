@@ -14,13 +14,14 @@ from dagster import (
 )
 
 from auction_backup_pipelines.errors import BackupError
-from auction_backup_pipelines.postgres import pitr
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError
 from auction_backup_pipelines.postgres.base_backup import take_base_backup_for_day
 from auction_backup_pipelines.postgres.logical_day import backup_logical_day
-from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
-from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY
+from ..shared.keys import BASE_BACKUP_KEY, LOGICAL_DUMP_KEY, POSTGRES_PRIMARY_KEY, WAL_ARCHIVE_KEY
 from ..shared.metadata import backup_metadata, table_markdown
+from ..shared.presentation import iso_utc
+from ..shared.refusals import refuse
 from ..shared.resources import BackupRepositoryResource, PostgresResource
 
 
@@ -41,6 +42,8 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
 
     @asset(
         key=LOGICAL_DUMP_KEY,
+        # the WAL archive too: a past day is reconstructed from a base backup and archived WAL
+        deps=[POSTGRES_PRIMARY_KEY, WAL_ARCHIVE_KEY],
         partitions_def=partitions,
         group_name="postgres",
         pool="postgres",
@@ -63,6 +66,8 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
             backup = backup_logical_day(
                 postgres.settings(), repo, day, allow_late_capture=config.allow_late_capture, checksums=config.content_checksums
             )
+        except CaptureWindowError as exc:
+            raise refuse(context, exc, late_capture_switch=not config.allow_late_capture) from None
         except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
@@ -83,7 +88,7 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
                     "tables": table_markdown(m["tables"]),
                     "server_version": m["server_version"],
                     "wal_lsn": m["wal_lsn"],
-                    "snapshot_time": m["snapshot_time"],
+                    "snapshot_time": iso_utc(m["snapshot_time"]),
                     "duration_s": MetadataValue.float(m["duration_s"]),
                 },
             )
@@ -91,13 +96,15 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
 
     @asset(
         key=BASE_BACKUP_KEY,
+        # the WAL archive: a base backup is only a starting point of recovery with the WAL after it
+        deps=[POSTGRES_PRIMARY_KEY, WAL_ARCHIVE_KEY],
         partitions_def=partitions,
         group_name="postgres",
         pool="postgres",
         kinds={"postgres"},
         description=(
             "pg_basebackup (tar, zstd) of the primary: with the continuous WAL archive, the starting point "
-            "of point-in-time recovery. Its metadata shows the recoverable window after it."
+            "of point-in-time recovery. The window recoverable right now is shown live on postgres/wal_archive."
         ),
     )
     def postgres_base_backup(
@@ -110,7 +117,8 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
         repo = backup_repo.repository()
         try:
             backup = take_base_backup_for_day(postgres.settings(), repo, day, config.allow_late_capture)
-            window = pitr.recovery_window(repo, WalArchive(repo.backend))
+        except CaptureWindowError as exc:
+            raise refuse(context, exc, late_capture_switch=not config.allow_late_capture) from None
         except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata
@@ -121,11 +129,8 @@ def build_postgres_assets(partitions: PartitionsDefinition) -> list[AssetsDefini
                 start_lsn=m["start_lsn"],
                 stop_lsn=m["stop_lsn"],
                 timeline=MetadataValue.int(m["timeline"]),
-                start_time=m["start_time"],
-                stop_time=m["stop_time"],
-                recoverable_window=window.describe(),
-                recoverable_earliest=str(window.earliest) if window.earliest else "-",
-                recoverable_latest=str(window.latest) if window.latest else "-",
+                start_time=iso_utc(m["start_time"]),
+                stop_time=iso_utc(m["stop_time"]),
                 duration_s=MetadataValue.float(m["duration_s"]),
             )
         )

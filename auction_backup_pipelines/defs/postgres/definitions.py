@@ -6,7 +6,7 @@ its check (wal.py), the restore and PITR jobs (restores.py).
 
 import dagster as dg
 
-from ..shared.backup_jobs import daily_schedule
+from ..shared.backup_jobs import BACKUP_HOURS, daily_schedule
 from ..shared.loading import current_settings
 from ..shared.partitions import daily_partitions
 from .assets import build_postgres_assets
@@ -21,6 +21,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_postgres_assets(daily_partitions(s.partitions_start)),
         jobs=[job],
-        schedules=[daily_schedule(job, 2, "PostgreSQL backups of yesterday (UTC) at 02:00 UTC.")],
+        schedules=[daily_schedule(job, BACKUP_HOURS["postgres"], "PostgreSQL backups of yesterday (UTC) at 02:00 UTC.")],
         sensors=[build_wal_archive_sensor(s.wal.sensor_interval_s, s.wal.max_lag_s, s.retention.pitr_window)],
     )

@@ -16,6 +16,7 @@ from auction_backup_pipelines.postgres.logical_dump import LOGICAL_DUMP, restore
 from auction_backup_pipelines.postgres.wal_archive import WalArchive
 
 from ..shared.keys import SYSTEM_TAG
+from ..shared.loading import current_settings
 from ..shared.resources import BackupRepositoryResource, PostgresResource
 from ..shared.restore_history import record_restores
 
@@ -36,7 +37,8 @@ def restore_postgres_dump(
     repo = backup_repo.repository()
     try:
         backup = repo.get(SYSTEM, LOGICAL_DUMP, config.date)
-        result = restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force)
+        jobs = current_settings().restore.jobs
+        result = restore_logical(postgres.settings(), repo, backup, config.target_db, force=config.force, jobs=jobs)
     except BackupError as exc:
         raise Failure(description=str(exc)) from None
     context.log.info(f"restored {result.backup} into {result.target_db}: {result.rows_total} rows verified")

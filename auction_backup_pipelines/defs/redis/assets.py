@@ -14,10 +14,12 @@ from dagster import (
 )
 
 from auction_backup_pipelines.errors import BackupError
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError
 from auction_backup_pipelines.redis.backup import backup_snapshot
 
-from ..shared.keys import REDIS_SNAPSHOT_KEY
+from ..shared.keys import REDIS_SERVER_KEY, REDIS_SNAPSHOT_KEY
 from ..shared.metadata import backup_metadata
+from ..shared.refusals import refuse
 from ..shared.resources import BackupRepositoryResource, RedisResource
 
 
@@ -43,6 +45,7 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
 
     @asset(
         key=REDIS_SNAPSHOT_KEY,
+        deps=[REDIS_SERVER_KEY],
         partitions_def=partitions,
         group_name="redis",
         pool="redis",
@@ -68,6 +71,8 @@ def build_redis_assets(partitions: PartitionsDefinition) -> list[AssetsDefinitio
                 data_dir=source.data_dir or None,
                 mode=config.mode,
             )
+        except CaptureWindowError as exc:
+            raise refuse(context, exc, late_capture_switch=not config.allow_late_capture) from None
         except BackupError as exc:
             raise Failure(description=str(exc)) from None
         m = backup.metadata

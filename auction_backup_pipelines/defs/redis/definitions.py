@@ -5,7 +5,7 @@ Found by the autoloader on their own: the integrity check (checks.py) and the re
 
 import dagster as dg
 
-from ..shared.backup_jobs import daily_schedule
+from ..shared.backup_jobs import BACKUP_HOURS, daily_schedule
 from ..shared.loading import current_settings
 from ..shared.partitions import daily_partitions
 from .assets import build_redis_assets
@@ -19,5 +19,5 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_redis_assets(daily_partitions(s.partitions_start)),
         jobs=[job],
-        schedules=[daily_schedule(job, 3, "The Redis snapshot of yesterday (UTC) at 03:00 UTC.")],
+        schedules=[daily_schedule(job, BACKUP_HOURS["redis"], "The Redis snapshot of yesterday (UTC) at 03:00 UTC.")],
     )

@@ -71,10 +71,12 @@ def run_partitions(tags: dict[str, str]) -> list[str]:
 
 
 def backups_to_check(
-    context: AssetCheckExecutionContext, repo: Repository, system: str, artifact: str
+    context: AssetCheckExecutionContext, repo: Repository, system: str, artifact: str, asset_key: AssetKey | None = None
 ) -> tuple[list[Backup], list[str], str]:
-    """The backups this run's check verifies, problems finding them (one line each), and how chosen."""
-    asset_key = AssetKey(list(layout.asset_path(system, artifact)))
+    """The backups this run's check verifies, problems finding them (one line each), and how chosen.
+    `asset_key`: the asset whose materializations name them (default: the backup asset itself;
+    an offsite copy's check passes its own asset, whose materializations carry the backup_id too)."""
+    asset_key = asset_key or AssetKey(list(layout.asset_path(system, artifact)))
     try:
         run = context.run
     except DagsterInvalidPropertyError:  # invoked directly (a test), outside any run
@@ -120,6 +122,7 @@ def run_backups_integrity(
     what: str,
     inspect: Callable[[Backup], dict[str, Any]],
     extra: Callable[[Backup], dict[str, Any]] = lambda backup: {},
+    asset_key: AssetKey | None = None,
 ) -> AssetCheckResult:
     """Run `inspect` on each backup of `system/artifact` the run wrote (`what` names them in messages)."""
     # First the whole artifact against the catalog (repository/catalog.py): a manifest of any day
@@ -137,7 +140,7 @@ def run_backups_integrity(
             description=f"{len(findings)} {what} backup(s) fail the catalog audit: " + "; ".join(findings)[:2000],
             metadata={"catalog_findings": MetadataValue.json(findings)},
         )
-    backups, problems, how = backups_to_check(context, repo, system, artifact)
+    backups, problems, how = backups_to_check(context, repo, system, artifact, asset_key)
     if not backups and not problems:
         days = run_partitions(dict(context.run.tags)) if how == RUN_PARTITIONS else []
         where = f" of {', '.join(days)}" if days else ""

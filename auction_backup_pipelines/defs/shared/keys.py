@@ -19,6 +19,11 @@ LOGICAL_DUMP_KEY = AssetKey(list(layout.asset_path(POSTGRES, LOGICAL_DUMP)))
 BASE_BACKUP_KEY = AssetKey(list(layout.asset_path(POSTGRES, BASE_BACKUP)))
 WAL_ARCHIVE_KEY = AssetKey([POSTGRES, "wal_archive"])
 REDIS_SNAPSHOT_KEY = AssetKey(list(layout.asset_path(REDIS, SNAPSHOT)))
+POSTGRES_PRIMARY_KEY = AssetKey([POSTGRES, "primary"])
+"""The live PostgreSQL primary (a source asset): upstream of the WAL archive and every PostgreSQL backup."""
+REDIS_SERVER_KEY = AssetKey([REDIS, "server"])
+"""The live Redis server or cluster (a source asset), upstream of its snapshot."""
+OFFSITE_WAL_ARCHIVE_KEY = AssetKey(["offsite", *WAL_ARCHIVE_KEY.path])
 
 SYSTEM_TAG = "auction_backup/system"
 """Runs carrying the same value of this tag never run at once (dagster.yaml's run queue)."""
