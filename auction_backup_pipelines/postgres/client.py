@@ -203,23 +203,29 @@ def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     bench/bench_postgres.py); it is not cryptographic, which is fine for proving a restore
     is faithful: the sha256 of the stored bytes is what guards against tampering.
     """
-    result: dict[str, dict[str, Any]] = {}
-    for schema, table in conn.execute(_TABLES).fetchall():
-        query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {}.{} t").format(
-            sql.Identifier(schema), sql.Identifier(table)
-        )
-        rows, checksum = conn.execute(query).fetchone()  # type: ignore[misc]
-        result[f"{schema}.{table}"] = {"rows": int(rows), "checksum": checksum}
-    return result
+    return {f"{schema}.{table}": table_fingerprint(conn, schema, table) for schema, table in user_tables(conn)}
 
 
 def row_counts(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     """Row count of every user table, without checksums (a dump taken with checksums off)."""
-    out = {}
-    for schema, table in conn.execute(_TABLES).fetchall():
+    return {f"{schema}.{table}": table_fingerprint(conn, schema, table, False) for schema, table in user_tables(conn)}
+
+
+def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(schema, table) of every user table the fingerprints cover, in name order."""
+    return [(schema, table) for schema, table in conn.execute(_TABLES).fetchall()]
+
+
+def table_fingerprint(conn: psycopg.Connection, schema: str, table: str, checksums: bool = True) -> dict[str, Any]:
+    """One table's row count and (with `checksums`) content checksum; see `table_fingerprints`."""
+    if not checksums:
         q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        out[f"{schema}.{table}"] = {"rows": int(conn.execute(q).fetchone()[0]), "checksum": None}  # type: ignore[index]
-    return out
+        return {"rows": int(conn.execute(q).fetchone()[0]), "checksum": None}  # type: ignore[index]
+    query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {}.{} t").format(
+        sql.Identifier(schema), sql.Identifier(table)
+    )
+    rows, checksum = conn.execute(query).fetchone()  # type: ignore[misc]
+    return {"rows": int(rows), "checksum": checksum}
 
 
 def compare_fingerprints(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]]) -> list[str]:

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from auction_backup_pipelines.child_env import base_env
+from auction_backup_pipelines.postgres import parallel_restore
 from auction_backup_pipelines.postgres.client import (
     SYSTEM,
     PostgresError,
@@ -220,14 +221,16 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[str]:
 
 
 def restore_logical(
-    s: PostgresSettings, repo: Repository, backup: Backup, target_db: str, force: bool = False
+    s: PostgresSettings, repo: Repository, backup: Backup, target_db: str, force: bool = False, jobs: int | None = None
 ) -> LogicalRestoreResult:
     """Restore a logical dump into `target_db` on the server `s` names, and prove it matches.
 
     Order of events, so that no failure can damage anything: check the backup's checksums;
-    refuse a non-empty target unless `force`; restore into a new staging database; compare
-    every table's row count and checksum with the manifest; only then drop the old target
-    (with `force`) and rename the staging database into its place.
+    refuse a non-empty target unless `force`; copy the dump to a private local file (checked
+    against its sha256 on the way); restore it with `pg_restore -j jobs` into a new staging
+    database; compare every table's row count and checksum with the manifest (in `jobs`
+    connections); only then drop the old target (with `force`) and rename the staging
+    database into its place. `jobs`: RestoreSettings.jobs (RESTORE_JOBS), default the core count.
     """
     started = time.monotonic()
     if not _DB_NAME.match(target_db):
@@ -239,29 +242,17 @@ def restore_logical(
             f"database {target_db!r} at {s.host}:{s.port} is not empty ({existing} relations); "
             "nothing was changed. Restore into a new database, or pass --force to replace it"
         )
-    with _staging_database(s, target_db) as staging:
-        argv = [
-            pg_bin("pg_restore", s.bin_dir),
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--no-password",
-            "--dbname",
-            staging,
-        ]
-        proc, err = run_capturing_stderr(argv, child_env(s, staging), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    jobs = jobs or parallel_restore.default_jobs()
+    checksums = backup.metadata.get("content_checksums", True)
+    # The whole dump is local and verified against its sha256 before the staging database exists.
+    with parallel_restore.staged_dump(repo, backup, DUMP_FILE) as dump, _staging_database(s, target_db) as staging:
         try:
-            with repo.open(backup, DUMP_FILE) as source:
-                _feed(source, proc)
-        finally:
-            rc = proc.wait()
-        if rc != 0:
-            raise PostgresError(f"pg_restore into {staging!r} failed (exit {rc}): {stderr_tail(err)}; {target_db!r} is unchanged")
-        err.close()
-        with connect(s, dbname=staging) as conn:
-            actual = table_fingerprints(conn) if backup.metadata.get("content_checksums", True) else row_counts(conn)
+            parallel_restore.pg_restore_file(s, dump, staging, jobs)
+        except PostgresError as exc:
+            raise PostgresError(f"{exc}; {target_db!r} is unchanged") from None
+        actual = parallel_restore.parallel_fingerprints(s, staging, jobs, checksums)
         expected = backup.metadata.get("tables", {})
-        if not backup.metadata.get("content_checksums", True):
+        if not checksums:
             actual = {k: {**v, "checksum": None} for k, v in actual.items()}
         problems = compare_fingerprints(expected, actual)
         if problems:

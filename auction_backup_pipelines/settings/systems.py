@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -164,6 +165,9 @@ class RestoreSettings:
     """Sent to those targets; REDIS_USERNAME/REDIS_PASSWORD go to REDIS_HOST:REDIS_PORT only."""
     kafka_targets: tuple[str, ...] = ()
     """host:port of Kafka brokers, besides those of KAFKA_BOOTSTRAP_SERVERS (RESTORE_ALLOWED_KAFKA)."""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Parallel sessions of a PostgreSQL logical restore (`pg_restore -j`) and of its fingerprinting
+    (RESTORE_JOBS; default: this machine's core count)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RestoreSettings:
@@ -173,6 +177,7 @@ class RestoreSettings:
             redis_username=env.raw("RESTORE_REDIS_USERNAME"),
             redis_password=env.raw("RESTORE_REDIS_PASSWORD"),
             kafka_targets=env.addresses("RESTORE_ALLOWED_KAFKA"),
+            jobs=env.integer("RESTORE_JOBS", os.cpu_count() or 1, minimum=1, maximum=64),
         )
 
 
