@@ -1,29 +1,41 @@
-"""Kafka day export against a plain consumer loop, on the same messages.
+"""Kafka day export and restore against plain confluent-kafka clients, on the same messages.
 
-    python -m bench.bench_kafka [--messages 1000000] [--value-bytes 190] [--rounds 2] [--profile]
+    python -m bench.bench_kafka [--messages 1000000] [--value-bytes 190] [--rounds 3] [--profile]
+                              [--only export|restore]
 
 Creates its own topic (deleted at the end), produces --messages messages stamped across one
-past UTC day, then times, alternating for --rounds rounds:
+past UTC day, then times, alternating for --rounds rounds, each measurement in a fresh process
+(so its peak RSS is its own), reporting medians with CPU seconds (all threads) beside wall time:
+
+export, once on an otherwise idle machine and once with a CPU-burning second process started
+(and killed) by the benchmark, so that a ratio cannot lean on an idle second core:
   plain  a confluent-kafka consumer that reads every message of the topic and touches its value
-  ours   kafka_export.backup_topic_day of that day into a temporary repository (encode, hash,
-         compress, fsync, manifest)
-Each measurement runs in a fresh process, so its peak RSS is its own. The best round of each
-is reported, with ours/plain (the target is >= 0.8). --profile prints where ours spends time.
+  ours   backup_topic_day of that day into a temporary repository (encode, hash, compress,
+         fsync, manifest); targets: throughput >= 0.9x plain, CPU per message <= 1.3x plain
+restore, of that day's backup (exported once, untimed):
+  plain  an idempotent producer (acks=all, linger, lz4) writing the same messages, decoded into
+         memory beforehand, into a new topic it creates
+  ours   restore_topics into a new topic: read and decode the backup, replay, read everything
+         back and compare with the manifest's checksums; target: throughput >= 0.8x plain
+--profile prints where our export and restore spend time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime as dt
 import multiprocessing
 import os
 import pstats
 import resource
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -143,13 +155,157 @@ def isolated(fn, *args) -> dict:
     return result
 
 
+def _burn() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def cpu_burner(on: bool) -> Iterator[None]:
+    """A second process spinning on one core for the duration (none when `on` is False)."""
+    if not on:
+        yield
+        return
+    proc = multiprocessing.get_context("spawn").Process(target=_burn, daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.join()
+
+
+def plain_restore(bootstrap: str, root: str, topic: str, day: str, new_topic: str) -> dict:
+    """An idempotent producer writing the backup's messages (decoded beforehand) into a new topic."""
+    from auction_backup_pipelines.kafka.records import artifact_name, export_file, read_records
+    from auction_backup_pipelines.repository.repository import Repository
+
+    repo = Repository.local(root)
+    with repo.open(repo.get("kafka", artifact_name(topic), day), export_file(topic)) as f:
+        records = [(r.partition, r.timestamp, r.key, r.value, r.headers or None) for r in read_records(f)]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    cpu0, t0 = _cpu(), time.perf_counter()
+    admin.create_topics([NewTopic(new_topic, PARTITIONS, 1)])[new_topic].result()
+    while any(p.leader < 0 for p in admin.list_topics(new_topic, timeout=10).topics[new_topic].partitions.values()):
+        time.sleep(0.05)  # polling the leaders with no other signal
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+    for part, ts, key, value, headers in records:
+        while True:
+            try:
+                p.produce(new_topic, value=value, key=key, partition=part, timestamp=max(ts, 0), headers=headers)
+                break
+            except BufferError:
+                p.poll(0.05)
+    if p.flush(120) != 0:
+        raise SystemExit("bench: the plain producer did not finish within 120 s")
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - cpu0, "messages": len(records)}
+
+
+def ours_restore(bootstrap: str, root: str, topic: str, day: str, prefix: str, profile: bool) -> dict:
+    from auction_backup_pipelines.kafka.restore import restore_topics
+    from auction_backup_pipelines.repository.repository import Repository
+
+    prof = cProfile.Profile() if profile else None
+    cpu0, t0 = _cpu(), time.perf_counter()
+    if prof:
+        prof.enable()
+    report = restore_topics(Repository.local(root), (day, day), [topic], bootstrap, topic_prefix=prefix)
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - cpu0, "messages": report.messages}
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _print_pair(names: tuple[str, str], runs: tuple[list[dict], list[dict]], payload: int) -> tuple[float, float]:
+    """Medians of both sides; returns (throughput ratio ours/plain, CPU per message ours/plain)."""
+    for name, rs in zip(names, runs):
+        secs, cpu, msgs = _median(rs, "seconds"), _median(rs, "cpu"), rs[0]["messages"]
+        print(
+            f"{name:>17}: {secs:6.2f} s  {payload / secs / 1e6:7.1f} MB/s  {msgs / secs:>10,.0f} msgs/s  "
+            f"CPU {cpu:5.2f} s  peak RSS {max(r['peak_rss_mb'] for r in rs):.0f} MB"
+        )
+    print(f"  all rounds (s): {[round(r['seconds'], 2) for r in runs[0]]} / {[round(r['seconds'], 2) for r in runs[1]]}")
+    plain, ours = runs
+    ratio = _median(plain, "seconds") / _median(ours, "seconds")
+    cpu = (_median(ours, "cpu") / ours[0]["messages"]) / (_median(plain, "cpu") / plain[0]["messages"])
+    return ratio, cpu
+
+
+def export_bench(args: argparse.Namespace, topic: str, day: str, payload: int, loaded: bool) -> None:
+    plain: list[dict] = []
+    mine: list[dict] = []
+    with cpu_burner(loaded):
+        for _ in range(args.rounds):
+            plain.append(isolated(plain_read, args.bootstrap, topic))
+            mine.append(isolated(ours, args.bootstrap, topic, day, False))
+    assert {r["messages"] for r in plain + mine} == {args.messages}, (plain, mine)
+    load = "a CPU-burning second process" if loaded else "no load of ours"
+    print(f"\n== export, medians of {args.rounds} alternating rounds, {os.cpu_count()} cores, {load}")
+    ratio, cpu = _print_pair(("plain consumer", "our export"), (plain, mine), payload)
+    o = mine[0]
+    print(f"  stored {o['stored'] / 1e6:.1f} MB (records {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
+    met = ratio >= 0.9 and cpu <= 1.3
+    print(
+        f"  verdict: throughput ours/plain {ratio:.2f}x (target >= 0.9x), CPU per message ours/plain {cpu:.2f}x "
+        f"(target <= 1.3x): {'MET' if met else 'NOT MET'}"
+    )
+
+
+def restore_bench(args: argparse.Namespace, topic: str, day: str, payload: int) -> None:
+    from auction_backup_pipelines.kafka.export import backup_topic_day
+    from auction_backup_pipelines.repository.repository import Repository
+
+    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-restore-") as root:
+        backup_topic_day(args.bootstrap, Repository.local(root), topic, day)
+        plain: list[dict] = []
+        mine: list[dict] = []
+        for i in range(args.rounds):
+            stem = f"bench-r{i}-{uuid.uuid4().hex[:6]}-"
+            try:
+                plain.append(isolated(plain_restore, args.bootstrap, root, topic, day, f"{stem}plain"))
+                mine.append(isolated(ours_restore, args.bootstrap, root, topic, day, stem, False))
+            finally:
+                for f in admin.delete_topics([f"{stem}plain", stem + topic], operation_timeout=30).values():
+                    with contextlib.suppress(Exception):
+                        f.result()
+        if args.profile:
+            stem = f"bench-rp-{uuid.uuid4().hex[:6]}-"
+            try:
+                isolated(ours_restore, args.bootstrap, root, topic, day, stem, True)
+            finally:
+                admin.delete_topics([stem + topic], operation_timeout=30)
+    assert {r["messages"] for r in plain + mine} == {args.messages}, (plain, mine)
+    print(f"\n== restore into a new topic, medians of {args.rounds} alternating rounds, {os.cpu_count()} cores")
+    ratio, cpu = _print_pair(("plain producer", "our restore"), (plain, mine), payload)
+    print(
+        f"  verdict: throughput ours (verification included)/plain {ratio:.2f}x (target >= 0.8x), CPU per message "
+        f"{cpu:.2f}x: {'MET' if ratio >= 0.8 else 'NOT MET'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--value-bytes", type=int, default=190, help="value size; keys add ~14 bytes")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    ap.add_argument("--profile", action="store_true", help="print the top functions of our export (slows it)")
+    ap.add_argument("--profile", action="store_true", help="print the top functions of our export and restore")
+    ap.add_argument("--only", choices=["export", "restore"], help="run one of the two benchmarks (default: both)")
     args = ap.parse_args(argv)
 
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
@@ -161,30 +317,16 @@ def main(argv: list[str] | None = None) -> int:
         payload = produce(args.bootstrap, topic, args.messages, args.value_bytes, day)
         print(
             f"produced {args.messages:,} messages ({payload / args.messages:.0f} B each, {payload / 1e6:.0f} MB) "
-            f"into {topic} in {time.perf_counter() - t0:.1f} s"
+            f"into {topic} in {time.perf_counter() - t0:.1f} s; load average before: {os.getloadavg()[0]:.2f}"
         )
         isolated(plain_read, args.bootstrap, topic)  # warm-up: the broker's page cache, not timed
-        plain, mine = [], []
-        for _ in range(args.rounds):
-            plain.append(isolated(plain_read, args.bootstrap, topic))
-            mine.append(isolated(ours, args.bootstrap, topic, day.isoformat(), False))
-        if args.profile:
-            isolated(ours, args.bootstrap, topic, day.isoformat(), True)
-        p = min(plain, key=lambda r: r["seconds"])
-        o = min(mine, key=lambda r: r["seconds"])
-        assert p["messages"] == o["messages"] == args.messages, (p, o)
-        for name, r in (("plain consumer", p), ("our export", o)):
-            print(
-                f"{name:>15}: {r['seconds']:6.2f} s  {payload / r['seconds'] / 1e6:7.1f} MB/s  "
-                f"{r['messages'] / r['seconds']:>10,.0f} msgs/s  CPU {r['cpu']:5.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB"
-            )
-        print(f"  all rounds (s): plain {[round(r['seconds'], 2) for r in plain]}, ours {[round(r['seconds'], 2) for r in mine]}")
-        print(f"  stored {o['stored'] / 1e6:.1f} MB (records {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
-        ratio = p["seconds"] / o["seconds"]
-        print(
-            f"  ours/plain throughput: {ratio:.2f}x (target >= 0.8x){'' if ratio >= 0.8 else '  BELOW TARGET'}; "
-            f"CPU per message ours/plain: {o['cpu'] / p['cpu']:.1f}x"
-        )
+        if args.only != "restore":
+            export_bench(args, topic, day.isoformat(), payload, loaded=False)
+            export_bench(args, topic, day.isoformat(), payload, loaded=True)
+            if args.profile:
+                isolated(ours, args.bootstrap, topic, day.isoformat(), True)
+        if args.only != "export":
+            restore_bench(args, topic, day.isoformat(), payload)
     finally:
         admin.delete_topics([topic], operation_timeout=30)[topic].result()
     return 0

@@ -53,6 +53,7 @@ from auction_backup_pipelines import errors
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
 from auction_backup_pipelines.kafka import connection
 from auction_backup_pipelines.kafka.connection import Cluster, address
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError
 
 SYSTEM = "kafka"
 ARTIFACT_PREFIX = "topic_export"
@@ -73,7 +74,7 @@ class TopicNotFound(KafkaBackupError):
     """The topic to back up does not exist."""
 
 
-class RetentionGap(KafkaBackupError):
+class RetentionGap(KafkaBackupError, CaptureWindowError):
     """Kafka already deleted messages that may belong to the requested day."""
 
 
@@ -304,29 +305,75 @@ def block_head(partition: int, offsets: list[int], timestamp_types: list[int]) -
     return BLOCK_HEAD.pack(BLOCK_MAGIC, partition, n) + struct.pack(f"<{n}q", *offsets) + bytes(timestamp_types)
 
 
+READ_CHUNK = 1 << 20  # bytes read from the stream at once; records are sliced out of this buffer
+
+
 def read_records(f: BinaryIO) -> Iterator[Record]:
-    """Every message of a kafka-records-v2 stream, in stored order."""
-    while head := f.read(BLOCK_HEAD.size):
-        magic, partition, n = BLOCK_HEAD.unpack(head + _read(f, BLOCK_HEAD.size - len(head)))
+    """Every message of a kafka-records-v2 stream, in stored order.
+
+    Fields are sliced out of a large read buffer with unpack_from: one read() call per field
+    made decoding the restore's largest cost (measured, 200 k messages).
+    """
+    unpack_record, unpack_header = RECORD_HEAD.unpack_from, HEADER_HEAD.unpack_from
+    buf, pos = b"", 0
+    while True:
+        if len(buf) - pos < BLOCK_HEAD.size:
+            data = f.read(READ_CHUNK)
+            if not data and pos == len(buf):
+                return
+            buf, pos = _refill(f, buf[pos:] + data, 0, BLOCK_HEAD.size), 0
+        magic, partition, n = BLOCK_HEAD.unpack_from(buf, pos)
+        pos += BLOCK_HEAD.size
         if magic != BLOCK_MAGIC or not 1 <= n <= BLOCK_RECORDS:
             raise KafkaBackupError(f"not a {FORMAT} block (magic {magic!r}, {n} records)")
-        offsets = struct.unpack(f"<{n}q", _read(f, 8 * n))
-        for offset, timestamp_type in zip(offsets, _read(f, n)):
-            timestamp, key_len, value_len, header_count = RECORD_HEAD.unpack(_read(f, RECORD_HEAD.size))
-            key, value = _field(f, key_len), _field(f, value_len)
+        if len(buf) - pos < 9 * n:
+            buf, pos = _refill(f, buf, pos, 9 * n), 0
+        offsets = struct.unpack_from(f"<{n}q", buf, pos)
+        types = buf[pos + 8 * n : pos + 9 * n]
+        pos += 9 * n
+        for offset, timestamp_type in zip(offsets, types):
+            if len(buf) - pos < RECORD_HEAD.size:
+                buf, pos = _refill(f, buf, pos, RECORD_HEAD.size), 0
+            timestamp, key_len, value_len, header_count = unpack_record(buf, pos)
+            pos += RECORD_HEAD.size
+            if key_len < NULL or value_len < NULL or header_count < 0:
+                raise _damaged()
+            kn, vn = (key_len if key_len > 0 else 0), (value_len if value_len > 0 else 0)  # null: no bytes
+            if len(buf) - pos < kn + vn:
+                buf, pos = _refill(f, buf, pos, kn + vn), 0
+            key = None if key_len == NULL else buf[pos : pos + kn]
+            pos += kn
+            value = None if value_len == NULL else buf[pos : pos + vn]
+            pos += vn
             headers = []
             for _ in range(header_count):
-                name_len, hv_len = HEADER_HEAD.unpack(_read(f, HEADER_HEAD.size))
-                headers.append((_read(f, name_len).decode("utf-8", "surrogateescape"), _field(f, hv_len)))
+                if len(buf) - pos < HEADER_HEAD.size:
+                    buf, pos = _refill(f, buf, pos, HEADER_HEAD.size), 0
+                name_len, hv_len = unpack_header(buf, pos)
+                pos += HEADER_HEAD.size
+                if name_len < 0 or hv_len < NULL:
+                    raise _damaged()
+                if len(buf) - pos < name_len + max(hv_len, 0):
+                    buf, pos = _refill(f, buf, pos, name_len + max(hv_len, 0)), 0
+                name = buf[pos : pos + name_len].decode("utf-8", "surrogateescape")
+                pos += name_len
+                hv = None if hv_len == NULL else buf[pos : pos + hv_len]
+                pos += max(hv_len, 0)
+                headers.append((name, hv))
             yield Record(partition, offset, timestamp, timestamp_type, key, value, headers)
 
 
-def _read(f: BinaryIO, n: int) -> bytes:
-    data = f.read(n) if n >= 0 else b""  # a damaged length must not read the rest of the file
-    if len(data) != n:
-        raise KafkaBackupError(f"{FORMAT} stream is damaged or ends in the middle of a block")
-    return data
+def _refill(f: BinaryIO, buf: bytes, pos: int, n: int) -> bytes:
+    """buf[pos:] followed by enough of `f` to hold at least `n` bytes (the caller's pos becomes 0)."""
+    parts, have = [buf[pos:]], len(buf) - pos
+    while have < n:
+        data = f.read(max(n - have, READ_CHUNK))
+        if not data:
+            raise _damaged()
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
 
 
-def _field(f: BinaryIO, n: int) -> bytes | None:
-    return None if n == NULL else _read(f, n)
+def _damaged() -> KafkaBackupError:
+    return KafkaBackupError(f"{FORMAT} stream is damaged or ends in the middle of a block")

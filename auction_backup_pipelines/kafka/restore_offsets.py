@@ -33,6 +33,19 @@ class OffsetTranslator:
             i += 1
         self._next[partition] = i
 
+    def threshold(self, partition: int) -> float:
+        """The smallest original offset still to map in `partition` (infinity: none), so a
+        caller can skip calling `delivered` for the messages before it."""
+        wanted = self._wanted.get(partition) or ()
+        i = self._next.get(partition, 0)
+        return wanted[i] if i < len(wanted) else float("inf")
+
+    def shift(self, partition: int, by: int) -> None:
+        """Add `by` to the mapped offsets of `partition`: a restore maps message positions first
+        (0, 1, ...) and learns where the partition's copy starts only from its delivery reports."""
+        for key in [k for k in self.mapping if k[0] == partition]:
+            self.mapping[key] += by
+
     def translate(self, partition: int, committed: int, end: int) -> int:
         return self.mapping.get((partition, committed), end)
 

@@ -96,8 +96,10 @@ class BackupWriter:
         return self.ref.key
 
     @contextlib.contextmanager
-    def open_file(self, name: str, compression: str | None = None) -> Iterator[ArtifactStream]:
-        """Stream one file into the backup; durable when the block exits without an exception."""
+    def open_file(self, name: str, compression: str | None = None, zstd_level: int | None = None) -> Iterator[ArtifactStream]:
+        """Stream one file into the backup; durable when the block exits without an exception.
+
+        `zstd_level` overrides the repository's level for this file (the format is the same)."""
         if any(f.name == name for f in self._files):
             raise RepositoryError(f"file {name!r} written twice in backup {self.prefix}")
         if "/" in name or name == MANIFEST or name.startswith("."):
@@ -105,7 +107,8 @@ class BackupWriter:
         compression = compression or self._repo.compression
         key = self.ref.file_key(name + COMPRESSIONS[compression])
         with self._repo.backend.writer(key) as target:
-            stream = ArtifactStream(name, compression, target, self._repo.zstd_level, self._repo.zstd_threads)
+            level = self._repo.zstd_level if zstd_level is None else zstd_level
+            stream = ArtifactStream(name, compression, target, level, self._repo.zstd_threads)
             yield stream
             entry = stream.finish()
         self._files.append(entry)

@@ -18,8 +18,8 @@ from auction_backup_pipelines.defs.verification.checks import build_restore_chec
 from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
 from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
 from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
-from auction_backup_pipelines.kafka.restore import day_range
-from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator
+from auction_backup_pipelines.kafka.restore import day_range, settle_partition
+from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator, PartitionProgress
 from auction_backup_pipelines.settings import AUCTION_TOPICS
 
 UTC = dt.UTC
@@ -89,6 +89,34 @@ def test_offsets_translate_to_the_restored_position_of_the_same_message():
     for original, restored in ((7, 0), (9, 1)):
         t2.delivered(0, original, restored)
     assert t2.translate(0, 8, end=2) == 1  # 8 was compacted away: the next message that exists
+
+
+def test_positions_map_first_and_shift_to_the_restored_offsets_later():
+    # The replay maps committed offsets to positions while producing, then learns the start.
+    t = OffsetTranslator({0: [7, 3, 20]})
+    assert t.threshold(0) == 3 and t.threshold(1) == float("inf")
+    for position, original in enumerate((5, 6, 7, 9)):
+        if original >= t.threshold(0):
+            t.delivered(0, original, position)
+    assert t.threshold(0) == 20
+    t.shift(0, 100)
+    assert t.translate(0, 3, end=104) == 100 and t.translate(0, 7, end=104) == 102
+    assert t.translate(0, 20, end=104) == 104
+
+
+def test_sparse_delivery_reports_must_show_consecutive_offsets():
+    def settle(reports: list[tuple[int, int]], want: int = 2001) -> tuple[list[str], PartitionProgress]:
+        st = PartitionProgress(base=0)
+        return settle_partition(0, st, reports, want, 40, OffsetTranslator({})), st
+
+    problems, st = settle([(2000, 2050), (0, 50), (1000, 1050)])  # reports of positions 0, 1000 and the last
+    assert problems == [] and (st.first_original, st.first_restored, st.last_restored, st.delivered) == (40, 50, 2050, 2001)
+    problems, st = settle([(0, 50), (1000, 1049), (2000, 2049)])  # a message before 1000 is not in the topic
+    assert "message 1000 was written at offset 1049, not 1050" in problems[0] and st.delivered == 0
+    problems, _ = settle([(0, 50), (1000, 1051), (2000, 2051)])  # one too many: a duplicate or a foreign write
+    assert "not 1050" in problems[0]
+    problems, _ = settle([(0, 50), (1000, 1050)])  # the last message's report never came
+    assert "missing" in problems[0]
 
 
 def test_day_range():
