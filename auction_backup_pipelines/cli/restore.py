@@ -72,7 +72,9 @@ def cmd_restore_postgres(args: argparse.Namespace, settings: Settings) -> int:
     repo = open_repository(args, settings)
     backup = chosen(repo, pg_client.SYSTEM, logical_dump.LOGICAL_DUMP, args)
     with activity(f"restore {backup.prefix} into database {args.target_db}"):
-        result = logical_dump.restore_logical(settings.postgres, repo, backup, args.target_db, force=args.force)
+        result = logical_dump.restore_logical(
+            settings.postgres, repo, backup, args.target_db, force=args.force, jobs=settings.restore.jobs
+        )
     print_json(result.as_dict())
     record_restore(repo, "restore postgres", lambda by: restore_records.for_logical(result, by))
     return 0

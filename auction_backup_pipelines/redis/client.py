@@ -25,6 +25,7 @@ from redis.retry import Retry
 from auction_backup_pipelines import errors
 from auction_backup_pipelines.child_env import base_env
 from auction_backup_pipelines.errors import BackupError, RefusedError, UnavailableError
+from auction_backup_pipelines.policy.capture_window import CaptureWindowError
 from auction_backup_pipelines.redis import tls
 from auction_backup_pipelines.settings import RedisSettings
 
@@ -43,7 +44,7 @@ class SnapshotUnavailable(RedisBackupError, UnavailableError):
     """One way of taking a snapshot failed on this server; another way may work."""
 
 
-class LateCaptureRefused(RedisBackupError, RefusedError):
+class LateCaptureRefused(RedisBackupError, CaptureWindowError):
     """A past day was asked for; Redis has no history to reconstruct it from."""
 
 

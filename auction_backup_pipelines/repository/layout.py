@@ -13,12 +13,14 @@ Keys are '/'-separated and relative to the backend's root (see storage.py)::
     <system>/<artifact>/<day>/PINNED                        a pin: retention keeps every backup of the day
     catalog/<system>/<artifact>/<day>/<backup_id>.json      the catalog's entry for a published backup (catalog.py)
     verdicts/<system>/<artifact>/<day>/<backup_id>.json     the latest restore verification of a backup (verdicts.py)
+    restores/<system>/<artifact>/<day>/<restore_id>.json    one restore made from that day's backup (restore_log.py)
     postgres/wal/<timeline>/<segment>[.partial].zst         the WAL archive: one segment, zstd
     postgres/wal/<timeline>/<segment>.partial.<v>.zst       one shipped version of a `.partial`
     postgres/wal/<timeline>/<segment>[.partial].json        its record, written after the data
     postgres/wal/history/<timeline>.history.{zst,json}      timeline history files
     postgres/wal_heartbeat.json                             how far the WAL archive reaches
     .encryption.json                                        the repository holds encrypted objects (key ids, no key)
+    .partitions_start.json                                  the first partition day, chosen once (partitions_start.py)
     .locks/<lock name, '/' as '__'>.lock                    one lock per partition being written
     <folder>/.<name>.tmp-<hex>                              an unfinished write (local backend; `temp_target`)
 
@@ -45,9 +47,11 @@ __all__ = [
     "BACKUP_ID",
     "CATALOG_AREA",
     "ENCRYPTION_MARKER",
+    "PARTITIONS_START_RECORD",
     "LOCKS",
     "MANIFEST",
     "VERDICTS_AREA",
+    "RESTORES_AREA",
     "PIN",
     "TEMP_GLOB",
     "WAL_AREA",
@@ -73,6 +77,9 @@ __all__ = [
     "parse_catalog_key",
     "parse_file_key",
     "parse_pin_key",
+    "parse_restore_key",
+    "restore_record_key",
+    "restores_prefix",
     "parse_verdict_key",
     "parse_wal_key",
     "temp_name",
@@ -91,6 +98,7 @@ _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 CATALOG_AREA = "catalog"
 CATALOG_SUFFIX = ".json"
 VERDICTS_AREA = "verdicts"
+RESTORES_AREA = "restores"
 WAL_AREA = "postgres/wal"
 WAL_HEARTBEAT = "postgres/wal_heartbeat.json"
 WAL_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
@@ -98,6 +106,7 @@ WAL_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
 
 LOCKS = ".locks"
 TEMP_GLOB = ".*.tmp-*"
+PARTITIONS_START_RECORD = ".partitions_start.json"  # hidden like the encryption marker: never listed as a backup
 ENCRYPTION_MARKER = ".encryption.json"
 """Plaintext JSON written before a repository's first encrypted object: from then on, a process
 without keys refuses to write there (repository/encryption_marker.py). Hidden, so no listing
@@ -318,6 +327,28 @@ def parse_verdict_key(key: str) -> BackupRef | None:
         return BackupRef.parse(rest.removesuffix(CATALOG_SUFFIX))
     except ConfigurationError:
         return None
+
+
+def restore_record_key(ref: BackupRef, restore_id: str) -> str:
+    """`restores/<system>/<artifact>/<day>/<restore_id>.json`; a restore_id has a backup_id's form."""
+    return SEP.join((RESTORES_AREA, ref.partition_ref.backup(restore_id).key + CATALOG_SUFFIX))
+
+
+def restores_prefix(system: str | None = None, artifact: str | None = None) -> str:
+    """The listing prefix of the restore records; like a catalog key, never a backup's file."""
+    return RESTORES_AREA + SEP + backups_prefix(system, artifact)
+
+
+def parse_restore_key(key: str) -> tuple[PartitionRef, str] | None:
+    """(partition, restore_id) of a restore record's key, or None when `key` is not one."""
+    head, sep, rest = key.partition(SEP)
+    if head != RESTORES_AREA or not sep or not rest.endswith(CATALOG_SUFFIX):
+        return None
+    try:  # a restore id has a backup_id's form, so the key reads like a backup's
+        ref = BackupRef.parse(rest.removesuffix(CATALOG_SUFFIX))
+    except ConfigurationError:
+        return None
+    return ref.partition_ref, ref.backup_id
 
 
 def parse_catalog_key(key: str) -> BackupRef | None:

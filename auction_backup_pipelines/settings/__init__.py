@@ -17,7 +17,7 @@ from typing import Any
 
 from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.settings.alerting import AlertingSettings
-from auction_backup_pipelines.settings.operations import RetentionSettings, VerificationSettings, WalSettings
+from auction_backup_pipelines.settings.operations import MetricsSettings, RetentionSettings, VerificationSettings, WalSettings
 from auction_backup_pipelines.settings.reader import Reader, host_port
 from auction_backup_pipelines.settings.storage import COMPRESSIONS, EncryptionSettings, OffsiteSettings, RepositorySettings
 from auction_backup_pipelines.settings.systems import (
@@ -36,6 +36,7 @@ __all__ = [
     "AlertingSettings",
     "EncryptionSettings",
     "KafkaSettings",
+    "MetricsSettings",
     "OffsiteSettings",
     "PostgresSettings",
     "RedisSettings",
@@ -57,14 +58,21 @@ ENVIRONMENT_VARIABLES: tuple[str, ...] = (
     *("REDIS_TLS", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"),
     *("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPICS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_CA_FILE"),
     *("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"),
-    *("RESTORE_ALLOWED_REDIS", "RESTORE_REDIS_USERNAME", "RESTORE_REDIS_PASSWORD", "RESTORE_ALLOWED_KAFKA"),
+    *("RESTORE_ALLOWED_REDIS", "RESTORE_REDIS_USERNAME", "RESTORE_REDIS_PASSWORD", "RESTORE_ALLOWED_KAFKA", "RESTORE_JOBS"),
     *("BACKUP_ROOT", "BACKUP_COMPRESSION", "BACKUP_ENCRYPTION_KEY_FILE", "BACKUP_ENCRYPTION_KEYS", "BACKUP_PARTITIONS_START"),
     *("OFFSITE_S3_BUCKET", "OFFSITE_S3_PREFIX", "OFFSITE_S3_ENDPOINT_URL", "OFFSITE_S3_REGION"),
     *("OFFSITE_S3_ACCESS_KEY_ID", "OFFSITE_S3_SECRET_ACCESS_KEY", "OFFSITE_COMPRESSION"),
     *("OFFSITE_ENCRYPTION_KEY_FILE", "OFFSITE_ENCRYPTION_KEYS"),
     *("OFFSITE_RETENTION_DAILY", "OFFSITE_RETENTION_WEEKLY", "OFFSITE_RETENTION_MONTHLY"),
     *("WAL_SPOOL_DIR", "WAL_ARCHIVE_MAX_LAG_S", "WAL_ARCHIVE_SENSOR_INTERVAL_S"),
-    *("VERIFICATION_MAX_AGE_DAYS", "RETENTION_SENSOR_INTERVAL_S", "RETENTION_DRY_RUN", "PITR_WINDOW_DAYS"),
+    *("WAL_METRICS_PORT", "METRICS_TEXTFILE_DIR"),
+    *(
+        "VERIFICATION_MAX_AGE_DAYS",
+        "BACKUP_DEADLINE_GRACE_S",
+        "RETENTION_SENSOR_INTERVAL_S",
+        "RETENTION_DRY_RUN",
+        "PITR_WINDOW_DAYS",
+    ),
     "LEFTOVER_SAFETY_AGE_S",
     *("ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET_HEADER", "ALERT_WEBHOOK_TIMEOUT_S", "ALERT_WEBHOOK_ALLOW_HTTP"),
     *("ALERT_SMTP_HOST", "ALERT_SMTP_PORT", "ALERT_SMTP_FROM", "ALERT_SMTP_TO", "ALERT_SMTP_USER", "ALERT_SMTP_PASSWORD"),
@@ -96,12 +104,14 @@ class Settings:
     repository: RepositorySettings = field(default_factory=RepositorySettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     offsite: OffsiteSettings = field(default_factory=OffsiteSettings)
-    partitions_start: str = "2026-11-01"
-    """First partition day of every backup asset (BACKUP_PARTITIONS_START, YYYY-MM-DD)."""
+    partitions_start: str = ""
+    """First partition day of every backup asset (BACKUP_PARTITIONS_START, YYYY-MM-DD). Empty: chosen
+    once by the Dagster loader and recorded in BACKUP_ROOT (repository/partitions_start.py)."""
     wal: WalSettings = field(default_factory=WalSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     alerting: AlertingSettings = field(default_factory=AlertingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 class UnusableGroup:
@@ -131,11 +141,16 @@ def load_settings(environ: Mapping[str, str] = os.environ, *, tolerant: bool = F
         "repository": RepositorySettings.from_env,
         "encryption": EncryptionSettings.from_env,
         "offsite": OffsiteSettings.from_env,
-        "partitions_start": lambda env: Reader(env).day("BACKUP_PARTITIONS_START", Settings.partitions_start),
+        "partitions_start": lambda env: (
+            Reader(env).day("BACKUP_PARTITIONS_START", Settings.partitions_start)
+            if Reader(env).raw("BACKUP_PARTITIONS_START")
+            else ""
+        ),
         "wal": WalSettings.from_env,
         "verification": VerificationSettings.from_env,
         "retention": RetentionSettings.from_env,
         "alerting": AlertingSettings.from_env,
+        "metrics": MetricsSettings.from_env,
     }
     groups: dict[str, Any] = {}
     for name, parse in parsers.items():

@@ -31,10 +31,21 @@ class WalSettings:
 class VerificationSettings:
     max_age_days: float = 8.0
     """`verified_recently` fails once the newest successful restore check is older than this."""
+    deadline_grace_s: float = 7200.0
+    """A day's backup is overdue (its `backed_up_on_time` check fails) this long after its
+    schedule's time (BACKUP_DEADLINE_GRACE_S; policy/backup_deadlines.py)."""
+
+    @property
+    def deadline_grace(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.deadline_grace_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VerificationSettings:
-        return cls(max_age_days=Reader(environ).positive("VERIFICATION_MAX_AGE_DAYS", cls.max_age_days, "days"))
+        env = Reader(environ)
+        return cls(
+            max_age_days=env.positive("VERIFICATION_MAX_AGE_DAYS", cls.max_age_days, "days"),
+            deadline_grace_s=env.positive("BACKUP_DEADLINE_GRACE_S", cls.deadline_grace_s),
+        )
 
 
 @dataclass(frozen=True)
@@ -67,4 +78,22 @@ class RetentionSettings:
             dry_run=env.flag("RETENTION_DRY_RUN"),
             pitr_window_days=env.positive("PITR_WINDOW_DAYS", cls.pitr_window_days, "days"),
             leftover_safety_age_s=env.positive("LEFTOVER_SAFETY_AGE_S", cls.leftover_safety_age_s),
+        )
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics: the WAL receiver's endpoint and the backups' textfile (both off by default)."""
+
+    wal_port: int = 0
+    """`wal-receive` serves /metrics on 127.0.0.1:<port> (WAL_METRICS_PORT; 0 = off)."""
+    textfile_dir: str = ""
+    """Each backup writes its figures for node-exporter's textfile collector here (METRICS_TEXTFILE_DIR; empty = off)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MetricsSettings:
+        env = Reader(environ)
+        return cls(
+            wal_port=env.integer("WAL_METRICS_PORT", cls.wal_port, 0, 65535),
+            textfile_dir=env.stripped("METRICS_TEXTFILE_DIR"),
         )
