@@ -141,6 +141,33 @@ class WalReceiver:
             if self._flushed_at is not None and position[3] > self._flushed_at:
                 self.received_bytes += position[3] - self._flushed_at
             self._flushed_at = position[3]
+        shipped = self._ship_completed()
+        partials = sorted(p for p in self.spool.iterdir() if p.name.endswith(".partial") and SEGMENT.match(p.name[:-8]))
+        # pg_receivewal may have finished a segment (renamed its .partial) since the first listing:
+        # ship it before any newer partial, so the archive never shows a hole between the two,
+        # and the heartbeat below never claims WAL that only an unshipped segment holds.
+        shipped += self._ship_completed()
+        honest = True
+        if partials:
+            newest = partials[-1]
+            try:
+                st = newest.stat()
+                seen = (newest.name, st.st_mtime, st.st_size)
+                if seen != self._partial_seen:
+                    shipped.append(self.archive.push(newest))
+                    self._partial_seen = seen
+            except FileNotFoundError:
+                # Finished while we looked: the next round ships it as a segment. Until then the
+                # archive may lack its tail, so no heartbeat this round.
+                honest = False
+        if honest and position is not None and position[2]:
+            self.archive.write_heartbeat(position[0], position[1])
+            self.covered_until = position[0]
+        return shipped
+
+    def _ship_completed(self) -> list[SegmentRecord]:
+        """Push every completed segment in the spool (then drop its partial copy in the archive
+        and the local file) and any new timeline history file."""
         shipped = []
         for path in sorted(self.spool.iterdir()):
             name = path.name
@@ -151,17 +178,6 @@ class WalReceiver:
                 self.last_segment_at = dt.datetime.now(dt.UTC)
             elif HISTORY.match(name) and self.archive.record(name) is None:
                 shipped.append(self.archive.push(path))
-        partials = sorted(p for p in self.spool.iterdir() if p.name.endswith(".partial") and SEGMENT.match(p.name[:-8]))
-        if partials:
-            newest = partials[-1]
-            st = newest.stat()
-            seen = (newest.name, st.st_mtime, st.st_size)
-            if seen != self._partial_seen:
-                shipped.append(self.archive.push(newest))
-                self._partial_seen = seen
-        if position is not None and position[2]:
-            self.archive.write_heartbeat(position[0], position[1])
-            self.covered_until = position[0]
         return shipped
 
     def run(self, stop: threading.Event) -> None:

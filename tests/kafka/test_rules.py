@@ -9,6 +9,7 @@ import pytest
 from dagster import Definitions
 
 from auction_backup_pipelines.defs.kafka.assets import build_kafka_assets
+from auction_backup_pipelines.defs.kafka.checks import build_export_integrity_check, export_integrity_key
 from auction_backup_pipelines.defs.kafka.jobs import build_kafka_backup_job
 from auction_backup_pipelines.defs.shared.backup_jobs import daily_schedule
 from auction_backup_pipelines.defs.shared.keys import topic_export_key, topic_source_key
@@ -155,8 +156,11 @@ def test_backup_job_and_schedule():
     job = build_kafka_backup_job(KAFKA_TOPICS, offsite=False)
     schedule = daily_schedule(job, 4, "Kafka")
     restore_checks = build_restore_checks(KAFKA_TOPICS)[3:]  # the Kafka ones, watched by verified_recently
-    checks = [*restore_checks, *build_verified_recently_checks(restore_checks, 8)]
+    integrity = [build_export_integrity_check(t) for t in KAFKA_TOPICS]  # the daily job runs these
+    checks = [*restore_checks, *build_verified_recently_checks(restore_checks, 8), *integrity]
     defs = Definitions(assets=kafka_assets, asset_checks=checks, jobs=[job], schedules=[schedule], resources=RESOURCES)
     resolved = defs.resolve_schedule_def("kafka_backup_job_schedule")
     assert resolved.cron_schedule == "0 4 * * *" and resolved.execution_timezone == "UTC"
-    assert set(defs.resolve_job_def("kafka_backup_job").asset_layer.executable_asset_keys) == set(KAFKA_EXPORT_KEYS)
+    resolved_job = defs.resolve_job_def("kafka_backup_job")
+    assert set(resolved_job.asset_layer.executable_asset_keys) == set(KAFKA_EXPORT_KEYS)
+    assert {export_integrity_key(t) for t in KAFKA_TOPICS} <= set(resolved_job.asset_layer.asset_graph.asset_check_keys)

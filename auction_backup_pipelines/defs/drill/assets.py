@@ -71,13 +71,13 @@ def build_platform_drill() -> AssetsDefinition:
     )
     def platform_drill(context: AssetExecutionContext) -> MaterializeResult:
         resources = context.resources
-        kafka = resources.kafka.settings()
+        kafka_settings = resources.kafka.settings()  # through the guard, like every resource
         try:
             report = run_drill(
                 resources.backup_repo.repository(),
                 resources.postgres.settings(),
-                kafka,
-                kafka.topics,
+                kafka_settings,
+                kafka_settings.topics,
                 progress=context.log.info,
             )
         except DrillRefused as exc:  # no T inside every window: a verdict, recorded as a failed check
