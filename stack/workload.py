@@ -149,8 +149,9 @@ class Workload:
                 "FROM (SELECT auction_id, max(amount) AS top FROM bids GROUP BY auction_id) b WHERE b.auction_id = a.id"
             )
             conn.execute(
-                """INSERT INTO payments (auction_id, payer_id, amount, status)
-                   SELECT a.id, b.bidder_id, b.amount, 'captured'
+                """INSERT INTO payments (auction_id, payer_id, amount, status, paid_at)
+                   -- paid half an hour after the auction closed, so past days hold payment events too
+                   SELECT a.id, b.bidder_id, b.amount, 'captured', a.ends_at + interval '30 minutes'
                    FROM auctions a
                    JOIN LATERAL (SELECT bidder_id, amount FROM bids WHERE auction_id = a.id
                                  ORDER BY amount DESC, id LIMIT 1) b ON true
