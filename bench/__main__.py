@@ -7,10 +7,12 @@ BENCHES = [
     "bench_postgres",
     "bench_pitr",
     "bench_redis",
+    "bench_redis_place",
     "bench_kafka",
     "bench_retention",
     "bench_encryption",
     "bench_job_overhead",
+    "bench_operator_cli",
 ]
 
 if __name__ == "__main__":

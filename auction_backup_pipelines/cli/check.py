@@ -53,27 +53,33 @@ def _repository_checks(label: str, opener: Callable[[], Repository]) -> tuple[Re
 
 
 def run_checks(args: argparse.Namespace, settings: Settings) -> list[hc.Check]:
-    """Every check, in a fixed order; the service probes run side by side (each has its own timeout)."""
+    """Every check, in a fixed order. They run side by side: the offsite store's round trips, the
+    service probes (each with its own timeout) and the local repository's reading overlap, so the
+    command answers in about the time of its slowest check, not the sum of them."""
     window = settings.retention.pitr_window
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the offsite store beside the services, not after them
+    with ThreadPoolExecutor(max_workers=2) as pool:
         remote = (
             pool.submit(_repository_checks, "offsite", lambda: status.offsite_repository(settings.offsite))
             if settings.offsite.configured
             else None
         )
-        local, checks = _repository_checks("local", lambda: open_repository(args, settings))
-        services = hc.run_parallel(
+        services = pool.submit(
+            hc.run_parallel,
             [
                 ("service postgres", _service("postgres", lambda: preflight.check_postgres(settings.postgres))),
                 ("service redis", _service("redis", lambda: preflight.check_redis(settings.redis))),
                 ("service kafka", _service("kafka", lambda: preflight.check_kafka(settings.kafka))),
                 ("replication slot", lambda: hc.check_replication_slot(settings.postgres, args.slot)),
-            ]
+            ],
         )
-        checks += (remote.result()[1] if remote is not None else []) + services
-    if local is not None:
-        checks.append(hc.guarded("wal archive", lambda: hc.check_wal_archive(local, settings.wal.max_lag_s, window)))
-        checks.append(hc.guarded("free space", lambda: hc.check_free_space(local, window)))
+        local, checks = _repository_checks("local", lambda: open_repository(args, settings))
+        archive: list[hc.Check] = []
+        if local is not None:
+            archive = [
+                hc.guarded("wal archive", lambda: hc.check_wal_archive(local, settings.wal.max_lag_s, window)),
+                hc.guarded("free space", lambda: hc.check_free_space(local, window)),
+            ]
+        checks += (remote.result()[1] if remote is not None else []) + services.result() + archive
     return checks
 
 

@@ -314,25 +314,38 @@ class LocalBackend(Backend):
         return open(self._path(key), "rb", buffering=1 << 20)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        base = self.root
         # Walk only below the deepest folder the prefix names fully.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self._path(folder) if folder else base
+        start = self._path(folder) if folder else self.root
         if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
+        yield from self._walk(str(start), f"{folder}/" if folder else "", prefix)
+
+    def _walk(self, path: str, key_prefix: str, prefix: str) -> Iterator[ObjectInfo]:
+        # os.scandir with plain string keys, not os.walk with pathlib: a repository holds thousands
+        # of WAL objects and `check`/`info` list it several times, where pathlib's parsing cost more
+        # than the stat calls themselves. Order as before: a folder's files, then its sub-folders.
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):  # removed while we walked
+            return
+        folders = []
+        for entry in entries:
+            key = key_prefix + entry.name
+            if entry.is_dir():
+                if not entry.is_symlink():  # os.walk's default: a linked folder is not followed
+                    folders.append((entry.path, key + "/"))
+                continue
+            if key.startswith(prefix):
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:  # deleted while we walked
                     continue
-                full = Path(dirpath, name)
-                key = full.relative_to(base).as_posix()
-                if key.startswith(prefix):
-                    try:
-                        st = full.stat()
-                    except FileNotFoundError:  # deleted while we walked
-                        continue
-                    yield ObjectInfo(key, st.st_size, str(st.st_mtime_ns))
+                yield ObjectInfo(key, st.st_size, str(st.st_mtime_ns))
+        for sub, sub_prefix in folders:
+            if sub_prefix.startswith(prefix) or prefix.startswith(sub_prefix):
+                yield from self._walk(sub, sub_prefix, prefix)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
