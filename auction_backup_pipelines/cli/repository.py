@@ -76,9 +76,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     code = 0
     if only != offsite_retention.OFFSITE:
-        if both:
-            print(f"== {offsite_retention.local_target(local).describe()}")
-        code = pruning.prune_command(local, dry_run=args.dry_run, pitr_window=settings.retention.pitr_window)
+        target = offsite_retention.local_target(local, settings.retention.pitr_window)
+        code = offsite_retention.prune_target_command(target, dry_run=args.dry_run)
         print()  # then what crashed runs left there (policy/leftovers.py)
         code = max(code, leftovers.prune_command(local.storage, args.dry_run, settings.retention.leftover_safety_age))
     if only != offsite_retention.LOCAL and settings.offsite.configured:

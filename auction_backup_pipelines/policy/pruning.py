@@ -32,7 +32,7 @@ One listing
 WAL archive
     Its segments have no manifests; policy/wal_pruning.py plans them from the same listing
     (``plan_with_wal``) and the GFS plan keeps the base backup the PITR window starts from.
-    WAL is deleted after the base backups (``prune_command``, the cleanup job).
+    WAL is deleted after the base backups (``offsite_retention.prune_target_command``, the cleanup job).
 Deleting
     ``delete_expired`` re-plans from a fresh listing and deletes only keys that the fresh plan
     still expires (a backup may have become the last good one, or been pinned, since the
@@ -260,48 +260,3 @@ def unpin(repo: Repository, system: str, artifact: str, day: str | dt.date) -> b
     existed = any(o.key == key for o in repo.backend.list(key))
     repo.backend.delete(key)
     return existed
-
-
-# -- CLI -------------------------------------------------------------------------------------
-
-
-def prune_command(
-    repo: Repository, dry_run: bool, now: dt.datetime | None = None, pitr_window: dt.timedelta = wal_pruning.DEFAULT_WINDOW
-) -> int:
-    """`auction-backup prune [--dry-run]`: print the keep/expire table and the WAL archive's runs,
-    then delete: backups first, then WAL (wal_pruning.delete_expired_wal); returns the exit code."""
-    now = now or utcnow()
-    decisions, wal = plan_with_wal(repo, now, pitr_window=pitr_window)
-    if not decisions and not wal.decisions:
-        print(f"no backups in {repo.describe()}")
-        return 0
-    if decisions:
-        print(retention.format_table(decisions))
-    if wal.decisions:
-        print("\n" + wal_pruning.report(wal))
-    doomed = [b.key for b in retention.expired(decisions)]
-    kept = len(decisions) - len(doomed)
-    wal_doomed = wal.expired()
-    if not doomed and not wal_doomed:
-        print(f"\nnothing expired; {kept} backup(s) kept")
-        return 0
-    if dry_run:
-        wal_part = f"{len(wal_doomed)} WAL file(s) would be deleted; " if wal_doomed else ""
-        print(f"\ndry run: {len(doomed)} backup(s) would be deleted, {kept} kept; {wal_part}nothing was deleted")
-        return 0
-    print()
-    outcomes = delete_expired(repo, doomed, now=now, pitr_window=pitr_window) if doomed else []
-    for o in outcomes:
-        print(f"{o.action:<12}  {o.key}  ({o.reason})")
-    # WAL only now: a base backup whose deletion failed or was refused keeps its WAL.
-    wal_outcomes = wal_pruning.delete_expired_wal(repo, wal.expired_runs(), now, pitr_window) if wal_doomed else []
-    for w in wal_outcomes:
-        print(f"{w.action:<12}  WAL {w.label}  ({w.reason})")
-    counts = {a: sum(o.action == a for o in outcomes) for a in (DELETED, ALREADY_GONE, KEPT, ERROR)}
-    print(", ".join(f"{n} {a}" for a, n in counts.items()))
-    if wal_outcomes:
-        print(
-            "WAL: "
-            + ", ".join(f"{sum(w.count for w in wal_outcomes if w.action == a)} file(s) {a}" for a in (DELETED, KEPT, ERROR))
-        )
-    return 1 if counts[ERROR] or any(w.action == ERROR for w in wal_outcomes) else 0

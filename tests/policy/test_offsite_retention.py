@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -28,13 +27,13 @@ from auction_backup_pipelines.defs.shared.loading import current_settings
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource
 from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.ops import offsite
-from auction_backup_pipelines.policy import offsite_retention, pruning, retention, wal_pruning
+from auction_backup_pipelines.policy import offsite_retention, pruning, retention
 from auction_backup_pipelines.policy import wal_retention as wr
-from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive
-from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.postgres.wal_archive import WalArchive
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import OffsiteSettings
 from tests.ops.synthetic_backups import redis_snapshot
+from tests.policy.synthetic_wal import put_base, put_wal, seg, wal_left
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,43 +158,6 @@ def test_sensor_and_cleanup_job_prune_offsite_and_name_the_repository(stores):
 # -- the WAL archive offsite ------------------------------------------------------------------
 
 
-def seg(n: int) -> str:
-    return wr.segment_name(1, n)
-
-
-def put_base(repo: Repository, day: dt.date, first: int, last: int, **meta: object) -> str:
-    """A base backup of `day` (stopped at 02:00 that day) whose WAL is segments first..last."""
-    stop = dt.datetime.combine(day, dt.time(2), tzinfo=dt.UTC)
-    with repo.begin("postgres", "base_backup", day) as w:
-        with w.open_file("base.tar.zst", compression="none") as f:
-            f.write(b"tar")
-        w.metadata.update(
-            start_lsn=wr.format_lsn(first * SIZE + 0x28),
-            stop_lsn=wr.format_lsn(last * SIZE + 0x138),
-            timeline=1,
-            stop_time=stop.isoformat(),
-            **meta,
-        )
-    assert w.committed is not None
-    return w.committed.prefix
-
-
-def put_wal(repo: Repository, name: str) -> None:
-    """An archived WAL file whose record matches its stored bytes (so copy_wal copies it)."""
-    data = b"wal " + name.encode()
-    with repo.backend.writer(layout.wal_data_key(name)) as f:
-        f.write(data)
-    sha = hashlib.sha256(data).hexdigest()
-    now = dt.datetime.now(dt.UTC).isoformat()
-    rec = SegmentRecord(name, 1, name.endswith(".partial"), SIZE, sha, len(data), sha, now)
-    with repo.backend.writer(layout.wal_record_key(name)) as f:
-        f.write(json.dumps(dataclasses.asdict(rec)).encode())
-
-
-def wal_left(repo: Repository) -> set[str]:
-    return set(wal_pruning.wal_names(o.key for o in repo.backend.list(layout.WAL_AREA + "/")))
-
-
 def base_days(repo: Repository) -> set[dt.date]:
     return {b.day for b in repo.list("postgres", "base_backup")}
 
@@ -221,10 +183,10 @@ def pg_stores(tmp_path, monkeypatch):
     local = Repository.local(str(tmp_path / "backups"))
     remote = offsite.repository_from_settings(settings)
     keys = {
-        "A": put_base(local, A, 2, 3),
-        "F": put_base(local, F, 10, 11, verification="failed"),
-        "W": put_base(local, W, 20, 21),
-        "D": put_base(local, D, 30, 31),
+        "A": put_base(local, A, 2, 3).prefix,
+        "F": put_base(local, F, 10, 11, verification="failed").prefix,
+        "W": put_base(local, W, 20, 21).prefix,
+        "D": put_base(local, D, 30, 31).prefix,
     }
     for n in range(1, 36):
         put_wal(local, seg(n))

@@ -9,6 +9,7 @@ import pytest
 from auction_backup_pipelines.policy import pruning
 from auction_backup_pipelines.policy.retention import Policy
 from auction_backup_pipelines.repository.manifest import NotFoundError
+from tests.policy.synthetic_wal import prune
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -173,18 +174,18 @@ def test_prune_command_prints_reasons_and_deletes_unless_dry_run(repo, capsys):
         put(repo, "redis", "snapshot", d)
     put(repo, "redis", "snapshot", days_back(9)[-1] - dt.timedelta(days=1), verification="failed")
 
-    assert pruning.prune_command(repo, dry_run=True, now=NOW) == 0
+    assert prune(repo, dry_run=True, now=NOW) == 0
     out = capsys.readouterr().out
     assert "REASONS" in out and "daily #1" in out and "expired: failed" in out
     assert "dry run: 3 backup(s) would be deleted, 7 kept; nothing was deleted" in out
     assert len(repo.list()) == 10
 
-    assert pruning.prune_command(repo, dry_run=False, now=NOW) == 0
+    assert prune(repo, dry_run=False, now=NOW) == 0
     out = capsys.readouterr().out
     assert "3 deleted, 0 already gone, 0 kept, 0 error" in out
     assert sorted(b.day for b in repo.list()) == sorted(days_back(7))
 
-    assert pruning.prune_command(repo, dry_run=False, now=NOW) == 0
+    assert prune(repo, dry_run=False, now=NOW) == 0
     assert "nothing expired; 7 backup(s) kept" in capsys.readouterr().out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 
@@ -11,43 +10,13 @@ import pytest
 from auction_backup_pipelines.policy import pruning, wal_pruning
 from auction_backup_pipelines.policy import wal_retention as wr
 from auction_backup_pipelines.policy.retention import Policy
-from auction_backup_pipelines.postgres.wal_archive import SegmentRecord, WalArchive, health
+from auction_backup_pipelines.postgres.wal_archive import WalArchive, health
 from auction_backup_pipelines.repository import layout, verdicts
+from tests.policy.synthetic_wal import prune, put_base, put_wal, seg, wal_left
 
 NOW = dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.UTC)
 WEEK = dt.timedelta(days=7)
 SIZE = wr.DEFAULT_SEGMENT_SIZE
-
-
-def seg(n: int) -> str:
-    return wr.segment_name(1, n)
-
-
-def put_base(repo, day: str, first: int, last: int, **meta):
-    stop = dt.datetime.fromisoformat(day).replace(hour=2, tzinfo=dt.UTC)
-    with repo.begin("postgres", "base_backup", day) as w:
-        with w.open_file("base.tar.zst", compression="none") as f:
-            f.write(b"tar")
-        w.metadata.update(
-            start_lsn=wr.format_lsn(first * SIZE + 0x28),
-            stop_lsn=wr.format_lsn(last * SIZE + 0x138),
-            timeline=1,
-            stop_time=stop.isoformat(),
-            **meta,
-        )
-    return w.committed
-
-
-def put_wal(repo, name: str):
-    with repo.backend.writer(layout.wal_data_key(name)) as f:
-        f.write(b"wal")
-    rec = SegmentRecord(name, 1, name.endswith(".partial"), SIZE, "-", 3, "-", NOW.isoformat())
-    with repo.backend.writer(layout.wal_record_key(name)) as f:
-        f.write(json.dumps(dataclasses.asdict(rec)).encode())
-
-
-def wal_left(repo) -> set[str]:
-    return set(wal_pruning.wal_names(o.key for o in repo.backend.list(layout.WAL_AREA + "/")))
 
 
 @pytest.fixture
@@ -68,7 +37,7 @@ def history(repo):
 
 def test_dry_run_lists_wal_runs_with_reasons_and_deletes_nothing(repo, history, capsys):
     before = wal_left(repo)
-    assert pruning.prune_command(repo, dry_run=True, now=NOW, pitr_window=WEEK) == 0
+    assert prune(repo, dry_run=True, now=NOW, pitr_window=WEEK) == 0
     out = capsys.readouterr().out
     a, w = history["A"].prefix, history["W"].prefix
     assert f"WAL archive (PITR window 7 days; its base backup: {w}):" in out
@@ -86,14 +55,14 @@ def test_dry_run_lists_wal_runs_with_reasons_and_deletes_nothing(repo, history, 
 
 def test_prune_deletes_the_failed_base_backup_then_exactly_the_expired_wal(repo, history, capsys):
     repo.backend.delete(layout.wal_record_key(seg(12)))  # only data left: a deletion interrupted after the record
-    assert pruning.prune_command(repo, dry_run=False, now=NOW, pitr_window=WEEK) == 0
+    assert prune(repo, dry_run=False, now=NOW, pitr_window=WEEK) == 0
     out = capsys.readouterr().out
-    assert f"deleted       WAL {seg(4)}..{seg(19)}" in out and f"deleted       WAL {seg(1)}" in out
+    assert f"deleted       local  WAL {seg(4)}..{seg(19)}" in out and f"deleted       local  WAL {seg(1)}  " in out
     assert {b.partition for b in repo.list("postgres", "base_backup")} == {"2026-10-20", "2026-12-02", "2026-12-09"}
     assert wal_left(repo) == {seg(2), seg(3), *(seg(n) for n in range(20, 36)), seg(36) + ".partial"}
     assert not [o.key for o in repo.backend.list(layout.WAL_AREA + "/") if seg(12) in o.key]
     # a second prune has nothing left to do
-    assert pruning.prune_command(repo, dry_run=False, now=NOW, pitr_window=WEEK) == 0
+    assert prune(repo, dry_run=False, now=NOW, pitr_window=WEEK) == 0
     assert "nothing expired" in capsys.readouterr().out
 
 
@@ -127,7 +96,7 @@ def test_wal_of_a_base_backup_that_still_exists_is_never_deleted(repo, history):
 def test_no_base_backup_keeps_every_wal_file(repo, capsys):
     for n in range(1, 6):
         put_wal(repo, seg(n))
-    assert pruning.prune_command(repo, dry_run=False, now=NOW) == 0
+    assert prune(repo, dry_run=False, now=NOW) == 0
     out = capsys.readouterr().out
     assert f"{seg(1)}..{seg(5)}: keep (no base backup kept; WAL kept)" in out
     assert len(wal_left(repo)) == 5
@@ -145,7 +114,7 @@ def test_an_unreadable_segment_size_keeps_everything(repo, history):
 
 def test_health_tells_holes_made_by_retention_from_real_gaps(repo, history):
     archive = WalArchive(repo.backend)
-    pruning.prune_command(repo, dry_run=False, now=NOW, pitr_window=WEEK)
+    prune(repo, dry_run=False, now=NOW, pitr_window=WEEK)
     records = list(archive.records())
     gaps, pruned = wal_pruning.archive_gaps(repo, records, health(records).gaps, WEEK, NOW)
     assert gaps == [] and pruned == [(seg(3), seg(20))]
