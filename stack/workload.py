@@ -21,6 +21,10 @@ event; a payment is a `payments` row, then a `payment-events` event. Auctions ti
 `BURST_TITLE_PREFIX…` belong to the burst that opened them: `run` leaves them alone.
 
 Connection settings come from the same environment as the backups (the settings package).
+The bid and new-auction writes themselves live in the engine (ops/drill/platform_writes.py), since
+the drill's failover rehearsal makes them too and `stack` is not part of the installed package.
+The topics and Redis keys are the platform's own unless `names` (a `PlatformNames`) prefixes
+them, e.g. for a test that seeds a platform of its own on the shared stack.
 """
 
 from __future__ import annotations
@@ -43,18 +47,15 @@ import redis
 from confluent_kafka import Producer
 
 from auction_backup_pipelines.kafka.connection import security_config
+from auction_backup_pipelines.ops.drill import platform_writes
+from auction_backup_pipelines.ops.platform_names import PLATFORM, TOPICS, PlatformNames
 from auction_backup_pipelines.redis.tls import redis_py_options
 from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, RedisSettings
 
 SCHEMA = Path(__file__).with_name("schema.sql")
 SESSION_TTL_S = 30 * 86400
 BURST_TITLE_PREFIX = "Burst "
-# The auction hash's current price only rises, whatever order concurrent bidders' updates arrive in.
-RAISE_PRICE = """
-local current = redis.call('HGET', KEYS[1], 'current_price')
-if not current or tonumber(ARGV[1]) > tonumber(current) then redis.call('HSET', KEYS[1], 'current_price', ARGV[1]) end
-return redis.call('HINCRBY', KEYS[1], 'bids', 1)
-"""
+RAISE_PRICE = platform_writes.RAISE_PRICE  # the auction hash's price only rises (defined with the writes)
 
 
 @dataclass
@@ -94,11 +95,12 @@ def redis_client(settings: RedisSettings | None = None, db: int = 0) -> redis.Re
 
 
 class Workload:
-    def __init__(self, seed: int = 7):
+    def __init__(self, seed: int = 7, names: PlatformNames = PLATFORM):
         self.pg = PostgresSettings.from_env()
         self.redis = RedisSettings.from_env()
         self.kafka = KafkaSettings.from_env()
         self.rng = random.Random(seed)
+        self.names = names  # the topics and Redis keys written (prefixed for a platform of a test's own)
 
     # -- seeding -------------------------------------------------------------------------------
 
@@ -177,20 +179,22 @@ class Workload:
             ).fetchall()
             tops = conn.execute("SELECT auction_id, bidder_id, max(amount) FROM bids GROUP BY auction_id, bidder_id").fetchall()
         for a, status, price, bids in auctions:
-            pipe.hset(f"auction:{a}", mapping={"status": status, "current_price": str(price), "bids": bids})
+            pipe.hset(self.names.key(f"auction:{a}"), mapping={"status": status, "current_price": str(price), "bids": bids})
         for a, user, amount in tops:
-            pipe.zadd(f"leaderboard:{a}", {f"user:{user}": float(amount)})
+            pipe.zadd(self.names.key(f"leaderboard:{a}"), {f"user:{user}": float(amount)})
         for s in range(20 * scale):
             # "remember me" sessions: a month, so a long-lived dev stack keeps keys with TTLs
-            pipe.set(f"session:{uuid.UUID(int=self.rng.getrandbits(128))}", json.dumps({"user": s}), ex=SESSION_TTL_S)
+            pipe.set(
+                self.names.key(f"session:{uuid.UUID(int=self.rng.getrandbits(128))}"), json.dumps({"user": s}), ex=SESSION_TTL_S
+            )
         for u in range(1, 20 * scale + 1):
-            pipe.set(f"ratelimit:user:{u}", u % 9, ex=60)
+            pipe.set(self.names.key(f"ratelimit:user:{u}"), u % 9, ex=60)
         for i in range(100 * scale):
-            pipe.xadd("stream:bids", {"auction": str(i % 50), "amount": str(i)})
+            pipe.xadd(self.names.key("stream:bids"), {"auction": str(i % 50), "amount": str(i)})
         if open_ids := [str(a) for a, status, _, _ in auctions if status == "open"]:
-            pipe.sadd("auctions:open", *open_ids)
-        pipe.rpush("queue:notifications", *[f"notify:{i}" for i in range(20)])
-        pipe.set(b"binary:\x00\xff", bytes(range(256)))
+            pipe.sadd(self.names.key("auctions:open"), *open_ids)
+        pipe.rpush(self.names.key("queue:notifications"), *[f"notify:{i}" for i in range(20)])
+        pipe.set(self.names.key_prefix.encode() + b"binary:\x00\xff", bytes(range(256)))
         pipe.execute()
         return int(r.dbsize())
 
@@ -205,7 +209,7 @@ class Workload:
         for when, topic, auction, value in events:
             headers = [("source", b"workload"), ("event-id", uuid.UUID(int=self.rng.getrandbits(128)).bytes)]
             producer.produce(
-                topic,
+                self.names.topic(topic),
                 key=f"auction:{auction}",
                 value=json.dumps(value),
                 headers=headers,
@@ -272,7 +276,7 @@ class Workload:
             {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "group.id": "workload-probe"}
         )
         try:
-            _, high = consumer.get_watermark_offsets(TopicPartition("bid-events", 0), timeout=10)
+            _, high = consumer.get_watermark_offsets(TopicPartition(self.names.topic("bid-events"), 0), timeout=10)
             if high == 0:
                 empty.append("kafka")
         finally:
@@ -341,54 +345,22 @@ class Workload:
     def place_bid(
         self, conn: psycopg.Connection | None, r: redis.Redis | None, producer: Producer | None, auction: int, user: int
     ) -> int | None:
-        """One bid; returns its row id (None without PostgreSQL)."""
-        amount, bid_id, placed_at = Decimal(f"{self.rng.uniform(1, 1000):.2f}"), None, None
-        price = amount
-        if conn is not None:
-            with conn.transaction():
-                row = conn.execute(
-                    "INSERT INTO bids (auction_id, bidder_id, amount) VALUES (%s, %s, %s) RETURNING id, placed_at",
-                    (auction, user, amount),
-                ).fetchone()
-                assert row is not None
-                bid_id, placed_at = row
-                got = conn.execute(
-                    "UPDATE auctions SET current_price = greatest(current_price, %s) WHERE id = %s RETURNING current_price",
-                    (amount, auction),
-                ).fetchone()
-                price = got[0] if got else amount
-        if r is not None:
-            pipe = r.pipeline(transaction=True)
-            pipe.eval(RAISE_PRICE, 1, f"auction:{auction}", str(price))
-            pipe.zadd(f"leaderboard:{auction}", {f"user:{user}": float(amount)}, gt=True)
-            pipe.xadd("stream:bids", {"auction": str(auction), "amount": str(amount)})
-            pipe.execute()
-        if producer is not None:
-            event = {
-                "bid_id": bid_id,
-                "auction_id": auction,
-                "user_id": user,
-                "amount": str(amount),
-                "created_at": (placed_at or datetime.now().astimezone()).isoformat(),
-            }
-            producer.produce("bid-events", key=f"auction:{auction}", value=json.dumps(event), headers=[("source", b"workload")])
-            producer.poll(0)
-        return bid_id
+        """One bid; returns its row id (None without PostgreSQL). The writes are the engine's
+        (ops/drill/platform_writes.py), shared with the drill's failover rehearsal."""
+        amount = Decimal(f"{self.rng.uniform(1, 1000):.2f}")
+        return platform_writes.place_bid(
+            conn, r, producer, auction, user, amount, self.topic_names(), key_prefix=self.names.key_prefix
+        )
+
+    def topic_names(self) -> dict[str, str]:
+        """The platform's topics by their platform names (`bid-events` -> its real name)."""
+        return {t: self.names.topic(t) for t in TOPICS}
 
     def open_auction(self, conn: psycopg.Connection, r: redis.Redis, producer: Producer, seller: int, title: str) -> int:
         starting = Decimal(f"{self.rng.uniform(1, 200):.2f}")
-        row = conn.execute(
-            "INSERT INTO auctions (seller_id, title, starting_price, current_price, ends_at) "
-            "VALUES (%s, %s, %s, %s, now() + interval '1 day') RETURNING id",
-            (seller, title, starting, starting),
-        ).fetchone()
-        assert row is not None
-        auction = int(row[0])
-        r.hset(f"auction:{auction}", mapping={"status": "open", "current_price": str(starting), "bids": 0})
-        r.sadd("auctions:open", str(auction))
-        event = {"type": "created", "auction_id": auction, "seller_id": seller, "starting_price": str(starting)}
-        producer.produce("auction-events", key=f"auction:{auction}", value=json.dumps(event), headers=[("source", b"workload")])
-        return auction
+        return platform_writes.open_auction(
+            conn, r, producer, seller, title, starting, self.topic_names(), key_prefix=self.names.key_prefix
+        )
 
     def close_auction(self, conn: psycopg.Connection, r: redis.Redis, producer: Producer, auction: int) -> tuple[int | None, Any]:
         """Close `auction` now; returns (winner, final price)."""
@@ -403,11 +375,11 @@ class Workload:
             ).fetchone()
         price, closed_at, winner = row[0], row[1], top[0] if top else None
         pipe = r.pipeline(transaction=True)
-        pipe.hset(f"auction:{auction}", "status", "closed")
-        pipe.srem("auctions:open", str(auction))
+        pipe.hset(self.names.key(f"auction:{auction}"), "status", "closed")
+        pipe.srem(self.names.key("auctions:open"), str(auction))
         pipe.execute()
         event = {"auction_id": auction, "closed_at": closed_at.isoformat(), "final_price": str(price), "winner_id": winner}
-        producer.produce("auction-closed", key=f"auction:{auction}", value=json.dumps(event))
+        producer.produce(self.names.topic("auction-closed"), key=f"auction:{auction}", value=json.dumps(event))
         return winner, price
 
     def pay(self, conn: psycopg.Connection, producer: Producer, auction: int, payer: int, amount: Any) -> int:
@@ -424,7 +396,7 @@ class Workload:
             "status": "captured",
             "paid_at": row[1].isoformat(),
         }
-        producer.produce("payment-events", key=f"auction:{auction}", value=json.dumps(event))
+        producer.produce(self.names.topic("payment-events"), key=f"auction:{auction}", value=json.dumps(event))
         return int(row[0])
 
     def burst(self, auctions: int = 3, bids: int = 60, rate: float = 200.0, paid: int | None = None) -> Burst:

@@ -40,6 +40,9 @@ around the capture time) that misses its counterpart is counted as ``in_flight``
 violation; anything older is a violation. 5 s covers the producer's batching and retries and a
 small clock skew between hosts; pass a larger value for platforms with slower pipelines.
 
+Names: the topics and Redis keys above are the platform's own; `names` (a `PlatformNames`)
+gives the real ones of a platform whose topics or keys carry a prefix.
+
 Scope: by default every row and event up to T is checked. ``since`` restricts the checks to
 rows and events from that time on (and auctions created from then on), ``auction_ids`` to those
 auctions' bids, closings, payments and Redis keys, so a check can run on a shared server that
@@ -59,6 +62,7 @@ from typing import Any, Protocol
 import psycopg
 
 from auction_backup_pipelines.errors import ConfigurationError, UnavailableError
+from auction_backup_pipelines.ops.platform_names import PLATFORM, PlatformNames
 
 DEFAULT_TOLERANCE = timedelta(seconds=5)
 MAX_VIOLATIONS = 5
@@ -149,6 +153,7 @@ def check_platform(
     *,
     since: datetime | None = None,
     auction_ids: Collection[int] | None = None,
+    names: PlatformNames = PLATFORM,
 ) -> list[InvariantResult]:
     """Check every invariant of the module docstring on the recovered systems, as of `at` (T).
 
@@ -159,13 +164,13 @@ def check_platform(
     """
     scope = Scope(utc(at), utc(since) if since else None, frozenset(auction_ids) if auction_ids is not None else None, tolerance)
     captured = utc(redis_captured_at)
-    events = {topic: parse_events(kafka_messages.get(topic, ())) for topic in ("bid-events", "auction-closed", "payment-events")}
+    events = {t: parse_events(kafka_messages.get(names.topic(t), ())) for t in ("bid-events", "auction-closed", "payment-events")}
     with connect(pg_conninfo) as conn:
         results = [
             check_bids(conn, events["bid-events"], scope),
             check_closed(conn, events["auction-closed"], scope),
             check_payments(conn, events["payment-events"], scope),
-            check_redis(conn, redis_client_factory(), scope, captured),
+            check_redis(conn, redis_client_factory(), scope, captured, names),
         ]
     return results
 
@@ -390,7 +395,9 @@ def status_at(status: str, ends_at: datetime, when: datetime) -> str:
     return status if status == "open" or ends_at <= when else "open"
 
 
-def check_redis(conn: psycopg.Connection, client: Any, scope: Scope, captured: datetime) -> InvariantResult:
+def check_redis(
+    conn: psycopg.Connection, client: Any, scope: Scope, captured: datetime, names: PlatformNames = PLATFORM
+) -> InvariantResult:
     f = Findings(
         REDIS, "auctions", "checked", "missing_hash", "price_mismatch", "leaderboard_mismatch", "status_mismatch", "in_flight"
     )
@@ -404,8 +411,8 @@ def check_redis(conn: psycopg.Connection, client: Any, scope: Scope, captured: d
         bids[auction_id].append((placed_at, amount))
     pipe = client.pipeline(transaction=False)
     for a in auctions:
-        pipe.hmget(f"auction:{a[0]}", ["current_price", "status"])
-        pipe.execute_command("ZREVRANGE", f"leaderboard:{a[0]}", 0, 0, "WITHSCORES")
+        pipe.hmget(names.key(f"auction:{a[0]}"), ["current_price", "status"])
+        pipe.execute_command("ZREVRANGE", names.key(f"leaderboard:{a[0]}"), 0, 0, "WITHSCORES")
     replies = pipe.execute() if auctions else []
     lo, hi = captured - scope.tolerance, captured + scope.tolerance
     lost_bids, lost_auctions, new_auctions, late_closes, drifted = 0, set(), 0, 0, 0
@@ -433,7 +440,7 @@ def check_redis(conn: psycopg.Connection, client: Any, scope: Scope, captured: d
                 f.add("missing_hash")
                 f.violation(
                     f"auction {auction_id}: created {created_at.isoformat()}, before the capture, but Redis has no "
-                    f"current_price or status in auction:{auction_id}"
+                    f"current_price or status in {names.key(f'auction:{auction_id}')}"
                 )
             continue
         f.add("checked")

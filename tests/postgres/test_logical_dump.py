@@ -21,12 +21,26 @@ DAY = "2026-11-20"
 
 
 @pytest.fixture
-def live_workload():
-    """Bids keep flowing into PostgreSQL while the test runs."""
+def own_database(pg_settings, scratch_db):
+    """A seeded Auction Flow database of this test's own, dropped with the scratch database (its
+    name starts with it). The traffic below writes bids without their events: in the shared
+    database they would break the whole-platform drill's invariants on the demo stack."""
+    source = dataclasses.replace(pg_settings, dbname=f"{scratch_db}_src")
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
+        admin.execute(f'CREATE DATABASE "{source.dbname}"')
+    workload = Workload(seed=11)
+    workload.pg = source
+    workload.seed_postgres(1)
+    return workload
+
+
+@pytest.fixture
+def live_workload(own_database):
+    """Bids keep flowing into the test's own database while the test runs."""
     stop, started = threading.Event(), threading.Event()
     result: list[int] = []
     thread = threading.Thread(
-        target=lambda: result.append(Workload(seed=11).run(rate=200, stop=stop, started=started, systems=("postgres",)))
+        target=lambda: result.append(own_database.run(rate=200, stop=stop, started=started, systems=("postgres",)))
     )
     thread.start()
     assert started.wait(30), "the workload generator placed no bid"
@@ -35,8 +49,9 @@ def live_workload():
     thread.join(30)
 
 
-def test_backup_under_load_restores_to_exactly_the_snapshot(pg_settings, repo, scratch_db, live_workload):
-    backup = pg.backup_logical(pg_settings, repo, DAY)
+def test_backup_under_load_restores_to_exactly_the_snapshot(pg_settings, repo, scratch_db, own_database, live_workload):
+    source = own_database.pg
+    backup = pg.backup_logical(source, repo, DAY)
     recorded = backup.metadata["tables"]
     assert set(recorded) >= {"public.users", "public.auctions", "public.bids", "public.payments"}
     assert all(t["checksum"] for t in recorded.values())
@@ -47,7 +62,7 @@ def test_backup_under_load_restores_to_exactly_the_snapshot(pg_settings, repo, s
         restored = pg_client.table_fingerprints(conn)
     assert restored == recorded  # every table: same row count and content checksum
     # The source kept changing: the dump is a snapshot, not a smear of the traffic.
-    with pg_client.connect(pg_settings) as conn:
+    with pg_client.connect(source) as conn:
         live_bids = conn.execute("SELECT count(*) FROM bids").fetchone()[0]
     assert live_bids > recorded["public.bids"]["rows"]
 

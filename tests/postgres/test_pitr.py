@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import subprocess
@@ -52,34 +53,49 @@ def _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir):
         return result, pg_client.table_fingerprints(conn)
 
 
-def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_settings, archive_setup, pitr_dir, probe_table):
+@pytest.fixture
+def own_database(pg_settings, scratch_db):
+    """A seeded Auction Flow database of this test's own (dropped with the scratch database): the
+    traffic writes bids without their events and the test deletes bids, which in the shared
+    database would break the whole-platform drill's invariants on the demo stack."""
+    source = dataclasses.replace(pg_settings, dbname=scratch_db)
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
+        admin.execute(f'CREATE DATABASE "{scratch_db}"')
+    workload = Workload(seed=5)
+    workload.pg = source
+    workload.seed_postgres(1)
+    with pg_client.connect(source) as conn:
+        conn.execute("CREATE TABLE pitr_probe (id int PRIMARY KEY, v text)")
+    return workload
+
+
+def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_settings, archive_setup, pitr_dir, own_database):
     repo, archive, _ = archive_setup
+    source = own_database.pg  # a PITR recovers the whole cluster; the test compares its own database
     stop, started = threading.Event(), threading.Event()
-    traffic = threading.Thread(
-        target=Workload(seed=5).run, kwargs=dict(rate=100, stop=stop, started=started, systems=("postgres",))
-    )
+    traffic = threading.Thread(target=own_database.run, kwargs=dict(rate=100, stop=stop, started=started, systems=("postgres",)))
     traffic.start()
     assert started.wait(30)
     basebackup.take_base_backup(pg_settings, repo, DAY)
-    with pg_client.connect(pg_settings) as conn:
-        conn.execute(f"INSERT INTO {probe_table} SELECT g, 'bid ' || g FROM generate_series(1, 500) g")
+    with pg_client.connect(source) as conn:
+        conn.execute("INSERT INTO pitr_probe SELECT g, 'bid ' || g FROM generate_series(1, 500) g")
     stop.set()
     traffic.join(30)  # quiet at T, so the reference below is exactly the state at T
-    with pg_client.connect(pg_settings) as conn:
+    with pg_client.connect(source) as conn:
         reference = pg_client.table_fingerprints(conn)
         target = _now(conn)
-        conn.execute(f"DELETE FROM {probe_table} WHERE id <= 250")
-        conn.execute(f"UPDATE {probe_table} SET v = 'changed'")
+        conn.execute("DELETE FROM pitr_probe WHERE id <= 250")
+        conn.execute("UPDATE pitr_probe SET v = 'changed'")
         conn.execute("DELETE FROM bids WHERE id IN (SELECT id FROM bids ORDER BY id DESC LIMIT 10)")
         after = _now(conn)
     assert wait_for_archived_time(archive, after), "the WAL of the changes never reached the archive"
 
-    result, restored = _restore_and_fingerprint(pg_settings, repo, archive, target, pitr_dir)
+    result, restored = _restore_and_fingerprint(source, repo, archive, target, pitr_dir)
     assert restored == reference
     assert dt.datetime.fromisoformat(result.reached_transaction_time) <= target
     # The primary ran on, untouched: it still has the changes made after T.
-    with pg_client.connect(pg_settings) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {probe_table}").fetchone()[0] == 250
+    with pg_client.connect(source) as conn:
+        assert conn.execute("SELECT count(*) FROM pitr_probe").fetchone()[0] == 250
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
 
 

@@ -14,6 +14,8 @@ The systems are recovered one after the other, so the platform's time is their s
 invariants. A piece missing before anything starts (a Kafka day not exported, a snapshot whose
 checksum fails) fails the drill at once, naming it, since the platform cannot be recovered to T;
 a failure during recovery is reported with its reason and the other systems still run.
+With `failover`, once the invariants passed, failover.py runs the platform's writes on the
+recovered systems for a bounded period and proves them; a failed or skipped rehearsal fails the drill.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from typing import Any
 from auction_backup_pipelines.errors import BackupError
 from auction_backup_pipelines.kafka.connection import Cluster
 from auction_backup_pipelines.kafka.records import SYSTEM as KAFKA
-from auction_backup_pipelines.ops.drill import checks, kafka_state, scratch, window
+from auction_backup_pipelines.ops.drill import checks, kafka_state, scratch, scratch_topics, window
+from auction_backup_pipelines.ops.drill import failover as rehearsal
 from auction_backup_pipelines.ops.drill.scratch import DrillInterrupted
+from auction_backup_pipelines.ops.platform_names import PLATFORM, PlatformNames
 from auction_backup_pipelines.postgres import pitr
 from auction_backup_pipelines.postgres.client import SYSTEM as POSTGRES
 from auction_backup_pipelines.postgres.client import connect
@@ -82,6 +86,7 @@ class DrillReport:
     platform_rto_s: float
     kept: str | None = None
     swept: list[str] = field(default_factory=list)
+    failover: rehearsal.FailoverOutcome | None = None  # only when asked for (--failover)
 
     @property
     def passed(self) -> bool:
@@ -92,7 +97,7 @@ class DrillReport:
         if not found and not self.invariants:
             found.append("no invariant was checked")
         found += [f"invariant {i.name} failed" + (f": {i.note}" if i.note else "") for i in self.invariants if not i.passed]
-        return found
+        return found + (self.failover.problems() if self.failover is not None else [])
 
     def system(self, name: str) -> SystemOutcome:
         return next(s for s in self.systems if s.system == name)
@@ -109,6 +114,7 @@ class DrillReport:
             "problems": self.problems(),
             "kept": self.kept,
             "swept_stale_scratch": self.swept,
+            "failover": self.failover.as_dict() if self.failover is not None else None,
         }
 
     def lines(self) -> list[str]:
@@ -116,6 +122,7 @@ class DrillReport:
         out += [f"  window {w}" for w in self.windows]
         out += [s.line() for s in self.systems]
         out += [i.line() for i in self.invariants]
+        out += self.failover.lines() if self.failover is not None else []
         if self.kept:
             out.append(
                 f"kept scratch targets in {self.kept}; the recovered PostgreSQL runs on port "
@@ -282,11 +289,16 @@ def run_drill(
     scratch_parent: Path | None = None,
     max_messages: int = kafka_state.MAX_MESSAGES,
     progress: Callable[[str], None] = lambda line: None,
+    failover: bool = False,
+    failover_seconds: float = rehearsal.DEFAULT_SECONDS,
+    failover_names: PlatformNames = PLATFORM,
 ) -> DrillReport:
     """Recover the platform to `at` (default: the newest moment every system can reach) in
-    scratch targets, measure and check it; the targets are removed on every way out (unless `keep`)."""
+    scratch targets, measure and check it; the targets are removed on every way out (unless `keep`).
+    With `failover`, once the invariants passed, the platform's writes run on the recovered
+    systems for `failover_seconds` (ops/drill/failover.py); the platform's rto_s stops before it."""
     started = time.monotonic()
-    swept = scratch.sweep_stale(scratch_parent)
+    swept = scratch.sweep_stale(scratch_parent) + scratch_topics.sweep_stale_topics(kafka)
     target = choose(repo, topics, at)
     progress(f"T = {pitr.format_utc(target.at)} UTC: {target.reason}")
     missing = missing_pieces(repo, topics, target.at)
@@ -299,6 +311,7 @@ def run_drill(
             invariants=[],
             platform_rto_s=_elapsed(started),
             swept=swept,
+            failover=rehearsal.not_attempted("the backups miss a piece: nothing was recovered") if failover else None,
         )
     check = invariants or checks.platform_check()
     archive = WalArchive(repo.backend)
@@ -317,15 +330,31 @@ def run_drill(
                 if conninfo is not None and states is not None and srv is not None and captured is not None:
                     messages = {t: st.messages for t, st in states.items()}
                     results = checks.run_invariants(check, conninfo, messages, srv.client, target.at, captured)
+                platform_rto_s = _elapsed(started)
+                outcome = None
+                if failover:
+                    outcome = rehearsal.after_invariants(
+                        results,
+                        repo,
+                        conninfo,
+                        srv.client if srv is not None else None,
+                        kafka,
+                        states,
+                        target.at,
+                        seconds=failover_seconds,
+                        names=failover_names,
+                        progress=progress,
+                    )
             return DrillReport(
                 at=target.at,
                 reason=target.reason,
                 windows=[w.describe() for w in target.windows],
                 systems=[pg, kf, rd],
                 invariants=results,
-                platform_rto_s=_elapsed(started),
+                platform_rto_s=platform_rto_s,
                 kept=str(folder) if keep else None,
                 swept=swept,
+                failover=outcome,
             )
         finally:
             if not keep:
