@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from auction_backup_pipelines.cli.common import day, open_repository
+import redis
+
+from auction_backup_pipelines.cli.common import CliError, day, open_repository
 from auction_backup_pipelines.cli.output import add_json_flag, print_json
 from auction_backup_pipelines.cli.progress import activity
 from auction_backup_pipelines.kafka import connection as kafka_connection
@@ -26,7 +28,11 @@ from auction_backup_pipelines.ops.restore_targets import check_kafka_target, che
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump
 from auction_backup_pipelines.redis import client as redis_client
+from auction_backup_pipelines.redis import place_restore, resp
 from auction_backup_pipelines.redis import restore as redis_restore
+from auction_backup_pipelines.redis import tls as redis_tls
+from auction_backup_pipelines.repository import restore_log
+from auction_backup_pipelines.repository.layout import BackupRef
 from auction_backup_pipelines.repository.manifest import Backup
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.repository.restore_log import RestoreRecord
@@ -81,7 +87,12 @@ def cmd_restore_postgres(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_restore_redis(args: argparse.Namespace, settings: Settings) -> int:
-    """One day's snapshot into a server or cluster, with DUMP/RESTORE, verified."""
+    """One day's snapshot into a server or cluster, with DUMP/RESTORE, verified; with --into-dir,
+    its RDB placed into a stopped server's data directory (redis/place_restore.py)."""
+    if args.into_dir:
+        return place_redis(args, settings)
+    if args.check or args.deep:
+        raise CliError("--check and --deep go with --into-dir")
     target = check_redis_target(args.target, settings.redis, settings.restore, allow_any=args.allow_any_target)
     repo = open_repository(args, settings)
     backup = chosen(repo, redis_client.SYSTEM, redis_client.SNAPSHOT, args)
@@ -89,6 +100,71 @@ def cmd_restore_redis(args: argparse.Namespace, settings: Settings) -> int:
         result = redis_restore.restore_snapshot(target, repo, backup, force=args.force)
     print_json(result.as_dict())
     record_restore(repo, "restore redis", lambda by: restore_records.for_redis(result, by))
+    return 0
+
+
+def place_redis(args: argparse.Namespace, settings: Settings) -> int:
+    """The fast path: the RDB written into DIR (proved against the manifest), then, with --check,
+    the server the operator started on DIR waited for and compared with the file."""
+    check_target = (
+        check_redis_target(args.check, settings.redis, settings.restore, allow_any=args.allow_any_target) if args.check else None
+    )
+    repo = open_repository(args, settings)
+    backup = chosen(repo, redis_client.SYSTEM, redis_client.SNAPSHOT, args)
+    with activity(f"place {backup.prefix} into {args.into_dir}"):
+        placed = place_restore.place_snapshot(repo, backup, args.into_dir, force=args.force, recompute=args.deep)
+    out: dict[str, Any] = placed.as_dict()
+    if check_target is None:
+        print(f"auction-backup: placed {placed.placed}; start redis-server on {args.into_dir} (appendonly no)", file=sys.stderr)
+    else:
+        print(f"auction-backup: placed {placed.placed}; waiting for the server at {args.check} to load it", file=sys.stderr)
+        # Not redis_client.connect: the server may not be up yet, and check_loaded polls until it is.
+        r = redis.Redis(
+            host=check_target.host,
+            port=check_target.port,
+            username=check_target.username or None,
+            password=check_target.password or None,
+            socket_connect_timeout=5,
+            socket_timeout=600,
+            **redis_client.client_options(),
+            **redis_tls.redis_py_options(check_target),
+        )
+        ctx = redis_tls.context(check_target)
+        conns: list[resp.BulkConnection] = []
+
+        def reader(db: int) -> resp.Runner:
+            t = check_target
+            conns.append(resp.BulkConnection(host=t.host, port=t.port, db=db, username=t.username, password=t.password, tls=ctx))
+            return conns[-1].run
+
+        try:
+            with activity(f"wait for {args.check} to load and compare it"):
+                check = place_restore.check_loaded(
+                    r, placed, args.check, deep=reader if args.deep else None, timeout=args.load_timeout
+                )
+        finally:
+            for c in conns:
+                c.close()
+            r.close()
+        out["loaded"] = check.as_dict()
+    print_json(out)
+    details = {"placed": placed.placed, "content_check": placed.content_check, "server_checked": bool(check_target)}
+    record_restore(
+        repo,
+        "restore redis --into-dir",
+        lambda by: [
+            restore_log.new_record(
+                BackupRef.parse(placed.backup),
+                kind="snapshot",
+                target=args.check or placed.placed,
+                rto_seconds=placed.duration_s + (out["loaded"]["load_wait_s"] if check_target else 0.0),
+                verified=out["loaded"]["keys_verified"] if check_target else None,
+                verified_unit="keys",
+                by=by,
+                details=details,
+            )
+        ],
+    )
     return 0
 
 
@@ -129,12 +205,39 @@ def register(sub: Any) -> None:
     r.add_argument("--force", action="store_true", help="replace the target database if it is not empty")
     add_json_flag(r)
     r.set_defaults(func=cmd_restore_postgres)
-    r = rsub.add_parser("redis", help="restore a snapshot into a Redis server or cluster (DUMP/RESTORE, verified)")
+    r = rsub.add_parser(
+        "redis",
+        help="restore a snapshot into a Redis server or cluster (DUMP/RESTORE, verified), or place its RDB for a stopped one",
+    )
     which = r.add_mutually_exclusive_group(required=True)
     which.add_argument("--date", type=day, help="partition day of the snapshot (YYYY-MM-DD)")
     which.add_argument("--latest", action="store_true", help=LATEST_HELP)
-    r.add_argument("--target", required=True, help="host:port of the server or of one cluster node")
-    r.add_argument("--force", action="store_true", help="restore into a non-empty target (same-named keys are overwritten)")
+    into = r.add_mutually_exclusive_group(required=True)
+    into.add_argument("--target", help="host:port of the server or of one cluster node")
+    into.add_argument(
+        "--into-dir",
+        metavar="DIR",
+        help="fast path for a stopped or new server: write the RDB as DIR/dump.rdb (checked against the manifest); "
+        "start redis-server on DIR afterwards",
+    )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into a non-empty target (same-named keys are overwritten); with --into-dir, replace a "
+        "non-empty dump.rdb (kept aside as dump.rdb.before-restore-<time>)",
+    )
+    r.add_argument(
+        "--check",
+        metavar="HOST:PORT",
+        help="with --into-dir: wait for the server started on DIR to finish loading, then compare its keyspace with the file",
+    )
+    r.add_argument(
+        "--deep",
+        action="store_true",
+        help="with --into-dir: recompute the file's facts (rdb-facts) before placing it and, with --check, "
+        "read every key back; both compared with the manifest",
+    )
+    r.add_argument("--load-timeout", type=float, default=1800.0, help="seconds --check waits for the load (default 1800)")
     r.add_argument(
         "--allow-any-target",
         action="store_true",
