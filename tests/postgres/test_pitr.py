@@ -93,6 +93,11 @@ def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_se
     result, restored = _restore_and_fingerprint(source, repo, archive, target, pitr_dir)
     assert restored == reference
     assert dt.datetime.fromisoformat(result.reached_transaction_time) <= target
+    # the RTO in its phases, which add up to (at most) the whole; WAL staging overlaps the extraction
+    phases = result.phases
+    assert set(phases) == {"verify_s", "extract_s", "extract_and_stage_wal_s", "recover_s"}
+    assert phases["extract_s"] <= phases["extract_and_stage_wal_s"]
+    assert phases["verify_s"] + phases["extract_and_stage_wal_s"] + phases["recover_s"] <= result.duration_s
     # The primary ran on, untouched: it still has the changes made after T.
     with pg_client.connect(source) as conn:
         assert conn.execute("SELECT count(*) FROM pitr_probe").fetchone()[0] == 250

@@ -174,6 +174,7 @@ def _recover_postgres(
             "reached_transaction_time": result.reached_transaction_time,
             "tables": tables,
             "port": result.port,
+            **result.phases,  # the RTO's parts: verify, extract + stage WAL, recover
         }
         settings = instance.settings(s)
         conninfo = {"host": settings.host, "port": settings.port, "dbname": s.dbname, "user": s.user, "password": s.password}
