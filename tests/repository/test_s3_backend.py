@@ -39,21 +39,6 @@ DAY = "2026-11-20"
 MiB = 1 << 20
 
 
-def _stack_env() -> dict[str, str]:
-    path = ROOT / ".stack" / "stack.env"
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line) if path.exists() else ()
-    return {k: v for k, v in pairs if k.startswith("OFFSITE_S3_")}
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """S3Proxy running (started here when the stack did not), and its settings in os.environ."""
-    subprocess.run(["bash", str(ROOT / "stack" / "s3.sh"), "up"], check=True, cwd=ROOT)
-    env = _stack_env()
-    os.environ.update(env)
-    return env
-
-
 @pytest.fixture
 def backend(s3_env):
     """A backend on a fresh prefix of the stack's bucket; emptied afterwards."""
