@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -267,33 +267,63 @@ def unmatched_events(
             f.add("in_flight")
 
 
+def match_rows(
+    f: Findings,
+    table_rows: Iterable[tuple],
+    found_for: Callable[[int], Sequence[Event]],
+    scope: Scope,
+    counter: str,
+    missing: Callable[[int, datetime], str],
+    compare: Callable[[tuple, dict[str, Any]], str | None],
+) -> set[int]:
+    """Each row inside the scope against the newest of its events (rows: id first, time last).
+
+    Counts `counter`, matched, mismatched (the violation `compare` names), rows without event
+    (`missing` names it) or in flight near T; returns the ids of every row read."""
+    seen: set[int] = set()
+    for row in table_rows:
+        ident, at = row[0], row[-1]
+        seen.add(ident)
+        if not scope.in_range(at):
+            continue
+        f.add(counter)
+        found = found_for(ident)
+        if not found:
+            if scope.settled(at):
+                f.add("rows_without_event")
+                f.violation(missing(ident, at))
+            else:
+                f.add("in_flight")
+            continue
+        problem = compare(row, found[-1].data)
+        if problem:
+            f.add("mismatched")
+            f.violation(problem)
+        else:
+            f.add("matched")
+    return seen
+
+
 def check_bids(conn: psycopg.Connection, events: list[Event | None], scope: Scope) -> InvariantResult:
     f = Findings(BIDS, "rows", "events", "matched", "rows_without_event", "events_without_row", "mismatched", "in_flight")
     by_id = identified(events, "bid_id", f, scope)
     f.add("events", sum(1 for lst in by_id.values() for e in lst if scope.in_range(e.at)))
-    matched: set[int] = set()
-    for bid_id, auction_id, bidder_id, amount, placed_at in rows(
-        conn, "SELECT id, auction_id, bidder_id, amount, placed_at FROM bids WHERE", "placed_at", scope
-    ):
-        matched.add(bid_id)
-        if not scope.in_range(placed_at):
-            continue
-        f.add("rows")
-        found = by_id.get(bid_id)
-        if not found:
-            if scope.settled(placed_at):
-                f.add("rows_without_event")
-                f.violation(f"bid {bid_id}: placed at {placed_at.isoformat()} but no bid-events event")
-            else:
-                f.add("in_flight")
-            continue
-        e = found[-1].data
+
+    def compare(row: tuple, e: dict[str, Any]) -> str | None:
+        bid_id, auction_id, bidder_id, amount, _ = row
         got = (as_int(e.get("auction_id")), as_int(e.get("user_id")), as_decimal(e.get("amount")))
-        if got != (auction_id, bidder_id, amount):
-            f.add("mismatched")
-            f.violation(f"bid {bid_id}: event says auction/user/amount {got}, row {(auction_id, bidder_id, amount)}")
-        else:
-            f.add("matched")
+        want = (auction_id, bidder_id, amount)
+        return None if got == want else f"bid {bid_id}: event says auction/user/amount {got}, row {want}"
+
+    matched = match_rows(
+        f,
+        rows(conn, "SELECT id, auction_id, bidder_id, amount, placed_at FROM bids WHERE", "placed_at", scope),
+        lambda ident: by_id.get(ident, []),
+        scope,
+        "rows",
+        lambda ident, at: f"bid {ident}: placed at {at.isoformat()} but no bid-events event",
+        compare,
+    )
     unmatched_events(f, by_id, matched, existing(conn, "bids", set(by_id) - matched), scope, "bid")
     return f.result()
 
@@ -304,27 +334,22 @@ def check_closed(conn: psycopg.Connection, events: list[Event | None], scope: Sc
     )
     by_id = identified(events, "auction_id", f, scope)
     f.add("events", sum(1 for lst in by_id.values() for e in lst if scope.in_range(e.at)))
-    matched: set[int] = set()
+
+    def compare(row: tuple, e: dict[str, Any]) -> str | None:
+        auction_id, price, _ = row
+        final = as_decimal(e.get("final_price"))
+        return None if final == price else f"auction {auction_id}: auction-closed says final price {final}, PostgreSQL {price}"
+
     sql = "SELECT id, current_price, ends_at FROM (SELECT *, id AS auction_id FROM auctions WHERE status = 'closed') a WHERE"
-    for auction_id, price, closed_at in rows(conn, sql, "ends_at", scope):
-        matched.add(auction_id)
-        if not scope.in_range(closed_at):
-            continue
-        f.add("closed_auctions")
-        found = by_id.get(auction_id)
-        if not found:
-            if scope.settled(closed_at):
-                f.add("rows_without_event")
-                f.violation(f"auction {auction_id}: closed at {closed_at.isoformat()} but no auction-closed event")
-            else:
-                f.add("in_flight")
-            continue
-        final = as_decimal(found[-1].data.get("final_price"))
-        if final != price:
-            f.add("mismatched")
-            f.violation(f"auction {auction_id}: auction-closed says final price {final}, PostgreSQL {price}")
-        else:
-            f.add("matched")
+    matched = match_rows(
+        f,
+        rows(conn, sql, "ends_at", scope),
+        lambda ident: by_id.get(ident, []),
+        scope,
+        "closed_auctions",
+        lambda ident, at: f"auction {ident}: closed at {at.isoformat()} but no auction-closed event",
+        compare,
+    )
     present = existing(conn, "auctions", set(by_id) - matched, "status = 'closed'")
     unmatched_events(f, by_id, matched, present, scope, "auction")
     return f.result()
@@ -334,29 +359,23 @@ def check_payments(conn: psycopg.Connection, events: list[Event | None], scope: 
     f = Findings(PAYMENTS, "payments", "events", "matched", "rows_without_event", "events_without_row", "mismatched", "in_flight")
     by_id = identified(events, "payment_id", f, scope)
     f.add("events", sum(1 for lst in by_id.values() for e in lst if scope.in_range(e.at)))
-    matched: set[int] = set()
-    sql = "SELECT id, auction_id, payer_id, amount, status, paid_at FROM payments WHERE"
-    for payment_id, auction_id, payer_id, amount, status, paid_at in rows(conn, sql, "paid_at", scope):
-        matched.add(payment_id)
-        if not scope.in_range(paid_at):
-            continue
-        f.add("payments")
-        found = [e for e in by_id.get(payment_id, ()) if e.at <= scope.at]
-        if not found:
-            if scope.settled(paid_at):
-                f.add("rows_without_event")
-                f.violation(f"payment {payment_id}: paid at {paid_at.isoformat()} but no payment-events event")
-            else:
-                f.add("in_flight")
-            continue
-        e = found[-1].data  # the newest event carries the payment's current state
+
+    def compare(row: tuple, e: dict[str, Any]) -> str | None:  # the newest event carries the payment's state
+        payment_id, auction_id, payer_id, amount, status, _ = row
         got = (as_int(e.get("auction_id")), as_int(e.get("payer_id")), as_decimal(e.get("amount")), e.get("status"))
         want = (auction_id, payer_id, amount, status)
-        if got != want:
-            f.add("mismatched")
-            f.violation(f"payment {payment_id}: event says auction/payer/amount/status {got}, row {want}")
-        else:
-            f.add("matched")
+        return None if got == want else f"payment {payment_id}: event says auction/payer/amount/status {got}, row {want}"
+
+    sql = "SELECT id, auction_id, payer_id, amount, status, paid_at FROM payments WHERE"
+    matched = match_rows(
+        f,
+        rows(conn, sql, "paid_at", scope),
+        lambda ident: [e for e in by_id.get(ident, ()) if e.at <= scope.at],
+        scope,
+        "payments",
+        lambda ident, at: f"payment {ident}: paid at {at.isoformat()} but no payment-events event",
+        compare,
+    )
     unmatched_events(f, by_id, matched, existing(conn, "payments", set(by_id) - matched), scope, "payment")
     return f.result()
 
