@@ -53,6 +53,7 @@ def for_pitr(result: PitrResult, by: str, run_id: str | None = None) -> list[Res
         "reached_transaction_time": result.reached_transaction_time or "",
         "reached_lsn": result.reached_lsn,
         "wal_files_staged": result.wal_files_staged,
+        **result.phases,  # the RTO's parts: verify, extract + stage WAL, recover
     }
     return [
         restore_log.new_record(

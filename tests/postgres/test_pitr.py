@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.postgres import base_backup as basebackup
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
@@ -98,6 +99,8 @@ def test_pitr_to_a_moment_under_load_gives_exactly_the_rows_of_that_moment(pg_se
     assert set(phases) == {"verify_s", "extract_s", "extract_and_stage_wal_s", "recover_s"}
     assert phases["extract_s"] <= phases["extract_and_stage_wal_s"]
     assert phases["verify_s"] + phases["extract_and_stage_wal_s"] + phases["recover_s"] <= result.duration_s
+    [record] = restore_records.for_pitr(result, by="cli")  # the restore history on the base backup keeps them
+    assert {k: record.details[k] for k in phases} == phases
     # The primary ran on, untouched: it still has the changes made after T.
     with pg_client.connect(source) as conn:
         assert conn.execute("SELECT count(*) FROM pitr_probe").fetchone()[0] == 250
