@@ -193,17 +193,97 @@ ORDER BY 1, 2
 """
 
 
-def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+# The checksum functions a manifest may name (`checksum_function`). TEXT is the first format: every
+# row's text form hashed. TYPED (the default since) hashes each column with its type's own 64-bit
+# hash and chains them (no text conversion: about a third of the scan's CPU, measured in
+# bench/bench_postgres.py), but only in tables whose every column has a type in EXACT_HASHES;
+# any other table keeps the text form. Which tables hash typed follows from the schema alone, so
+# a restore (same schema) recomputes the same choice.
+CHECKSUM_TEXT = "sum(hashtextextended(row::text, 0))"
+CHECKSUM_TYPED = (
+    "sum(chained 64-bit column hashes) where every column type hashes exactly, else sum(hashtextextended(row::text, 0))"
+)
+CHECKSUM_FUNCTIONS = (CHECKSUM_TEXT, CHECKSUM_TYPED)
+
+# A hash (SQL on the column {}) that changes with any change of the value as pg_dump writes it.
+# Not numeric (1.0 and 1.00 hash alike), float (0 and -0), interval (1 day and 24 hours), jsonb
+# (its numbers are numeric), date (no exact callable hash covers infinity), bytea (its hash is not
+# callable from SQL). Text types only under a deterministic collation; char(n) only with its
+# length, so that values are padded to it (its hash ignores trailing blanks).
+EXACT_HASHES = {
+    "bool": "hashint4extended({}::int4, 0)",
+    "char": "hashcharextended({}, 0)",
+    "int2": "hashint2extended({}, 0)",
+    "int4": "hashint4extended({}, 0)",
+    "int8": "hashint8extended({}, 0)",
+    "oid": "hashoidextended({}, 0)",
+    "name": "hashnameextended({}, 0)",
+    "text": "hashtextextended({}, 0)",
+    "varchar": "hashtextextended({}, 0)",
+    "bpchar": "hashbpcharextended({}, 0)",
+    "uuid": "uuid_hash_extended({}, 0)",
+    "time": "time_hash_extended({}, 0)",
+    "timestamp": "timestamp_hash_extended({}, 0)",
+    "timestamptz": "timestamp_hash_extended({} AT TIME ZONE 'UTC', 0)",  # same instant, same value
+}
+
+_COLUMNS = """
+SELECT n.nspname, c.relname, a.attname, ty.typname, ty.typnamespace = 'pg_catalog'::regnamespace,
+       a.atttypmod, coalesce(co.collisdeterministic, true)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_type ty ON ty.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 1, 2, a.attnum
+"""
+
+
+def row_hashes(conn: psycopg.Connection, function: str = CHECKSUM_TYPED) -> dict[tuple[str, str], sql.Composable]:
+    """The row hash (SQL over the table's columns) of every user table `function` hashes column
+    by column; the tables left out hash their rows' text form (all of them for CHECKSUM_TEXT)."""
+    if function not in CHECKSUM_FUNCTIONS:
+        raise PostgresError(f"unknown content checksum function {function!r}")
+    if function == CHECKSUM_TEXT:
+        return {}
+    columns: dict[tuple[str, str], list[sql.Composable] | None] = {}
+    for schema, table, column, typname, builtin, typmod, deterministic in conn.execute(_COLUMNS).fetchall():
+        hashes = columns.setdefault((schema, table), [])
+        if hashes is None or column is None:  # already left out, or a table without columns
+            continue
+        exact = builtin and deterministic and not (typname == "bpchar" and typmod < 0)
+        template = EXACT_HASHES.get(typname) if exact else None
+        if template is None:
+            columns[(schema, table)] = None
+            continue
+        hashes.append(sql.SQL("coalesce(" + template + ", 0)").format(sql.Identifier("t", column)))
+    result: dict[tuple[str, str], sql.Composable] = {}
+    for key, hashes in columns.items():
+        if hashes is None:
+            continue
+        row: sql.Composable = sql.SQL("0")
+        for i, h in enumerate(hashes):  # in column order; each hash seeds the next: not linear
+            row = h if i == 0 else sql.SQL("hashint8extended({}, {})").format(h, row)
+        result[key] = row
+    return result
+
+
+def table_fingerprints(conn: psycopg.Connection, function: str = CHECKSUM_TYPED) -> dict[str, dict[str, Any]]:
     """Row count and an order-independent content checksum of every user table.
 
-    The checksum is the sum (numeric, so it cannot overflow) of a 64-bit hash of each row's
-    text form: no sort, one sequential scan that PostgreSQL may run with parallel workers,
-    and a restored table has the same value when it has the same multiset of rows.
-    hashtextextended is PostgreSQL's own hash (about 3x cheaper than md5 here; see
-    bench/bench_postgres.py); it is not cryptographic, which is fine for proving a restore
-    is faithful: the sha256 of the stored bytes is what guards against tampering.
+    The checksum is the sum (numeric, so it cannot overflow) of a 64-bit hash of each row
+    (`function`: one of CHECKSUM_FUNCTIONS): no sort, one sequential scan that PostgreSQL may
+    run with parallel workers, and a restored table has the same value when it has the same
+    multiset of rows. The hashes are PostgreSQL's own (hashtextextended is about 3x cheaper than
+    md5 here); they are not cryptographic, which is fine for proving a restore is faithful: the
+    sha256 of the stored bytes is what guards against tampering.
     """
-    return {f"{schema}.{table}": table_fingerprint(conn, schema, table) for schema, table in user_tables(conn)}
+    hashes = row_hashes(conn, function)
+    return {
+        f"{schema}.{table}": table_fingerprint(conn, schema, table, row_hash=hashes.get((schema, table)))
+        for schema, table in user_tables(conn)
+    }
 
 
 def row_counts(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
@@ -216,13 +296,16 @@ def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
     return [(schema, table) for schema, table in conn.execute(_TABLES).fetchall()]
 
 
-def table_fingerprint(conn: psycopg.Connection, schema: str, table: str, checksums: bool = True) -> dict[str, Any]:
-    """One table's row count and (with `checksums`) content checksum; see `table_fingerprints`."""
+def table_fingerprint(
+    conn: psycopg.Connection, schema: str, table: str, checksums: bool = True, row_hash: sql.Composable | None = None
+) -> dict[str, Any]:
+    """One table's row count and (with `checksums`) content checksum; see `table_fingerprints`.
+    `row_hash`: the table's entry of `row_hashes`; None hashes the row's text form."""
     if not checksums:
         q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
         return {"rows": int(conn.execute(q).fetchone()[0]), "checksum": None}  # type: ignore[index]
-    query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {}.{} t").format(
-        sql.Identifier(schema), sql.Identifier(table)
+    query = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM {}.{} t").format(
+        row_hash or sql.SQL("hashtextextended(t::text, 0)"), sql.Identifier(schema), sql.Identifier(table)
     )
     rows, checksum = conn.execute(query).fetchone()  # type: ignore[misc]
     return {"rows": int(rows), "checksum": checksum}

@@ -8,7 +8,8 @@ the manifest, so a disk too small for it is refused in one line before a byte is
 
 After the load, every table's row count and content checksum are computed in up to N
 connections at once, largest tables first, with exactly the queries `client.table_fingerprints`
-runs, so the results equal those recorded at backup time. restore_logical (logical_dump.py)
+runs for the checksum function the manifest names, so the results equal those recorded at
+backup time. restore_logical (logical_dump.py)
 keeps the order of events that makes a restore safe: staging database, proof, then swap.
 """
 
@@ -27,10 +28,12 @@ from typing import Any, BinaryIO
 
 from auction_backup_pipelines.errors import RefusedError
 from auction_backup_pipelines.postgres.client import (
+    CHECKSUM_TEXT,
     PostgresError,
     child_env,
     connect,
     pg_bin,
+    row_hashes,
     run_capturing_stderr,
     stderr_tail,
     table_fingerprint,
@@ -132,10 +135,14 @@ def pg_restore_file(s: PostgresSettings, dump: Path, dbname: str, jobs: int) -> 
         err.close()
 
 
-def parallel_fingerprints(s: PostgresSettings, dbname: str, jobs: int, checksums: bool = True) -> dict[str, dict[str, Any]]:
-    """`client.table_fingerprints` (or `row_counts`) of `dbname`, over up to `jobs` connections."""
+def parallel_fingerprints(
+    s: PostgresSettings, dbname: str, jobs: int, checksums: bool = True, function: str = CHECKSUM_TEXT
+) -> dict[str, dict[str, Any]]:
+    """`client.table_fingerprints(function)` (or `row_counts`) of `dbname`, over up to `jobs` connections.
+    `function`: the backup manifest's `checksum_function` (CHECKSUM_TEXT for a manifest without one)."""
     with connect(s, dbname=dbname) as conn:
         tables = user_tables(conn)
+        hashes = row_hashes(conn, function) if checksums else {}
         if tables:
             sizes = conn.execute(
                 "SELECT pg_relation_size(format('%%I.%%I', s, t)::regclass) FROM unnest(%s::text[], %s::text[]) AS x(s, t)",
@@ -144,7 +151,7 @@ def parallel_fingerprints(s: PostgresSettings, dbname: str, jobs: int, checksums
             # largest first, so that the last table to finish is a small one
             tables = [t for _, t in sorted(zip((r[0] for r in sizes), tables, strict=True), key=lambda x: -x[0])]
         if jobs <= 1 or len(tables) <= 1:
-            return {f"{sc}.{t}": table_fingerprint(conn, sc, t, checksums) for sc, t in tables}
+            return {f"{sc}.{t}": table_fingerprint(conn, sc, t, checksums, hashes.get((sc, t))) for sc, t in tables}
     todo: queue.Queue[tuple[str, str]] = queue.Queue()
     for table in tables:
         todo.put(table)
@@ -159,7 +166,7 @@ def parallel_fingerprints(s: PostgresSettings, dbname: str, jobs: int, checksums
                         schema, table = todo.get_nowait()
                     except queue.Empty:
                         return
-                    result[f"{schema}.{table}"] = table_fingerprint(conn, schema, table, checksums)
+                    result[f"{schema}.{table}"] = table_fingerprint(conn, schema, table, checksums, hashes.get((schema, table)))
         except BaseException as exc:  # reported once every worker has stopped
             failures.append(exc)
 
