@@ -161,8 +161,14 @@ def test_every_variable_is_parsed():
         "ALERT_CHECK_REPEAT_S": "0",
         "ALERT_CHECK_LOOKBACK_S": "600",
         "DAGSTER_PORT": "3100",
+        "BASE_BACKUP_MAX_RATE": "32M",
+        "KAFKA_EXPORT_MAX_BYTES_PER_S": "8M",
+        "OFFSITE_S3_MAX_BYTES_PER_S": "4096k",
     }
     s = load_settings(env)
+    limits = (s.postgres.base_backup_max_rate, s.kafka.export_max_bytes_per_s, s.offsite.max_bytes_per_s)
+    assert limits == ("32M", 8 << 20, 4 << 20)
+    s = load_settings({k: v for k, v in env.items() if not k.endswith(("_MAX_RATE", "_MAX_BYTES_PER_S"))})
     assert s.postgres == PostgresSettings("db", 5433, "d", "u", SECRET, "/opt/pg/bin", "verify-full", "/etc/pg/ca.crt")
     tls = ("/etc/redis/ca.crt", "/etc/redis/client.crt", "/etc/redis/client.key")
     assert s.redis == RedisSettings("r", 7002, SECRET, "backup", "/var/lib/redis", True, *tls)
@@ -265,6 +271,9 @@ def test_each_group_from_env_is_the_same_parser(group, monkeypatch):
         ("ALERT_CHECK_REPEAT_S", "-1"),
         ("ALERT_CHECK_LOOKBACK_S", "1d"),
         ("DAGSTER_PORT", "http"),
+        ("BASE_BACKUP_MAX_RATE", "1G"),
+        ("KAFKA_EXPORT_MAX_BYTES_PER_S", "fast"),
+        ("OFFSITE_S3_MAX_BYTES_PER_S", "10 MB/s"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_and_the_value(name, value):

@@ -10,8 +10,7 @@ from typing import Any
 from auction_backup_pipelines.cli.common import EXIT_FAILURE, day, open_repository
 from auction_backup_pipelines.cli.output import add_json_flag, print_json
 from auction_backup_pipelines.cli.progress import activity
-from auction_backup_pipelines.kafka import export as kafka_export
-from auction_backup_pipelines.kafka.records import KafkaBackupError
+from auction_backup_pipelines.kafka.export_topics import export_topics
 from auction_backup_pipelines.ops.metrics import write_backup_metrics
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import base_backup, logical_day
@@ -110,7 +109,8 @@ def cmd_backup_redis(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
-    """One day of each topic; a topic that fails is reported and does not stop the others (exit 1)."""
+    """One day of each topic, KAFKA_EXPORT_PARALLEL_TOPICS at once; a topic that fails is reported
+    and does not stop the others (exit 1)."""
     kafka = settings.kafka
     day = partition_day(args)
     repo = open_repository(args, settings)
@@ -118,23 +118,21 @@ def cmd_backup_kafka(args: argparse.Namespace, settings: Settings) -> int:
     failed: list[str] = []
     topics = args.topics or kafka.topics
     with activity(f"backup kafka {day}", total=len(topics)) as step:
-        for topic in topics:
-            try:
-                b = published(kafka_export.backup_topic_day(kafka, repo, topic, day), settings)
-            except KafkaBackupError as exc:  # one topic's failure does not stop the others
-                failed.append(f"{topic}: {exc}")
-                continue
-            finally:
-                step(topic)
-            done.append(
-                {
-                    "backup": b.prefix,
-                    "messages": b.metadata["messages_total"],
-                    "stored_size": b.stored_size,
-                    "messages_sha256": b.metadata["messages_sha256"],
-                    "capture": b.metadata["capture"],
-                }
-            )
+        outcomes = export_topics(kafka, repo, topics, day, on_done=lambda outcome: step(outcome.topic))
+    for outcome in outcomes:
+        if outcome.backup is None:
+            failed.append(f"{outcome.topic}: {outcome.error}")
+            continue
+        b = published(outcome.backup, settings)
+        done.append(
+            {
+                "backup": b.prefix,
+                "messages": b.metadata["messages_total"],
+                "stored_size": b.stored_size,
+                "messages_sha256": b.metadata["messages_sha256"],
+                "capture": b.metadata["capture"],
+            }
+        )
     print_json(done)
     for line in failed:
         print(f"auction-backup: error: {line}", file=sys.stderr)

@@ -36,8 +36,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +43,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from auction_backup_pipelines.kafka.connection import Cluster, address
+from auction_backup_pipelines.kafka.connection import Cluster, address, settings_of
+from auction_backup_pipelines.kafka.export_retention import RetentionPolicy, data_gone
+from auction_backup_pipelines.kafka.export_writer import CHUNK_BYTES, ChunkWriter
 from auction_backup_pipelines.kafka.records import (
     BLOCK_RECORDS,
     DEFAULT_TIMEOUT_S,
@@ -68,14 +68,12 @@ from auction_backup_pipelines.kafka.records import (
 )
 from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.repository.manifest import Backup
+from auction_backup_pipelines.repository.ratelimit import ByteRateLimiter, paced
 from auction_backup_pipelines.repository.repository import Repository, parse_day, utcnow
 from auction_backup_pipelines.repository.streams import ByteSink
 
-CHUNK_BYTES = 16 << 20  # handed to the writer thread at once (see _ChunkWriter)
 STALL_TIMEOUT_S = 60.0
 EXPORT_ZSTD_LEVEL = 1  # zstd -3 took about the CPU of reading the topic itself, -1 a third (measured)
-# Broker and backup clocks differ a little: time retention must clear D by this much to count.
-RETENTION_CLOCK_MARGIN_MS = 3_600_000
 
 
 def _ms(t: dt.datetime) -> int:
@@ -105,42 +103,6 @@ class ExportPlan:
     day: dt.date
     partitions: tuple[PartitionRange, ...]
     fixed_at: str  # when the end offsets were read: the capture instant
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    retention_ms: int  # -1: no time limit
-    retention_bytes: int  # -1: no size limit
-    deletes: bool  # cleanup.policy includes "delete"
-
-    @classmethod
-    def from_configs(cls, effective: dict[str, str]) -> RetentionPolicy:
-        return cls(
-            retention_ms=int(effective.get("retention.ms", "-1")),
-            retention_bytes=int(effective.get("retention.bytes", "-1")),
-            deletes="delete" in effective.get("cleanup.policy", "delete"),
-        )
-
-
-def time_retention_cannot_reach(day: dt.date, policy: RetentionPolicy, now: dt.datetime) -> bool:
-    """True when only time retention deletes on this topic and it cannot have reached `day`.
-
-    Time retention deletes a segment only once its newest timestamp is older than
-    now - retention.ms, so if D starts after that instant none of D's messages can be gone.
-    Size retention, DeleteRecords and compaction give no such bound.
-    """
-    if not policy.deletes or policy.retention_bytes >= 0 or policy.retention_ms < 0:
-        return False
-    return _ms(capture.day_start(day)) >= _ms(now) - policy.retention_ms + RETENTION_CLOCK_MARGIN_MS
-
-
-def data_gone(day: dt.date, log_start: int, high: int, first_at_day: int, policy: RetentionPolicy, now: dt.datetime) -> bool:
-    """May messages of `day` have been deleted from this partition? (`first_at_day`: raw lookup.)"""
-    if log_start == 0:
-        return False  # nothing was ever deleted
-    if high > log_start and first_at_day != log_start:
-        return False  # the first message Kafka still holds is from before D
-    return not time_retention_cannot_reach(day, policy, now)
 
 
 def _lookup(c: Consumer, topic: str, partitions: list[int], at_ms: int, timeout: float) -> dict[int, int]:
@@ -227,48 +189,6 @@ def _gap_message(
 # -- the export ------------------------------------------------------------------------------------
 
 
-class _ChunkWriter:
-    """Hashes and compresses finished blocks in a second thread.
-
-    sha256 and zstd release the GIL, so they run beside the consumer loop, which then only
-    encodes (measured: about a third off the export's time). Chunks are large because each
-    hand-back of the GIL costs up to the interpreter's 5 ms switch interval; one chunk in
-    the queue, one being written and one being built bound the memory (~3 x CHUNK_BYTES).
-    """
-
-    def __init__(self, out: ByteSink):
-        self._out = out
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="kafka-export-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain without writing after a failure
-            sha, blocks = item
-            try:
-                for head, records in blocks:
-                    sha.update(records)
-                    self._out.write(head)
-                    self._out.write(records)
-            except BaseException as exc:  # re-raised in the caller's thread
-                self._error = exc
-
-    def put(self, sha: Any, blocks: list[tuple[bytes, bytes]]) -> None:
-        """`blocks`: (head, records) of consecutive blocks of one partition; `sha`: its digest."""
-        if self._error is not None:
-            raise self._error
-        self._queue.put((sha, blocks))
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 def export_partitions(
     c: Consumer, topic: str, ranges: Sequence[PartitionRange], out: ByteSink, day: dt.date, stall_timeout: float = STALL_TIMEOUT_S
 ) -> dict[str, dict[str, Any]]:
@@ -277,7 +197,7 @@ def export_partitions(
     Partitions are read one after another so the file's bytes are the same on every run;
     memory stays flat however large a partition is.
     """
-    writer = _ChunkWriter(out)
+    writer = ChunkWriter(out)
     stats = {}
     try:
         for r in ranges:
@@ -295,7 +215,7 @@ def export_partitions(
 class _PartitionExport:
     """Reads one partition's range into blocks (see kafka.py for the format) for the writer."""
 
-    def __init__(self, c: Consumer, topic: str, r: PartitionRange, writer: _ChunkWriter, day: dt.date, stall_timeout: float):
+    def __init__(self, c: Consumer, topic: str, r: PartitionRange, writer: ChunkWriter, day: dt.date, stall_timeout: float):
         self.c, self.topic, self.range, self.writer, self.stall_timeout = c, topic, r, writer, stall_timeout
         self.early_before = _ms(capture.day_start(day))
         self.stats: dict[str, Any] = {
@@ -351,7 +271,12 @@ class _PartitionExport:
                 blocks, pending = [], 0
 
     def _encode(self, msgs: list[Any]) -> bool:
-        """Add a batch's messages of the range to the block; True once the range's end is seen."""
+        """Add a batch's messages of the range to the block; True once the range's end is seen.
+
+        One loop over the messages with everything it uses in locals: with Python 3.11's
+        specialised method calls it cost less than taking the batch apart column by column
+        with map() (measured, 0.45 vs 0.6 us per message).
+        """
         p, end, early_before = self.range.partition, self.range.end, self.early_before
         add_offset, add_type, add = self.offsets.append, self.types.append, self.records.append  # locals:
         pack, early, reached_end = RECORD_HEAD.pack, 0, False  # this loop runs once per message
@@ -428,13 +353,15 @@ def backup_topic_day(
     now: dt.datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     stall_timeout: float = STALL_TIMEOUT_S,
+    limiter: ByteRateLimiter | None = None,
 ) -> Backup:
     """Export `topic`'s messages of UTC day `day` and publish them with the topic's metadata.
 
     `plan` lets a caller fix the offsets first (plan_day) and export later; by default they
     are fixed at the start of this call. Nothing is written before the broker, the topic and
-    the day's availability are confirmed.
+    the day's availability are confirmed. Paced to KAFKA_EXPORT_MAX_BYTES_PER_S (or `limiter`).
     """
+    limiter = limiter or ByteRateLimiter(settings_of(cluster).export_max_bytes_per_s)
     day = parse_day(day)
     now = now or utcnow()
     timing = capture.classify(day, now)  # a day that has not ended cannot be exported
@@ -449,7 +376,7 @@ def backup_topic_day(
             raise KafkaBackupError(f"plan is for {plan.topic} {plan.day}, not {topic} {day}")
         with repo.begin(SYSTEM, artifact_name(topic), day) as writer:
             with writer.open_file(export_file(topic), zstd_level=EXPORT_ZSTD_LEVEL) as out:
-                stats = export_partitions(c, topic, plan.partitions, out, day, stall_timeout)
+                stats = export_partitions(c, topic, plan.partitions, paced(out, limiter), day, stall_timeout)
             with writer.open_file(TOPIC_FILE) as f:
                 f.write(info.to_json())
             writer.metadata.update(
@@ -477,6 +404,7 @@ def backup_topic_day(
                     "captured_at": plan.fixed_at,
                     "capture": "on time" if timing.on_time else "backfill: reconstructed from the log by timestamp",
                     "duration_s": round(time.monotonic() - started, 3),
+                    **limiter.metadata(),
                 }
             )
     finally:

@@ -119,26 +119,33 @@ def take_base_backup_for_day(s: PostgresSettings, repo: Repository, day: dt.date
     return take_base_backup(s, repo, day, extra={"late_capture": not timing.on_time})
 
 
+def base_backup_argv(s: PostgresSettings, partition: dt.date) -> list[str]:
+    """pg_basebackup's command line (no secret: the password goes through the environment).
+    BASE_BACKUP_MAX_RATE becomes `--max-rate`: the server sends the data directory, and with
+    `-X fetch` the WAL too, no faster, which bounds the backup's reads against production's."""
+    argv = [
+        pg_bin("pg_basebackup", s.bin_dir),
+        "-D",
+        "-",
+        "-Ft",
+        "-X",
+        "fetch",
+        "--checkpoint=fast",
+        "--verbose",
+        "--progress",  # its last line gives the uncompressed size, which the compressed stream hides
+        "--compress=client-zstd:level=1,workers=2",
+        "--no-password",
+        f"--label=auction-backup {partition}",
+    ]
+    return argv + ([f"--max-rate={s.base_backup_max_rate}"] if s.base_backup_max_rate else [])
+
+
 def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, extra: dict[str, Any] | None = None) -> Backup:
     connect(s).close()  # clear error before anything is written
     with repo.begin(SYSTEM, BASE_BACKUP, partition) as writer:
         start_time = dt.datetime.now(dt.UTC)
         started = time.monotonic()
-        argv = [
-            pg_bin("pg_basebackup", s.bin_dir),
-            "-D",
-            "-",
-            "-Ft",
-            "-X",
-            "fetch",
-            "--checkpoint=fast",
-            "--verbose",
-            "--progress",  # its last line gives the uncompressed size, which the compressed stream hides
-            "--compress=client-zstd:level=1,workers=2",
-            "--no-password",
-            f"--label=auction-backup {partition}",
-        ]
-        proc, err = run_capturing_stderr(argv, child_env(s), stdout=subprocess.PIPE)
+        proc, err = run_capturing_stderr(base_backup_argv(s, partition), child_env(s), stdout=subprocess.PIPE)
         try:
             with writer.open_file(TAR_FILE, compression="none") as out:
                 assert proc.stdout is not None
@@ -175,6 +182,7 @@ def take_base_backup(s: PostgresSettings, repo: Repository, partition: dt.date, 
                 "tar_compression": "zstd level 1 (pg_basebackup client-side)",
                 "uncompressed_bytes": uncompressed_bytes(log),
                 "duration_s": round(time.monotonic() - started, 3),
+                **({"max_rate": s.base_backup_max_rate} if s.base_backup_max_rate else {}),
                 **(extra or {}),
             }
         )

@@ -25,6 +25,9 @@ How it keeps the Backend rule (an object is fully durable under its key, or abse
   broken at once when their holder is provably dead on this host; a writer whose lease was
   lost publishes nothing more. A store that ignores conditional writes is detected once per
   backend and refused unless `advisory_locks=True`. See s3_locks.py.
+* Uploads through `writer()` are paced to `max_bytes_per_s` (OFFSITE_S3_MAX_BYTES_PER_S; 0:
+  unlimited) by a token bucket (ratelimit.py), so an offsite copy can be kept from filling the
+  link production uses; reads (restores) are not paced.
 
 Credentials come from the arguments or boto3's usual chain (AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY, instance roles, ...); they are never kept on this object, and
@@ -58,6 +61,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from auction_backup_pipelines.errors import UnavailableError
 from auction_backup_pipelines.repository import layout
+from auction_backup_pipelines.repository.ratelimit import ByteRateLimiter
 from auction_backup_pipelines.repository.s3_locks import LOCK_TTL, S3Locks
 from auction_backup_pipelines.repository.s3_streams import MultipartUpload, RangeReader, b64, error_code, http_status
 from auction_backup_pipelines.repository.storage import Backend, ObjectInfo, StorageError
@@ -137,6 +141,7 @@ class S3Backend(Backend):
         page_size: int = 1000,
         delete_batch: int = DELETE_BATCH,
         client: Any = None,
+        max_bytes_per_s: int = 0,
     ):
         if checksum not in ("auto", "sha256", "md5"):
             raise StorageError(f"unknown checksum mode {checksum!r} (auto, sha256 or md5)")
@@ -154,6 +159,7 @@ class S3Backend(Backend):
         self.outage_timeout = outage_timeout
         self.page_size = page_size
         self.delete_batch = min(delete_batch, DELETE_BATCH)
+        self.limiter = ByteRateLimiter(max_bytes_per_s)  # uploads only (OFFSITE_S3_MAX_BYTES_PER_S)
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
@@ -188,7 +194,7 @@ class S3Backend(Backend):
             region=settings.region or None,
             access_key_id=settings.access_key_id or None,
             secret_access_key=settings.secret_access_key or None,
-            **kwargs,
+            **({"max_bytes_per_s": settings.max_bytes_per_s} | kwargs),
         )
 
     def describe(self) -> str:

@@ -49,6 +49,7 @@ class MultipartUpload(io.RawIOBase):
         return True
 
     def write(self, b) -> int:
+        self._b.limiter.take(len(b))  # OFFSITE_S3_MAX_BYTES_PER_S; a no-op when unlimited
         self._buf += b
         while len(self._buf) >= self._b.part_size:
             self._send_part(bytes(self._buf[: self._b.part_size]))

@@ -17,6 +17,8 @@ from auction_backup_pipelines.errors import ConfigurationError
 
 _KEY_ITEM = re.compile(r"^[A-Za-z0-9._-]{1,64}:(.+)$")
 _HOST = re.compile(r"^[A-Za-z0-9._%:-]+$")
+_RATE = re.compile(r"^(?:(\d+)([kKmMgG]?))?$")
+_RATE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def host_port(text: str) -> tuple[str, int] | None:
@@ -105,6 +107,17 @@ class Reader:
         if bad := [item for item in listed if host_port(item) is None]:
             raise ConfigurationError(f"{name} must be host:port addresses, comma-separated, got {self.raw(name)!r} ({bad[0]!r})")
         return listed
+
+    def byte_rate(self, name: str) -> int:
+        """Bytes per second: a whole number with an optional binary suffix (k, M, G: 1024, 1024², 1024³);
+        0 when unset, empty or 0 (unlimited)."""
+        raw = self.raw(name).strip()
+        match = _RATE.match(raw)
+        if not match:
+            raise ConfigurationError(
+                f"{name} must be a byte rate per second such as 1048576, 1024k or 32M (empty: unlimited), got {self.raw(name)!r}"
+            )
+        return int(match.group(1) or 0) * _RATE_UNITS[(match.group(2) or "").lower()]
 
     def day(self, name: str, default: str) -> str:
         value = self.text(name, default)

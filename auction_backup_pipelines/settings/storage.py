@@ -56,6 +56,8 @@ class OffsiteSettings:
     retention_monthly: int | None = None
     """Offsite retention counts; None (unset) keeps the local repository's count for every artifact
     (policy/offsite_retention.py), a number overrides that count for every artifact offsite."""
+    max_bytes_per_s: int = 0
+    """Pace of uploads to the bucket, in bytes per second (OFFSITE_S3_MAX_BYTES_PER_S; 0: unlimited)."""
 
     @property
     def configured(self) -> bool:
@@ -77,6 +79,7 @@ class OffsiteSettings:
             retention_daily=_count(env, "OFFSITE_RETENTION_DAILY"),
             retention_weekly=_count(env, "OFFSITE_RETENTION_WEEKLY"),
             retention_monthly=_count(env, "OFFSITE_RETENTION_MONTHLY"),
+            max_bytes_per_s=env.byte_rate("OFFSITE_S3_MAX_BYTES_PER_S"),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ class PostgresSettings:
     own default, prefer (or PGSSLMODE when the operator set that). Production: verify-full."""
     sslrootcert: str = ""
     """PEM file of the CA(s) trusted for the server's certificate (POSTGRES_SSLROOTCERT)."""
+    base_backup_max_rate: str = ""
+    """`pg_basebackup --max-rate` (BASE_BACKUP_MAX_RATE): kB/s, or with k or M, 32k to 1024M; empty: unlimited."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PostgresSettings:
@@ -52,7 +55,24 @@ class PostgresSettings:
             bin_dir=env.raw("PGBIN"),
             sslmode=sslmode,
             sslrootcert=sslrootcert,
+            base_backup_max_rate=base_backup_max_rate(env),
         )
+
+
+_MAX_RATE = re.compile(r"^(\d+)([kM]?)$")
+
+
+def base_backup_max_rate(env: Reader) -> str:
+    """BASE_BACKUP_MAX_RATE as pg_basebackup takes it (kB/s by default, k or M suffix, 32 kB/s to 1 GB/s),
+    checked here so that a typo fails at load with the variable's name, not mid-backup."""
+    raw = env.stripped("BASE_BACKUP_MAX_RATE")
+    match = _MAX_RATE.match(raw)
+    if raw and not (match and 32 <= int(match.group(1)) * (1024 if match.group(2) == "M" else 1) <= 1048576):
+        raise ConfigurationError(
+            f"BASE_BACKUP_MAX_RATE must be pg_basebackup's --max-rate, 32 to 1048576 kB/s (e.g. 1024, 1024k, 32M; "
+            f"empty: unlimited), got {env.raw('BASE_BACKUP_MAX_RATE')!r}"
+        )
+    return raw
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,10 @@ class KafkaSettings:
     """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (KAFKA_SASL_MECHANISM), with the SASL protocols only."""
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False)
+    export_max_bytes_per_s: int = 0
+    """Pace of a topic export, in bytes of messages per second (KAFKA_EXPORT_MAX_BYTES_PER_S; 0: unlimited)."""
+    export_parallel_topics: int = 2
+    """Topics `backup kafka` exports at once (KAFKA_EXPORT_PARALLEL_TOPICS, 1-16)."""
 
     @property
     def uses_tls(self) -> bool:
@@ -137,6 +161,8 @@ class KafkaSettings:
             sasl_mechanism=env.stripped("KAFKA_SASL_MECHANISM"),
             sasl_username=env.raw("KAFKA_SASL_USERNAME"),
             sasl_password=env.raw("KAFKA_SASL_PASSWORD"),
+            export_max_bytes_per_s=env.byte_rate("KAFKA_EXPORT_MAX_BYTES_PER_S"),
+            export_parallel_topics=env.integer("KAFKA_EXPORT_PARALLEL_TOPICS", 2, minimum=1, maximum=16),
         )
         protocol = f"KAFKA_SECURITY_PROTOCOL is {s.security_protocol}"
         if s.ssl_ca_file and not s.uses_tls:

@@ -42,6 +42,7 @@ OVERRIDES = [
     *(("postgres", f, v) for f, v in [("host", "127.0.0.2"), ("port", 1), ("dbname", "other"), ("user", "other")]),
     *(("postgres", f, v) for f, v in [("password", SECRET), ("bin_dir", "/srv/attacker/bin")]),
     *(("postgres", f, v) for f, v in [("sslmode", "disable"), ("sslrootcert", "/srv/attacker/ca.crt")]),
+    ("postgres", "base_backup_max_rate", "1048576"),
     *(("redis", f, v) for f, v in [("host", "127.0.0.2"), ("port", 1), ("username", "other"), ("password", SECRET)]),
     ("redis", "data_dir", "/srv/attacker/dir"),
     *(("redis", f, v) for f, v in [("tls", True), ("tls_ca_file", "/srv/attacker/ca.crt")]),
@@ -49,12 +50,14 @@ OVERRIDES = [
     *(("kafka", f, v) for f, v in [("bootstrap_servers", "127.0.0.2:9092"), ("topics", ["other-topic"])]),
     *(("kafka", f, v) for f, v in [("security_protocol", "SASL_PLAINTEXT"), ("ssl_ca_file", "/srv/attacker/ca.crt")]),
     *(("kafka", f, v) for f, v in [("sasl_mechanism", "PLAIN"), ("sasl_username", "other"), ("sasl_password", SECRET)]),
+    ("kafka", "export_max_bytes_per_s", 1 << 40),
     *(("backup_repo", f, v) for f, v in [("root", "/srv/attacker/dir"), ("compression", "none")]),
     *(("backup_repo", f, v) for f, v in [("encryption_key_file", "/srv/attacker/key"), ("encryption_keys", SECRET)]),
     *(("offsite_repo", f, v) for f, v in [("bucket", "other"), ("prefix", "other/"), ("region", "other-1")]),
     *(("offsite_repo", f, v) for f, v in [("endpoint_url", "http://127.0.0.2:9000"), ("compression", "none")]),
     *(("offsite_repo", f, v) for f, v in [("access_key_id", SECRET), ("secret_access_key", SECRET)]),
     *(("offsite_repo", f, v) for f, v in [("encryption_key_file", "/srv/attacker/key"), ("encryption_keys", SECRET)]),
+    ("offsite_repo", "max_bytes_per_s", 1 << 40),
 ]
 
 

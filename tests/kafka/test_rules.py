@@ -17,7 +17,7 @@ from auction_backup_pipelines.defs.shared.partitions import daily_partitions
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource, PostgresResource
 from auction_backup_pipelines.defs.verification.checks import build_restore_checks
 from auction_backup_pipelines.defs.verification.freshness import build_verified_recently_checks
-from auction_backup_pipelines.kafka.export import RetentionPolicy, data_gone, time_retention_cannot_reach
+from auction_backup_pipelines.kafka.export_retention import RetentionPolicy, data_gone, time_retention_cannot_reach
 from auction_backup_pipelines.kafka.records import KafkaBackupError, TopicInfo, artifact_name, topic_of
 from auction_backup_pipelines.kafka.restore import day_range, settle_partition
 from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator, PartitionProgress

@@ -46,6 +46,8 @@ class PostgresResource(ConfigurableResource):
     """libpq's sslmode (POSTGRES_SSLMODE); empty: libpq's default, prefer."""
     sslrootcert: str = ""
     """CA file for the server's certificate (POSTGRES_SSLROOTCERT)."""
+    base_backup_max_rate: str = ""
+    """`pg_basebackup --max-rate` (BASE_BACKUP_MAX_RATE); empty: unlimited."""
 
     def settings(self) -> PostgresSettings:
         return PostgresSettings(
@@ -57,6 +59,7 @@ class PostgresResource(ConfigurableResource):
             bin_dir=self.bin_dir,
             sslmode=self.sslmode,
             sslrootcert=self.sslrootcert,
+            base_backup_max_rate=self.base_backup_max_rate,
         )
 
 
@@ -99,6 +102,8 @@ class KafkaResource(ConfigurableResource):
     sasl_username: str = ""
     sasl_password: str = ""
     """A secret: bind with EnvVar."""
+    export_max_bytes_per_s: int = 0
+    """Pace of a topic export (KAFKA_EXPORT_MAX_BYTES_PER_S); 0: unlimited."""
 
     def settings(self) -> KafkaSettings:
         return KafkaSettings(
@@ -109,6 +114,7 @@ class KafkaResource(ConfigurableResource):
             sasl_mechanism=self.sasl_mechanism,
             sasl_username=self.sasl_username,
             sasl_password=self.sasl_password,
+            export_max_bytes_per_s=self.export_max_bytes_per_s,
         )
 
 
@@ -141,6 +147,8 @@ class OffsiteRepositoryResource(ConfigurableResource):
     compression: str = "zstd"
     encryption_key_file: str = ""
     encryption_keys: str = ""
+    max_bytes_per_s: int = 0
+    """Pace of uploads (OFFSITE_S3_MAX_BYTES_PER_S); 0: unlimited."""
 
     def repository(self) -> Repository:
         backend = S3Backend(
@@ -150,6 +158,7 @@ class OffsiteRepositoryResource(ConfigurableResource):
             region=self.region or None,
             access_key_id=self.access_key_id or None,
             secret_access_key=self.secret_access_key or None,
+            max_bytes_per_s=self.max_bytes_per_s,
         )
         return Repository(
             backend,
@@ -171,19 +180,22 @@ class RunConfigOverrideRefused(RefusedError, Failure):
 
 VARIABLES: dict[str, dict[str, str]] = {
     "postgres": {"host": "POSTGRES_HOST", "port": "POSTGRES_PORT", "dbname": "POSTGRES_DB", "user": "POSTGRES_USER"}
-    | {"password": "POSTGRES_PASSWORD", "bin_dir": "PGBIN", "sslmode": "POSTGRES_SSLMODE", "sslrootcert": "POSTGRES_SSLROOTCERT"},
+    | {"password": "POSTGRES_PASSWORD", "bin_dir": "PGBIN", "sslmode": "POSTGRES_SSLMODE", "sslrootcert": "POSTGRES_SSLROOTCERT"}
+    | {"base_backup_max_rate": "BASE_BACKUP_MAX_RATE"},
     "redis": {"host": "REDIS_HOST", "port": "REDIS_PORT", "username": "REDIS_USERNAME", "password": "REDIS_PASSWORD"}
     | {"data_dir": "REDIS_DATA_DIR", "tls": "REDIS_TLS", "tls_ca_file": "REDIS_TLS_CA_FILE"}
     | {"tls_cert_file": "REDIS_TLS_CERT_FILE", "tls_key_file": "REDIS_TLS_KEY_FILE"},
     "kafka": {"bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "topics": "KAFKA_TOPICS"}
     | {"security_protocol": "KAFKA_SECURITY_PROTOCOL", "ssl_ca_file": "KAFKA_SSL_CA_FILE"}
-    | {"sasl_mechanism": "KAFKA_SASL_MECHANISM", "sasl_username": "KAFKA_SASL_USERNAME", "sasl_password": "KAFKA_SASL_PASSWORD"},
+    | {"sasl_mechanism": "KAFKA_SASL_MECHANISM", "sasl_username": "KAFKA_SASL_USERNAME", "sasl_password": "KAFKA_SASL_PASSWORD"}
+    | {"export_max_bytes_per_s": "KAFKA_EXPORT_MAX_BYTES_PER_S"},
     "backup_repo": {"root": "BACKUP_ROOT", "compression": "BACKUP_COMPRESSION"}
     | {"encryption_key_file": "BACKUP_ENCRYPTION_KEY_FILE", "encryption_keys": "BACKUP_ENCRYPTION_KEYS"},
     "offsite_repo": {"bucket": "OFFSITE_S3_BUCKET", "prefix": "OFFSITE_S3_PREFIX", "region": "OFFSITE_S3_REGION"}
     | {"endpoint_url": "OFFSITE_S3_ENDPOINT_URL", "compression": "OFFSITE_COMPRESSION"}
     | {"access_key_id": "OFFSITE_S3_ACCESS_KEY_ID", "secret_access_key": "OFFSITE_S3_SECRET_ACCESS_KEY"}
-    | {"encryption_key_file": "OFFSITE_ENCRYPTION_KEY_FILE", "encryption_keys": "OFFSITE_ENCRYPTION_KEYS"},
+    | {"encryption_key_file": "OFFSITE_ENCRYPTION_KEY_FILE", "encryption_keys": "OFFSITE_ENCRYPTION_KEYS"}
+    | {"max_bytes_per_s": "OFFSITE_S3_MAX_BYTES_PER_S"},
 }
 """Per resource key, the variable behind each field a pinned resource compares."""
 
@@ -285,6 +297,7 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             bin_dir=pg.bin_dir,
             sslmode=pg.sslmode,
             sslrootcert=pg.sslrootcert,
+            base_backup_max_rate=pg.base_backup_max_rate,
         ),
         "redis": PinnedRedisResource(
             host=rd.host,
@@ -305,6 +318,7 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             sasl_mechanism=kf.sasl_mechanism,
             sasl_username=kf.sasl_username,
             sasl_password=_secret("KAFKA_SASL_PASSWORD", kf.sasl_password),
+            export_max_bytes_per_s=kf.export_max_bytes_per_s,
         ),
         "backup_repo": PinnedBackupRepositoryResource(
             root=repo.root,
@@ -324,5 +338,6 @@ def build_resources(s: Settings) -> dict[str, ConfigurableResource]:
             secret_access_key=_secret("OFFSITE_S3_SECRET_ACCESS_KEY", off.secret_access_key),
             encryption_key_file=off.encryption_key_file,
             encryption_keys=_secret("OFFSITE_ENCRYPTION_KEYS", off.encryption_keys),
+            max_bytes_per_s=off.max_bytes_per_s,
         )
     return resources
