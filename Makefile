@@ -6,7 +6,7 @@ PY := .venv/bin/python
 WITH_ENV := set -a && . .stack/stack.env && set +a && mkdir -p "$$DAGSTER_HOME" && ln -sf "$(CURDIR)/instance/dagster.yaml" "$$DAGSTER_HOME/dagster.yaml" && \
 	export VIRTUAL_ENV="$(CURDIR)/.venv" PATH="$(CURDIR)/.venv/bin:$$PATH" &&
 
-.PHONY: demo test lint bench stack-up stack-down
+.PHONY: demo test lint bench bench-growth stack-up stack-down
 
 stack-up:
 	bash stack/up.sh
@@ -35,3 +35,8 @@ test: stack-up
 
 bench: stack-up
 	$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)
+
+# Only the growth curves (also the last part of `make bench`); GROWTH_ARGS=--large adds the
+# largest size of each system (hours; see README, Development).
+bench-growth: stack-up
+	$(WITH_ENV) $(PY) -m bench.growth $(GROWTH_ARGS)

@@ -13,6 +13,9 @@ BENCHES = [
     "bench_encryption",
     "bench_job_overhead",
     "bench_operator_cli",
+    "bench_production_impact",
+    # last and longest: the growth curves at the two smaller sizes, rewriting docs/performance.md
+    "growth",
 ]
 
 if __name__ == "__main__":

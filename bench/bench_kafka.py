@@ -1,7 +1,7 @@
 """Kafka day export and restore against plain confluent-kafka clients, on the same messages.
 
     python -m bench.bench_kafka [--messages 1000000] [--value-bytes 190] [--rounds 3] [--profile]
-                              [--only export|restore]
+                              [--only export|restore|parallel]
 
 Creates its own topic (deleted at the end), produces --messages messages stamped across one
 past UTC day, then times, alternating for --rounds rounds, each measurement in a fresh process
@@ -17,6 +17,9 @@ restore, of that day's backup (exported once, untimed):
          memory beforehand, into a new topic it creates
   ours   restore_topics into a new topic: read and decode the backup, replay, read everything
          back and compare with the manifest's checksums; target: throughput >= 0.8x plain
+parallel topics: 4 topics of --messages/4 messages each, exported with export_topics one at a
+  time, then 2 at a time in threads (what `backup kafka` does, KAFKA_EXPORT_PARALLEL_TOPICS=2),
+  then 2 at a time in child processes, for comparison; reports the speed-up over one at a time.
 --profile prints where our export and restore spend time.
 """
 
@@ -39,6 +42,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from .common import own_peak_rss_mib
 
 PARTITIONS = 6
 
@@ -131,16 +136,17 @@ def ours(bootstrap: str, topic: str, day: str, profile: bool) -> dict:
     }
 
 
-def _cpu() -> float:
+def _cpu(children: bool = False) -> float:
     """CPU seconds of this process, all threads (librdkafka's included): unlike wall time, not
-    inflated by other work on a shared machine."""
+    inflated by other work on a shared machine. With `children`, also its finished children's."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    c = resource.getrusage(resource.RUSAGE_CHILDREN) if children else None
+    return r.ru_utime + r.ru_stime + (c.ru_utime + c.ru_stime if c else 0.0)
 
 
 def _child(fn, args, queue) -> None:
     result = fn(*args)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = own_peak_rss_mib()  # its own, not the spawning parent's (see common.py)
     queue.put(result)
 
 
@@ -258,10 +264,51 @@ def export_bench(args: argparse.Namespace, topic: str, day: str, payload: int, l
     ratio, cpu = _print_pair(("plain consumer", "our export"), (plain, mine), payload)
     o = mine[0]
     print(f"  stored {o['stored'] / 1e6:.1f} MB (records {o['raw'] / 1e6:.1f} MB, zstd x{o['raw'] / o['stored']:.1f})")
-    met = ratio >= 0.9 and cpu <= 1.3
+    when = "loaded" if loaded else "idle"
+    print(f"  verdict ({when}): throughput ours/plain {ratio:.2f}x (target >= 0.9x): {'MET' if ratio >= 0.9 else 'NOT MET'}")
+    print(f"  verdict ({when}): CPU per message ours/plain {cpu:.2f}x (target <= 1.3x): {'MET' if cpu <= 1.3 else 'NOT MET'}")
+
+
+def ours_topics(bootstrap: str, topics: list[str], day: str, parallel: int, processes: bool) -> dict:
+    """export_topics of every topic, `parallel` at once (threads), or a pool of child processes."""
+    from auction_backup_pipelines.kafka.export import backup_topic_day
+    from auction_backup_pipelines.kafka.export_topics import export_topics
+    from auction_backup_pipelines.repository.repository import Repository
+
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-topics-") as root:
+        cpu0, t0 = _cpu(children=True), time.perf_counter()
+        if processes:
+            with multiprocessing.get_context("spawn").Pool(parallel) as pool:
+                args = [(bootstrap, Repository.local(root), t, day) for t in topics]
+                backups = pool.starmap(backup_topic_day, args)
+        else:
+            outcomes = export_topics(bootstrap, Repository.local(root), topics, day, parallel=parallel)
+            assert all(o.backup is not None for o in outcomes), [o.error for o in outcomes]
+            backups = [o.backup for o in outcomes if o.backup is not None]
+        seconds, cpu = time.perf_counter() - t0, _cpu(children=True) - cpu0
+    return {"seconds": seconds, "cpu": cpu, "messages": sum(b.metadata["messages_total"] for b in backups)}
+
+
+def parallel_bench(args: argparse.Namespace, topics: list[str], day: str) -> None:
+    variants = {"one at a time": (1, False), "2 threads": (2, False), "2 processes": (2, True)}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (parallel, processes) in variants.items():
+            runs[name].append(isolated(ours_topics, args.bootstrap, topics, day, parallel, processes))
+    assert {r["messages"] for rs in runs.values() for r in rs} == {args.messages // 4 * 4}, runs
     print(
-        f"  verdict: throughput ours/plain {ratio:.2f}x (target >= 0.9x), CPU per message ours/plain {cpu:.2f}x "
-        f"(target <= 1.3x): {'MET' if met else 'NOT MET'}"
+        f"\n== {len(topics)} topics of {args.messages // 4:,} messages, medians of {args.rounds} rounds, {os.cpu_count()} cores"
+    )
+    serial = _median(runs["one at a time"], "seconds")
+    for name, rs in runs.items():
+        secs, cpu = _median(rs, "seconds"), _median(rs, "cpu")
+        print(
+            f"{name:>17}: {secs:6.2f} s  {rs[0]['messages'] / secs:>10,.0f} msgs/s  CPU {cpu:5.2f} s  "
+            f"speed-up x{serial / secs:.2f}  all rounds (s): {[round(r['seconds'], 2) for r in rs]}"
+        )
+    threads = serial / _median(runs["2 threads"], "seconds")
+    print(
+        f"  verdict: 4 topics, 2 threads over one at a time x{threads:.2f} (target > 1.0x): {'MET' if threads > 1 else 'NOT MET'}"
     )
 
 
@@ -305,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     ap.add_argument("--profile", action="store_true", help="print the top functions of our export and restore")
-    ap.add_argument("--only", choices=["export", "restore"], help="run one of the two benchmarks (default: both)")
+    ap.add_argument("--only", choices=["export", "restore", "parallel"], help="run one of the benchmarks (default: all)")
     args = ap.parse_args(argv)
 
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
     topic = f"bench-kafka-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"retention.ms": "-1"})])[topic].result()
+    extra: list[str] = []
     try:
         t0 = time.perf_counter()
         payload = produce(args.bootstrap, topic, args.messages, args.value_bytes, day)
@@ -320,15 +368,23 @@ def main(argv: list[str] | None = None) -> int:
             f"into {topic} in {time.perf_counter() - t0:.1f} s; load average before: {os.getloadavg()[0]:.2f}"
         )
         isolated(plain_read, args.bootstrap, topic)  # warm-up: the broker's page cache, not timed
-        if args.only != "restore":
+        if args.only in (None, "export"):
             export_bench(args, topic, day.isoformat(), payload, loaded=False)
             export_bench(args, topic, day.isoformat(), payload, loaded=True)
             if args.profile:
                 isolated(ours, args.bootstrap, topic, day.isoformat(), True)
-        if args.only != "export":
+        if args.only in (None, "restore"):
             restore_bench(args, topic, day.isoformat(), payload)
+        if args.only in (None, "parallel"):
+            many = [f"{topic}-{i}" for i in range(4)]
+            extra.extend(many)
+            for name in many:
+                admin.create_topics([NewTopic(name, PARTITIONS, 1, config={"retention.ms": "-1"})])[name].result()
+                produce(args.bootstrap, name, args.messages // 4, args.value_bytes, day)
+            parallel_bench(args, many, day.isoformat())
     finally:
-        admin.delete_topics([topic], operation_timeout=30)[topic].result()
+        for f in admin.delete_topics([topic, *extra], operation_timeout=30).values():
+            f.result()
     return 0
 
 

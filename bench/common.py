@@ -26,11 +26,24 @@ def run_timed(argv: list[str], env: dict[str, str] | None = None, **kwargs: Any)
     return wall, max(after, before) // 1024
 
 
+def own_peak_rss_mib() -> float:
+    """Peak RSS (MiB) of this process's own memory since its exec: VmHWM. Not ru_maxrss, which a
+    child started by exec inherits from its parent (Linux carries the high-water mark of the
+    address space it replaced), so a fresh interpreter started by a large benchmark process
+    reported the parent's peak, not its own."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def python_child(code: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter that prints one JSON line; adds its peak RSS (MiB)."""
+    """Run `code` in a fresh interpreter that prints one JSON line; adds its own peak RSS (MiB)."""
     wrapper = (
         code + "\nimport json, resource, sys\n"
-        "RESULT['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        "from bench.common import own_peak_rss_mib\n"
+        "RESULT['peak_rss_mib'] = int(own_peak_rss_mib())\n"
         "print(json.dumps(RESULT))\n"
     )
     out = subprocess.run(

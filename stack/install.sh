@@ -34,7 +34,7 @@ install_venv() {
   log "creating the Python environment in .venv"
   [ -x "$VENV_PY" ] || python3 -m venv "$ROOT/.venv"
   "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV_PY" -m pip install -q --disable-pip-version-check -e "$ROOT[dev]"
+  "$VENV_PY" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,bench]"
   echo "$want" > "$stamp"
 }
 
