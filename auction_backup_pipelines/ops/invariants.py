@@ -40,13 +40,11 @@ around the capture time) that misses its counterpart is counted as ``in_flight``
 violation; anything older is a violation. 5 s covers the producer's batching and retries and a
 small clock skew between hosts; pass a larger value for platforms with slower pipelines.
 
-Names: the topics and Redis keys above are the platform's own; `names` (a `PlatformNames`)
-gives the real ones of a platform whose topics or keys carry a prefix.
-
-Scope: by default every row and event up to T is checked. ``since`` restricts the checks to
+Names: `names` (a `PlatformNames`) gives the topics and keys of a platform with prefixes. Scope: by default every row and event up to T is checked. ``since`` restricts the checks to
 rows and events from that time on (and auctions created from then on), ``auction_ids`` to those
 auctions' bids, closings, payments and Redis keys, so a check can run on a shared server that
-other writers use too.
+other writers use too. ``events_since`` (the drill: where the recovered Kafka begins) restricts
+only the row-against-event checks: older rows' events were never backed up.
 """
 
 from __future__ import annotations
@@ -154,6 +152,7 @@ def check_platform(
     since: datetime | None = None,
     auction_ids: Collection[int] | None = None,
     names: PlatformNames = PLATFORM,
+    events_since: datetime | None = None,
 ) -> list[InvariantResult]:
     """Check every invariant of the module docstring on the recovered systems, as of `at` (T).
 
@@ -163,13 +162,15 @@ def check_platform(
     Naive datetimes are taken as UTC.
     """
     scope = Scope(utc(at), utc(since) if since else None, frozenset(auction_ids) if auction_ids is not None else None, tolerance)
+    starts = [utc(t) for t in (since, events_since) if t is not None]
+    matched = Scope(scope.at, max(starts), scope.auction_ids, tolerance) if starts else scope
     captured = utc(redis_captured_at)
     events = {t: parse_events(kafka_messages.get(names.topic(t), ())) for t in ("bid-events", "auction-closed", "payment-events")}
     with connect(pg_conninfo) as conn:
         results = [
-            check_bids(conn, events["bid-events"], scope),
-            check_closed(conn, events["auction-closed"], scope),
-            check_payments(conn, events["payment-events"], scope),
+            check_bids(conn, events["bid-events"], matched),
+            check_closed(conn, events["auction-closed"], matched),
+            check_payments(conn, events["payment-events"], matched),
             check_redis(conn, redis_client_factory(), scope, captured, names),
         ]
     return results

@@ -116,7 +116,7 @@ def extract_base_tar(stream: BinaryIO, dest: Path, label: str) -> int:
     caller gives the folder to the postgres user once it is complete)."""
     count = 0
 
-    def only_files_and_folders(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
+    def checked(member: tarfile.TarInfo) -> tarfile.TarInfo:
         nonlocal count
         problem = _unsafe(member)
         if problem:
@@ -125,11 +125,19 @@ def extract_base_tar(stream: BinaryIO, dest: Path, label: str) -> int:
                 f"inside the data directory, so this is not a backup we wrote. Refused; nothing was written outside {dest}"
             )
         count += 1
-        return tarfile.data_filter(member, dest_path)
+        return member
 
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(dest, filter=only_files_and_folders)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter=lambda member, path: tarfile.data_filter(checked(member), path))
+            else:
+                # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters: our check
+                # alone decides, the tar's owners are not applied, and its modes only as the
+                # `data` filter would (no setuid, setgid, sticky or group/other write bits)
+                for member in tar:
+                    tar.extract(checked(member), dest, set_attrs=False)
+                    os.chmod(dest / member.name, member.mode & 0o755)
     except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
         # a damaged byte reaches the decompressor or the tar reader before the stream's sha256
         # is checked at its end (base_backup.inspect_tar says the same in the same words)

@@ -169,6 +169,20 @@ def test_a_bid_row_without_its_event_fails(burst, pg_copy):
     assert by_name(results)[inv.BIDS].counts["rows_without_event"] == 1
 
 
+def test_rows_older_than_the_recovered_kafka_are_not_matched_but_redis_is_still_checked(burst, pg_copy):
+    b, messages = burst
+    first = b.bid_ids[0]
+    with pg.connect(PostgresSettings.from_env()) as conn:
+        placed = conn.execute("SELECT placed_at FROM bids WHERE id = %s", (first,)).fetchone()[0]
+    # the drill's case: the oldest export starts after this bid, so its event was never backed up
+    events_since = placed + 2 * TOL
+    results = check(pg_copy, without(messages, "bid-events", "bid_id", first), redis_client, burst, events_since=events_since)
+    r = by_name(results)
+    assert failing(results) == [], [(x.name, x.violations) for x in results]
+    assert r[inv.BIDS].counts["rows"] < len(b.bid_ids)  # the older rows were left out of the matching
+    assert r[inv.REDIS].counts["checked"] == 3  # ... but every auction's Redis state was still compared
+
+
 def test_a_missing_event_within_the_tolerance_of_t_is_in_flight(burst, pg_copy):
     b, messages = burst
     bid = b.bid_ids[-1]

@@ -60,7 +60,7 @@ def test_prune_then_show_window_then_recover_just_inside_it(pg_settings, tmp_pat
     out = capsys.readouterr().out
     assert "expire (before the PITR window and outside every kept base backup)" in out
     assert [b.prefix for b in repo.list("postgres", "base_backup")] == [base.prefix]
-    assert f"keep (WAL of kept base backup {old.prefix}" not in out and "deleted       WAL " in out
+    assert f"keep (WAL of kept base backup {old.prefix}" not in out and "deleted       local  WAL " in out
     assert _segments(archive)[0] >= start_seg  # ... and is gone; the window's WAL is whole
     assert main(["--repo", str(root), "wal-status"]) == 0, capsys.readouterr().out
     capsys.readouterr()

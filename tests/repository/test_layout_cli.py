@@ -149,7 +149,7 @@ def test_cli_pin_prune_unpin_prune_on_a_kafka_backup(kafka_repo):
 
     p = cli(root, "prune")
     assert p.returncode == 0, p.stderr
-    assert f"deleted       {oldest.prefix}  (expired)" in p.stdout and "1 deleted" in p.stdout
+    assert f"deleted       local  {oldest.prefix}  (expired)" in p.stdout and "1 deleted" in p.stdout
     assert oldest not in repo.list() and len(repo.list("kafka", ARTIFACT)) == 7
     assert not any(oldest.ref.owns(k) for k in keys(repo))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,11 @@ class InvariantOutcome:
         return head + (f"  violations: {tail}" if tail else "") + (f"  ({self.note})" if self.note else "")
 
 
-def platform_check() -> PlatformCheck:
-    """`check_platform` of the invariants module, or a check that fails saying the module is missing."""
+def platform_check(events_since: dt.datetime | None = None) -> PlatformCheck:
+    """`check_platform` of the invariants module, or a check that fails saying the module is missing.
+
+    events_since: where the recovered Kafka begins (the oldest exported day); rows older than
+    that are not compared with events, which no backup holds."""
     try:
         module = importlib.import_module(INVARIANTS_MODULE)
     except ModuleNotFoundError as exc:
@@ -53,7 +57,7 @@ def platform_check() -> PlatformCheck:
 
         return missing
     check: PlatformCheck = module.check_platform
-    return check
+    return functools.partial(check, events_since=events_since) if events_since is not None else check
 
 
 def run_invariants(
