@@ -369,6 +369,9 @@ def test_a_check_that_keeps_failing_is_alerted_once_per_episode(instance, webhoo
     assert "and again" in received(webhook, smtp)[0]["blocks"][2]["text"]["text"]
 
 
+RUN_WAIT_S = 120
+
+
 def test_a_long_check_completing_after_a_newer_evaluation_is_still_alerted(instance, webhook, smtp, alerting):
     """Execution rows get their id when planned: the weekly restore check may finish after a newer row."""
     started, release = threading.Event(), threading.Event()
@@ -376,7 +379,7 @@ def test_a_long_check_completing_after_a_newer_evaluation_is_still_alerted(insta
     @asset_check(asset=DUMP, name="dump_integrity")
     def slow_integrity() -> AssetCheckResult:
         started.set()
-        assert release.wait(WAIT_S)
+        assert release.wait(RUN_WAIT_S)
         return AssetCheckResult(
             passed=False, description="restore verification failed: row counts differ", metadata={"partition": DAY}
         )
@@ -393,7 +396,9 @@ def test_a_long_check_completing_after_a_newer_evaluation_is_still_alerted(insta
         assert json.loads(cursor)["checks"]["postgres/logical_dump:dump_integrity"]["pending"], "the running check is pending"
     finally:
         release.set()
-        runner.join(WAIT_S)
+        # the run's own teardown (log capture) took over 10 s in a fresh clone on a busy machine
+        runner.join(RUN_WAIT_S)
+    assert not runner.is_alive(), f"the run did not end within {RUN_WAIT_S} s"
     assert outcome["result"].success
 
     cursor, _ = tick(instance, alerting, cursor, defs)
