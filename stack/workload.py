@@ -55,6 +55,10 @@ from auction_backup_pipelines.settings import KafkaSettings, PostgresSettings, R
 SCHEMA = Path(__file__).with_name("schema.sql")
 SESSION_TTL_S = 30 * 86400
 BURST_TITLE_PREFIX = "Burst "
+# The platform's notification service: a consumer group on every topic. The seed leaves it having
+# read everything it wrote, so exports record its offsets and a restore (or the drill's failover
+# rehearsal) has a real group to resume; `run` and `burst` write past it, as a lagging consumer.
+CONSUMER_GROUP = "auction-flow-notifications"
 RAISE_PRICE = platform_writes.RAISE_PRICE  # the auction hash's price only rises (defined with the writes)
 
 
@@ -219,7 +223,30 @@ class Workload:
         left = producer.flush(30)
         if left:
             raise RuntimeError(f"{left} Kafka messages were not delivered to {self.kafka.bootstrap_servers}")
+        self.commit_consumer_group()
         return len(events)
+
+    def commit_consumer_group(self) -> None:
+        """Commit the notification service's group at the end of every platform topic (prefixed like
+        the topics, so a test's own platform has a group of its own)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        group = self.names.topic(CONSUMER_GROUP)
+        consumer = Consumer(
+            {**security_config(self.kafka), "bootstrap.servers": self.kafka.bootstrap_servers, "group.id": group}
+            | {"enable.auto.commit": False}
+        )
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            ends = []
+            for topic in self.names.topics():
+                for p in metadata.topics[topic].partitions if topic in metadata.topics else ():
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+                    ends.append(TopicPartition(topic, p, high))
+            if ends:
+                consumer.commit(offsets=ends, asynchronous=False)
+        finally:
+            consumer.close()
 
     def seed_events(self) -> list[tuple[datetime, str, int, dict[str, Any]]]:
         """(timestamp, topic, auction id, JSON value) of every event PostgreSQL's rows call for, oldest first."""

@@ -38,7 +38,7 @@ from auction_backup_pipelines.postgres.wal_receiver import wait_for_archived_tim
 from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import PostgresSettings, RedisSettings
-from stack.workload import Workload, redis_client
+from stack.workload import CONSUMER_GROUP, Workload, redis_client
 from tests.conftest import running_wal_receiver
 from tests.kafka.test_export_restore import BOOTSTRAP, Kafka
 
@@ -147,6 +147,16 @@ def leftovers() -> list[str]:
             if os.readlink(entry / "cwd").startswith(prefix):
                 found.append(f"process {entry.name}")
     return found
+
+
+def test_the_seeded_notification_group_is_recorded_by_every_export(seeded):
+    """The seed leaves the platform's consumer group committed on every topic, so the exports have
+    a real group to record and a failover rehearsal one to resume."""
+    exports = seeded.repo.list("kafka")
+    assert len(exports) == len(TOPICS) * len(DAYS)
+    assert all(b.metadata["consumer_groups"] == [seeded.names.topic(CONSUMER_GROUP)] for b in exports), [
+        b.metadata["consumer_groups"] for b in exports
+    ]
 
 
 def test_a_healthy_seeded_platform_passes_every_real_invariant(seeded):
