@@ -81,7 +81,9 @@ def test_info_json_shows_the_newest_backup_of_each_artifact_with_verdict_offsite
     assert redis["verification"] == "failed" and redis["verified_at"]
     assert redis["offsite"] == "missing" and rows[("kafka", "bids")]["offsite"] == "present"
     assert rows[("kafka", "bids")]["verification"] == "none" and rows[("kafka", "bids")]["capture"] == "on time"
-    assert 86400 <= redis["age_s"] < 3 * 86400
+    captured = dt.datetime.combine(TODAY - dt.timedelta(days=1), dt.time(2, 0), tzinfo=dt.UTC)
+    expected_age = (dt.datetime.now(dt.UTC) - captured).total_seconds()  # from its captured_at, not the clock's day
+    assert expected_age - 300 <= redis["age_s"] <= expected_age
     assert redis["key_id"] == "k-new"
     keys = {k["repository"]: k for k in doc["keys"]}
     assert keys["local"]["encrypts_with"] == "k-new" and keys["local"]["decrypts_with"] == ["k-new", "k-old"]
