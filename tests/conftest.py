@@ -33,6 +33,16 @@ _load_stack_env()
 
 
 @pytest.fixture
+def on_time_day():
+    """The day an on-time capture may claim, read as each test starts (capture_window's own rule).
+    Not a module constant: pytest imports every module before the first test, and a run that
+    crosses midnight UTC would then ask for a day two days old, which a capture rightly refuses."""
+    from auction_backup_pipelines.policy import capture_window
+
+    return capture_window.default_partition()
+
+
+@pytest.fixture
 def repo(tmp_path):
     from auction_backup_pipelines.repository.repository import Repository
 

@@ -8,6 +8,7 @@ Each test has its own temporary Dagster instance; the code location is the one D
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import pytest
 from dagster import (
@@ -121,17 +122,34 @@ def alert_tick(instance, alerting, cursor=None):
     return context.cursor, reason
 
 
-def due_day(target: Target) -> str:
-    due = due_partition(dt.datetime.now(dt.UTC), target.hour, SETTINGS.verification.deadline_grace, FIRST, LONG_AGO)
+def due_day(target: Target, now: dt.datetime) -> str:
+    due = due_partition(now, target.hour, SETTINGS.verification.deadline_grace, FIRST, LONG_AGO)
     assert due.partition is not None
     return due.partition.isoformat()
 
 
-def back_up(instance, target: Target) -> None:
-    """The day due now and the day before: still backed up if a deadline passes during the test."""
-    day = dt.date.fromisoformat(due_day(target))
-    for d in (day - dt.timedelta(days=1), day):
-        instance.report_runless_asset_event(AssetMaterialization(target.asset_key, partition=d.isoformat()))
+def back_up(instance, target: Target, now: dt.datetime) -> None:
+    """The day due at `now` (the sensor's frozen clock), as its run would record it."""
+    instance.report_runless_asset_event(AssetMaterialization(target.asset_key, partition=due_day(target, now)))
+
+
+class _FrozenClock(dt.datetime):
+    frozen: dt.datetime
+
+    @classmethod
+    def now(cls, tz=None):  # type: ignore[override]
+        return cls.frozen if tz is None else cls.frozen.astimezone(tz)
+
+
+@pytest.fixture
+def frozen_now(monkeypatch) -> dt.datetime:
+    """One instant for the test and every tick of the sensor: a deadline (04:00, 05:00, 06:00 UTC
+    with the default grace) passing mid-test would otherwise move the day that is due."""
+    from auction_backup_pipelines.defs.freshness import sensors
+
+    _FrozenClock.frozen = dt.datetime.now(dt.UTC)
+    monkeypatch.setattr(sensors, "dt", SimpleNamespace(datetime=_FrozenClock, UTC=dt.UTC))  # it reads dt only for now()
+    return _FrozenClock.frozen
 
 
 def recorded(instance, key: AssetCheckKey) -> list:
@@ -139,13 +157,13 @@ def recorded(instance, key: AssetCheckKey) -> list:
     return [r.event.dagster_event.event_specific_data for r in history if r.event is not None]
 
 
-def test_a_missed_day_turns_the_asset_stale_and_is_alerted_once(instance, webhook, smtp):
+def test_a_missed_day_turns_the_asset_stale_and_is_alerted_once(instance, webhook, smtp, frozen_now):
     """The schedule of the Redis snapshot was off: every other asset has its due day, the snapshot not."""
     instance.daemon_cursor_storage.set_cursor_values({WATCHING_SINCE_KEY: LONG_AGO.isoformat()})
     targets = backup_targets(SETTINGS.kafka.topics)
     for target in targets:
         if target.asset_key != REDIS_SNAPSHOT_KEY:
-            back_up(instance, target)
+            back_up(instance, target, frozen_now)
     stale = next(t for t in targets if t.asset_key == REDIS_SNAPSHOT_KEY)
 
     result = freshness_tick(instance)
@@ -171,7 +189,7 @@ def test_a_missed_day_turns_the_asset_stale_and_is_alerted_once(instance, webhoo
     nothing_more(webhook, smtp)
 
     # The missing day is backed up: the check passes on the next tick.
-    back_up(instance, stale)
+    back_up(instance, stale, frozen_now)
     healed = freshness_tick(instance)
     assert [e.passed for e in healed.asset_events] == [True]
     assert recorded(instance, stale.check_key)[0].passed

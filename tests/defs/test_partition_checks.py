@@ -19,7 +19,6 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from auction_backup_pipelines.defs.shared.integrity import MATERIALIZED, RUN_PARTITIONS
 from auction_backup_pipelines.defs.shared.keys import REDIS_SNAPSHOT_KEY
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, RedisResource
-from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
 from auction_backup_pipelines.redis.scratch import scratch_server
 from tests.dagster_defs import defs
@@ -27,8 +26,6 @@ from tests.redis.test_backup_restore import FAST_SYNC, free_port
 
 pytestmark = pytest.mark.integration
 
-NEWER = capture.default_partition()  # on time now
-OLDER = NEWER - dt.timedelta(days=3)  # a backfill: Redis keeps no history, so a late capture
 LATE = {"ops": {"redis__snapshot": {"config": {"allow_late_capture": True}}}}
 INTEGRITY = AssetCheckKey(REDIS_SNAPSHOT_KEY, "snapshot_integrity")
 RESTORES = AssetCheckKey(REDIS_SNAPSHOT_KEY, "snapshot_restores")
@@ -50,6 +47,12 @@ def resources(tmp_path):
         }
 
 
+@pytest.fixture
+def late_day(on_time_day) -> dt.date:
+    """A backfill's day: Redis keeps no history, so a late capture."""
+    return on_time_day - dt.timedelta(days=3)
+
+
 def checks_of(result) -> dict[str, object]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -59,13 +62,13 @@ def written_backup_id(result) -> str:
     return mat.metadata["backup_id"].value
 
 
-def test_each_run_checks_its_own_partition_and_damage_shows_on_that_partition_only(resources, tmp_path):
+def test_each_run_checks_its_own_partition_and_damage_shows_on_that_partition_only(resources, tmp_path, on_time_day, late_day):
     instance = DagsterInstance.ephemeral()
     job = defs.resolve_job_def("redis_backup_job")
     # the snapshot and its integrity check, without the offsite copy (the stack's offsite store is shared)
     backup = job.get_subset(asset_selection={REDIS_SNAPSHOT_KEY}, asset_check_selection={INTEGRITY})
     runs = {}
-    for day, config in ((NEWER, None), (OLDER, LATE)):  # the older day last: the newest backup is not its own
+    for day, config in ((on_time_day, None), (late_day, LATE)):  # the older day last: the newest backup is not its own
         result = backup.execute_in_process(
             partition_key=day.isoformat(), run_config=config, resources=resources, instance=instance, raise_on_error=False
         )
@@ -79,31 +82,31 @@ def test_each_run_checks_its_own_partition_and_damage_shows_on_that_partition_on
     # Damage the older day's snapshot: a check run for that partition fails and names it; the
     # newer partition's still passes (a check that read "the newest" would pass both).
     repo = resources["backup_repo"].repository()
-    older = repo.get(SYSTEM, SNAPSHOT, OLDER)
-    assert older.backup_id == written_backup_id(runs[OLDER])
+    older = repo.get(SYSTEM, SNAPSHOT, late_day)
+    assert older.backup_id == written_backup_id(runs[late_day])
     entry = older.files[0]
     stored = repo.backend.root / older.object_key(entry)
     stored.write_bytes(stored.read_bytes()[: entry.stored_size // 2])
 
     only_check = job.get_subset(asset_selection=set(), asset_check_selection={INTEGRITY})
     verdicts = {}
-    for day in (OLDER, NEWER):
+    for day in (late_day, on_time_day):
         result = only_check.execute_in_process(
             tags={"dagster/partition": day.isoformat()}, resources=resources, instance=instance, raise_on_error=False
         )
         verdicts[day] = checks_of(result)["snapshot_integrity"]
         assert verdicts[day].metadata["verified"].value == RUN_PARTITIONS
         assert verdicts[day].metadata["partition"].value == day.isoformat()
-    assert not verdicts[OLDER].passed and verdicts[OLDER].severity.value == "ERROR"
-    assert older.prefix in verdicts[OLDER].description and entry.key in verdicts[OLDER].description
-    assert verdicts[NEWER].passed
+    assert not verdicts[late_day].passed and verdicts[late_day].severity.value == "ERROR"
+    assert older.prefix in verdicts[late_day].description and entry.key in verdicts[late_day].description
+    assert verdicts[on_time_day].passed
 
 
-def test_a_backfill_runs_the_integrity_check_but_not_the_weekly_restore_check(resources):
+def test_a_backfill_runs_the_integrity_check_but_not_the_weekly_restore_check(resources, late_day):
     """The run requests a backfill's daemon builds (the same function) carry only the checks
     without an automation condition of their own; the weekly restore checks stay out."""
     instance = DagsterInstance.ephemeral()
-    days = [OLDER, OLDER + dt.timedelta(days=1)]
+    days = [late_day, late_day + dt.timedelta(days=1)]
     requests = build_run_requests_with_backfill_policies(
         asset_partitions=[AssetKeyPartitionKey(REDIS_SNAPSHOT_KEY, d.isoformat()) for d in days],
         asset_graph=defs.resolve_asset_graph(),

@@ -45,7 +45,7 @@ from tests.defs.test_alerting import run_failure_context
 
 pytestmark = pytest.mark.integration
 
-HEALTHY = capture.default_partition().isoformat()  # yesterday: on time
+HEALTHY = capture.default_partition().isoformat()  # the toy asset's one healthy day (the real job reads on_time_day)
 PAST = [(capture.default_partition() - dt.timedelta(days=n)).isoformat() for n in (5, 4, 3)]
 ALLOW = "ops: {postgres__logical_dump: {config: {allow_late_capture: true}}}"
 BACKFILL = "refusals"  # what the daemon puts in the dagster/backfill tag of each of a backfill's runs
@@ -86,10 +86,11 @@ def dump_job():
     return job.get_subset(asset_selection={LOGICAL_DUMP_KEY}, asset_check_selection={INTEGRITY, VERIFIED})
 
 
-def test_a_refused_backfill_is_clear_keeps_checks_green_alerts_once_and_notes_each_partition(resources, webhook):
+def test_a_refused_backfill_is_clear_keeps_checks_green_alerts_once_and_notes_each_partition(resources, webhook, on_time_day):
+    healthy_day = on_time_day.isoformat()
     instance = DagsterInstance.ephemeral()
     job = dump_job()
-    healthy = job.execute_in_process(partition_key=HEALTHY, resources=resources, instance=instance)
+    healthy = job.execute_in_process(partition_key=healthy_day, resources=resources, instance=instance)
     assert {e.check_name: e.passed for e in healthy.get_asset_check_evaluations()} == {
         "dump_integrity": True,
         VERIFIED_RECENTLY: True,
@@ -142,7 +143,7 @@ def test_a_refused_backfill_is_clear_keeps_checks_green_alerts_once_and_notes_ea
         assert latest.run_id in refused_ids and latest.status == AssetCheckExecutionRecordStatus.SUCCEEDED
     # nothing was written for the refused days; the healthy dump is still there
     repo = resources["backup_repo"].repository()
-    assert [b.partition for b in repo.list("postgres", "logical_dump")] == [HEALTHY]
+    assert [b.partition for b in repo.list("postgres", "logical_dump")] == [healthy_day]
 
     # one alert for the backfill, naming its three partitions, the reason and the config
     alerting = AlertingResource(webhook_url=webhook.url(), webhook_allow_http=True, webhook_timeout_s=10.0)
@@ -160,7 +161,7 @@ def test_a_refused_backfill_is_clear_keeps_checks_green_alerts_once_and_notes_ea
     good = resources["postgres"]
     wrong = PostgresResource(host=good.host, port=good.port, dbname=good.dbname, user=good.user, password="not-the-password")
     broken = job.execute_in_process(
-        partition_key=HEALTHY,
+        partition_key=healthy_day,
         resources=dict(resources, postgres=wrong),
         instance=instance,
         tags={"dagster/backfill": BACKFILL},
@@ -169,7 +170,7 @@ def test_a_refused_backfill_is_clear_keeps_checks_green_alerts_once_and_notes_ea
     assert not broken.success
     run_failure_alert_sensor(run_failure_context(instance, broken, alerting))
     [post] = webhook.drain()
-    assert post.json()["blocks"][0]["text"]["text"] == f"[auction-backup] FAILED postgres/logical_dump {HEALTHY}"
+    assert post.json()["blocks"][0]["text"]["text"] == f"[auction-backup] FAILED postgres/logical_dump {healthy_day}"
 
     # the run config the paragraph names, launched literally, allows the late capture
     allow = yaml.safe_load(description.rsplit("Run config that allows it: ", 1)[1])

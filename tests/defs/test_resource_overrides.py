@@ -28,7 +28,6 @@ from auction_backup_pipelines.policy import capture_window as capture
 from tests.dagster_defs import defs
 from tests.ops.loopback_listener import Listener
 
-DAY = capture.default_partition().isoformat()
 DEFS_DIR = Path(__file__).resolve().parents[2] / "auction_backup_pipelines" / "defs"
 BASES = {
     "postgres": PostgresResource,
@@ -142,7 +141,7 @@ def run_redis_backup(run_config: dict, tmp_path):
     """The loaded code location's redis_backup_job, into a scratch repository."""
     return defs.resolve_job_def("redis_backup_job").execute_in_process(
         run_config=run_config,
-        partition_key=DAY,
+        partition_key=capture.default_partition().isoformat(),  # on time when it runs
         resources={"backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups"))},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -168,11 +167,11 @@ def test_a_backup_run_pointing_redis_at_another_host_fails_before_connecting(tmp
     assert BackupRepositoryResource(root=str(tmp_path / "backups")).repository().latest("redis", "snapshot") is None
 
 
-def test_a_backup_run_pointing_postgres_at_another_host_fails_before_connecting(tmp_path):
+def test_a_backup_run_pointing_postgres_at_another_host_fails_before_connecting(tmp_path, on_time_day):
     with Listener() as listener:
         result = defs.resolve_job_def("postgres_backup_job").execute_in_process(
             run_config={"resources": {"postgres": {"config": {"port": listener.port}}}},
-            partition_key=DAY,
+            partition_key=on_time_day.isoformat(),
             resources={"backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups"))},
             instance=DagsterInstance.ephemeral(),
             raise_on_error=False,
@@ -185,12 +184,12 @@ def test_a_backup_run_pointing_postgres_at_another_host_fails_before_connecting(
     assert all(d.startswith("this run's config changes the postgres resource's host (POSTGRES_HOST), port") for d in descriptions)
 
 
-def test_a_backup_run_moving_the_repository_root_fails_before_writing(tmp_path):
+def test_a_backup_run_moving_the_repository_root_fails_before_writing(tmp_path, on_time_day):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = defs.resolve_job_def("redis_backup_job").execute_in_process(
         run_config={"resources": {"backup_repo": {"config": {"root": str(elsewhere)}}}},
-        partition_key=DAY,
+        partition_key=on_time_day.isoformat(),
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -202,11 +201,11 @@ def test_a_backup_run_moving_the_repository_root_fails_before_writing(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("restated", [False, True], ids=["no-run-config", "every-field-restated"])
-def test_a_backup_run_with_the_loaded_settings_still_backs_up(restated, tmp_path):
+def test_a_backup_run_with_the_loaded_settings_still_backs_up(restated, tmp_path, on_time_day):
     rd = current_settings().redis
     # A run's config replaces the whole resource (a field it leaves out gets the class default), so a
     # restatement names every field the environment sets.
     fields = {"host": rd.host, "port": rd.port, "username": rd.username, "data_dir": rd.data_dir}
     result = run_redis_backup({"resources": {"redis": {"config": fields}}} if restated else {}, tmp_path)
     assert result.success
-    assert BackupRepositoryResource(root=str(tmp_path / "backups")).repository().get("redis", "snapshot", DAY)
+    assert BackupRepositoryResource(root=str(tmp_path / "backups")).repository().get("redis", "snapshot", on_time_day.isoformat())

@@ -25,7 +25,6 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 from auction_backup_pipelines.defs.shared.keys import LOGICAL_DUMP_KEY, REDIS_SNAPSHOT_KEY
 from auction_backup_pipelines.defs.shared.loading import current_settings
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
-from auction_backup_pipelines.policy import capture_window
 from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.redis.client import SNAPSHOT, RedisBackupError
@@ -40,7 +39,6 @@ from tests.dagster_defs import defs, postgres_logical_dump
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DAY = capture_window.default_partition()  # an on-time backup's day
 KEYS = 25
 
 
@@ -86,30 +84,30 @@ def restore_env(monkeypatch):
     current_settings.cache_clear()
 
 
-def observations(instance: DagsterInstance, key: AssetKey) -> list:
-    found = instance.fetch_observations(AssetRecordsFilter(asset_key=key, asset_partitions=[DAY.isoformat()]), limit=10)
+def observations(instance: DagsterInstance, key: AssetKey, day: dt.date) -> list:
+    found = instance.fetch_observations(AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=10)
     return [r.event_log_entry.asset_observation for r in found.records]
 
 
-def test_redis_restore_job_records_an_observation_and_a_record(redis_pair, restore_env, tmp_path):
+def test_redis_restore_job_records_an_observation_and_a_record(redis_pair, restore_env, tmp_path, on_time_day):
     source, target = redis_pair
     resource = BackupRepositoryResource(root=str(tmp_path / "backups"))
     repo = resource.repository()
-    backup = backup_snapshot(source, repo, DAY)
+    backup = backup_snapshot(source, repo, on_time_day)
     address = f"{target.host}:{target.port}"
     restore_env(address)
     instance = DagsterInstance.ephemeral()
 
     result = defs.resolve_job_def("redis_restore_job").execute_in_process(
-        run_config={"ops": {"restore_redis_snapshot": {"config": {"date": DAY.isoformat(), "target": address}}}},
+        run_config={"ops": {"restore_redis_snapshot": {"config": {"date": on_time_day.isoformat(), "target": address}}}},
         resources={"backup_repo": resource},
         instance=instance,
     )
 
     assert result.success
-    [observation] = observations(instance, REDIS_SNAPSHOT_KEY)
+    [observation] = observations(instance, REDIS_SNAPSHOT_KEY, on_time_day)
     md = {k: v.value for k, v in observation.metadata.items()}
-    assert observation.partition == DAY.isoformat()
+    assert observation.partition == on_time_day.isoformat()
     assert md["target"] == address and md["keys_verified"] == KEYS
     assert isinstance(md["rto_seconds"], float) and 0 < md["rto_seconds"] < 120
     assert md["backup_id"] == backup.backup_id and md["run_id"] == result.run_id
@@ -135,7 +133,7 @@ def source_db(pg_settings):
             pg.drop_database(admin, name)
 
 
-def test_postgres_restore_job_records_the_rows_it_verified(pg_settings, source_db, scratch_db, tmp_path):
+def test_postgres_restore_job_records_the_rows_it_verified(pg_settings, source_db, scratch_db, tmp_path, on_time_day):
     resources = {
         "postgres": PostgresResource(
             host=pg_settings.host, port=pg_settings.port, dbname=source_db, user=pg_settings.user, password=pg_settings.password
@@ -143,15 +141,15 @@ def test_postgres_restore_job_records_the_rows_it_verified(pg_settings, source_d
         "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
     }
     instance = DagsterInstance.ephemeral()
-    materialize([postgres_logical_dump], partition_key=DAY.isoformat(), resources=resources, instance=instance)
-    config = {"ops": {"restore_postgres_dump": {"config": {"date": DAY.isoformat(), "target_db": scratch_db}}}}
+    materialize([postgres_logical_dump], partition_key=on_time_day.isoformat(), resources=resources, instance=instance)
+    config = {"ops": {"restore_postgres_dump": {"config": {"date": on_time_day.isoformat(), "target_db": scratch_db}}}}
 
     result = defs.resolve_job_def("postgres_restore_job").execute_in_process(
         run_config=config, resources=resources, instance=instance
     )
 
     assert result.success
-    [observation] = observations(instance, LOGICAL_DUMP_KEY)
+    [observation] = observations(instance, LOGICAL_DUMP_KEY, on_time_day)
     md = {k: v.value for k, v in observation.metadata.items()}
     backup = resources["backup_repo"].repository().latest("postgres", "logical_dump")
     assert md["rows_verified"] == 57 and md["target"] == f"database {scratch_db}"
@@ -161,28 +159,28 @@ def test_postgres_restore_job_records_the_rows_it_verified(pg_settings, source_d
     assert record.verified == 57 and record.run_id == result.run_id
 
 
-def test_cli_restore_appends_a_record_without_dagster(redis_pair, tmp_path):
+def test_cli_restore_appends_a_record_without_dagster(redis_pair, tmp_path, on_time_day):
     source, target = redis_pair
     repo = Repository.local(tmp_path / "backups")
-    backup = backup_snapshot(source, repo, DAY)
+    backup = backup_snapshot(source, repo, on_time_day)
     address = f"{target.host}:{target.port}"
     env = {**os.environ, "RESTORE_ALLOWED_REDIS": address, "RESTORE_REDIS_USERNAME": "", "RESTORE_REDIS_PASSWORD": ""}
     argv = [sys.executable, "-m", "auction_backup_pipelines.cli", "--repo", str(tmp_path / "backups")]
-    argv += ["restore", "redis", "--date", DAY.isoformat(), "--target", address]
+    argv += ["restore", "redis", "--date", on_time_day.isoformat(), "--target", address]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["keys_verified"] == KEYS  # the printed result is unchanged
     [record] = restore_log.history(repo, REDIS, SNAPSHOT)
     assert record.key in done.stderr
-    assert record.key.startswith(f"restores/redis/snapshot/{DAY.isoformat()}/")
+    assert record.key.startswith(f"restores/redis/snapshot/{on_time_day.isoformat()}/")
     assert (record.backup, record.target, record.verified, record.run_id) == (backup.prefix, address, KEYS, None)
     assert record.by == "auction-backup restore redis" and record.rto_seconds > 0
 
 
-def test_a_restore_record_is_never_taken_for_a_backup_or_a_leftover(tmp_path):
+def test_a_restore_record_is_never_taken_for_a_backup_or_a_leftover(tmp_path, on_time_day):
     repo = Repository.local(tmp_path / "backups")
-    ref = BackupRef.new("kafka", "topic_export/2026-01-01", DAY, dt.datetime.now(dt.UTC))  # a topic named like a day
+    ref = BackupRef.new("kafka", "topic_export/2026-01-01", on_time_day, dt.datetime.now(dt.UTC))  # a topic named like a day
     record = restore_log.new_record(
         ref, kind="topic_replay", target="t @ b", rto_seconds=1.5, verified=3, verified_unit="messages", by="test"
     )

@@ -17,7 +17,6 @@ from auction_backup_pipelines.defs.shared.resources import (
 )
 from auction_backup_pipelines.defs.verification.checks import build_restore_checks
 from auction_backup_pipelines.kafka.records import admin_client
-from auction_backup_pipelines.policy import capture_window as capture
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.settings import AUCTION_TOPICS, KafkaSettings, RedisSettings
@@ -26,7 +25,6 @@ from tests.dagster_defs import defs
 from tests.ops.test_notify import PASSWORD, SMTP_TLS, SmtpServer, WebhookServer  # real local sinks
 
 pytestmark = pytest.mark.integration
-DAY = capture.default_partition()
 
 
 @pytest.fixture
@@ -56,12 +54,14 @@ def _checks(result) -> dict[str, object]:
     return {f"{'/'.join(e.asset_key.path)}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
 
-def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, receiver, tmp_path):
+def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, receiver, tmp_path, on_time_day):
     (tmp_path / "dagster").mkdir()
     # the SQLite storage of `dagster dev`, where the alert sensor must work
     instance = DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster"))
     for job in ("postgres_backup_job", "redis_backup_job", "kafka_backup_job"):
-        run = defs.resolve_job_def(job).execute_in_process(partition_key=DAY.isoformat(), resources=resources, instance=instance)
+        run = defs.resolve_job_def(job).execute_in_process(
+            partition_key=on_time_day.isoformat(), resources=resources, instance=instance
+        )
         assert run.success, job
 
     weekly = defs.resolve_job_def("weekly_verification_job")
@@ -85,7 +85,7 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
 
     # The daily job's freshness check now sees a verification younger than 8 days.
     again = defs.resolve_job_def("redis_backup_job").execute_in_process(
-        partition_key=DAY.isoformat(), resources=resources, instance=instance
+        partition_key=on_time_day.isoformat(), resources=resources, instance=instance
     )
     assert _checks(again)["redis/snapshot:verified_recently"].passed
 
@@ -132,7 +132,7 @@ def test_weekly_job_passes_on_healthy_backups_then_catches_damage(resources, rec
     mail_texts = " ".join(m.message["Subject"] + m.message.get_content() for m in mails)
     for name in ("dump_restores", "snapshot_restores"):
         assert name in texts and name in mail_texts
-    assert "corrupt or truncated" in texts and DAY.isoformat() in texts
+    assert "corrupt or truncated" in texts and on_time_day.isoformat() in texts
 
 
 def test_each_restore_check_needs_only_its_own_systems_resource():

@@ -81,19 +81,24 @@ def yesterday() -> dt.date:
 
 
 @pytest.fixture(scope="module")
-def redis_yesterday(dagster_dev: DevServer) -> str:
+def redis_yesterday(dagster_dev: DevServer) -> tuple[str, dt.date]:
     """Yesterday's Redis snapshot, taken by the daily job launched for that partition (as its schedule
-    would), with the job's integrity and verification checks; returns the run id."""
+    would), with the job's integrity and verification checks; returns the run id and the day (the
+    module runs for minutes: a later `yesterday()` may be another day once midnight UTC passed)."""
     port = dagster_dev.port
-    run_id = launch_job(port, "redis_backup_job", tags={"dagster/partition": yesterday().isoformat()})
+    day = yesterday()
+    run_id = launch_job(port, "redis_backup_job", tags={"dagster/partition": day.isoformat()})
     status = wait_until("yesterday's Redis backup", lambda: run_finished(port, run_id), 300, dagster_dev.proc, dagster_dev.log)
     assert status == "SUCCESS", run_id
-    return run_id
+    return run_id, day
 
 
-def test_refused_backfill_keeps_the_newest_backup_and_its_checks_green(dagster_dev: DevServer, redis_yesterday: str):
+def test_refused_backfill_keeps_the_newest_backup_and_its_checks_green(
+    dagster_dev: DevServer, redis_yesterday: tuple[str, dt.date]
+):
     port, proc, log = dagster_dev.port, dagster_dev.proc, dagster_dev.log
-    days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    run_id, newest_day = redis_yesterday
+    days = [(newest_day - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
     backfill = launch_backfill(port, SNAPSHOT, days[0], days[-1])
     assert wait_until("the refused backfill", lambda: backfill_finished(port, backfill), 600, proc, log) == "COMPLETED_FAILED"
     runs = backfill_runs(port, backfill)
@@ -115,7 +120,7 @@ def test_refused_backfill_keeps_the_newest_backup_and_its_checks_green(dagster_d
 
     # The newest backup is still yesterday's, from its own run.
     newest = graphql(port, LATEST_MATERIALIZATION, {"key": {"path": SNAPSHOT}})["assetOrError"]["assetMaterializations"]
-    assert newest == [{"partition": yesterday().isoformat(), "runId": redis_yesterday}]
+    assert newest == [{"partition": newest_day.isoformat(), "runId": run_id}]
 
     # Every check the backup runs carry is green: the refused runs carried the passed results over.
     # backed_up_on_time is left out: the freshness sensor evaluates it, no run does (next test).
@@ -144,7 +149,7 @@ def test_refused_backfill_keeps_the_newest_backup_and_its_checks_green(dagster_d
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "asset-health-after-refusal.json").write_text(json.dumps(health, indent=2) + "\n")
     ranges = health["assetNodeOrError"]["assetPartitionStatuses"]["ranges"]
-    assert {"status": "MATERIALIZED", "startKey": yesterday().isoformat(), "endKey": yesterday().isoformat()} in ranges
+    assert {"status": "MATERIALIZED", "startKey": newest_day.isoformat(), "endKey": newest_day.isoformat()} in ranges
 
     base = f"http://127.0.0.1:{port}"
     with chromium() as browser:
@@ -204,9 +209,9 @@ def test_switched_off_schedule_turns_the_asset_stale_and_alerts(dagster_dev: Dev
     assert (ARTIFACTS / "freshness.png").stat().st_size > 10_000
 
 
-def test_restore_is_recorded_on_the_backup_it_came_from(dagster_dev: DevServer, redis_yesterday: str):
+def test_restore_is_recorded_on_the_backup_it_came_from(dagster_dev: DevServer, redis_yesterday: tuple[str, dt.date]):
     port, proc, log = dagster_dev.port, dagster_dev.proc, dagster_dev.log
-    day = yesterday().isoformat()
+    day = redis_yesterday[1].isoformat()
     config = {"ops": {"restore_redis_snapshot": {"config": {"date": day, "target": dagster_dev.restore_target}}}}
     run_id = launch_job(port, "redis_restore_job", run_config=config)
     assert wait_until("the Redis restore", lambda: run_finished(port, run_id), 300, proc, log) == "SUCCESS"

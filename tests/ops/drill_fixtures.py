@@ -27,8 +27,6 @@ from tests.conftest import ROOT, running_wal_receiver
 from tests.kafka.test_export_restore import BOOTSTRAP, Kafka, Msg
 
 UTC = dt.UTC
-TODAY = dt.datetime.now(UTC).date()
-D3, D2, D1 = (TODAY - dt.timedelta(days=n) for n in (3, 2, 1))
 GROUP_OFFSETS = {0: 2, 1: 1}  # partition -> the consumer group's committed offset (each partition holds 0..3 up to T)
 
 
@@ -63,17 +61,22 @@ def platform(tmp_path_factory):
         with running_wal_receiver(pg, repo, tmp / "spool") as receiver:
             # the test's own bid-events (under its own prefix, `names`), so a failover rehearsal can write bid events to it
             topic = kafka.topic("bid-events", 2)
+            # the days are read here, not at import: a run that crossed midnight UTC would otherwise
+            # capture Redis for a day two days old, which is rightly refused
             now = dt.datetime.now(UTC)
-            old = [Msg(i % 2, _noon(d, i), f"k{d}-{i}".encode(), f"{d} {i}".encode()) for d in (D3, D2, D1) for i in range(2)]
-            live = [Msg(i, _ms(now) - 5000 + i, f"today-{i}".encode(), b"before T") for i in range(2)]
+            d3, d2, d1 = (now.date() - dt.timedelta(days=n) for n in (3, 2, 1))
+            today_begins = _ms(dt.datetime.combine(now.date(), dt.time(), tzinfo=UTC))
+            old = [Msg(i % 2, _noon(d, i), f"k{d}-{i}".encode(), f"{d} {i}".encode()) for d in (d3, d2, d1) for i in range(2)]
+            live_ms = max(_ms(now) - 5000, today_begins)  # today, even in the first seconds after midnight
+            live = [Msg(i, live_ms + i, f"today-{i}".encode(), b"before T") for i in range(2)]
             kafka.produce(topic, old + live)
             group = f"{kafka.stem}-consumers"  # its committed offsets are recorded by the exports
             kafka.commit(group, topic, GROUP_OFFSETS)
-            for day in (D3, D2, D1):
+            for day in (d3, d2, d1):
                 kx.backup_topic_day(BOOTSTRAP, repo, topic, day)
             with pg_client.connect(pg) as conn:
                 conn.execute(f"INSERT INTO {table} VALUES (1, 'before the base backup')")
-            base = basebackup.take_base_backup(pg, repo, D1)
+            base = basebackup.take_base_backup(pg, repo, d1)
             with pg_client.connect(pg) as conn:  # segments of their own, so a test can cut a gap
                 conn.execute(f"INSERT INTO {table} VALUES (2, 'in the next segment')")
             _switch_wal()
@@ -81,7 +84,7 @@ def platform(tmp_path_factory):
                 conn.execute(f"INSERT INTO {table} VALUES (3, 'in the segment after')")
             _switch_wal()
             r.set(key, b"in the snapshot")
-            snapshot = backup_snapshot(rs, repo, D1)
+            snapshot = backup_snapshot(rs, repo, d1)
             r.set(key, b"after the snapshot")
             with pg_client.connect(pg) as conn:
                 conn.execute(f"INSERT INTO {table} VALUES (4, 'just before T')")
@@ -108,6 +111,7 @@ def platform(tmp_path_factory):
                 kafka_before_t=sorted((m.ts, m.key, m.value) for m in old + live),
                 archive=receiver.archive,
                 tmp=tmp,
+                days=(d3, d2, d1),
             )
     finally:
         kafka.cleanup()

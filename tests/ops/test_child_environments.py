@@ -101,10 +101,10 @@ def test_postgres_client_programs_get_their_connection_and_nothing_else(pg_setti
         assert not any(k.startswith("PG") for k in environ), environ.keys()
 
 
-def test_redis_cli_rdb_facts_and_scratch_servers_get_no_secret(redis_settings, secret_env, tmp_path, monkeypatch):
+def test_redis_cli_rdb_facts_and_scratch_servers_get_no_secret(redis_settings, secret_env, tmp_path, monkeypatch, on_time_day):
     repo = Repository.local(tmp_path / "repo")
     with ChildWatch(monkeypatch) as watch:
-        snap = backup_snapshot(redis_settings, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
+        snap = backup_snapshot(redis_settings, repo, on_time_day, mode="network")
         verify_snapshot(repo, snap)  # loads the snapshot into scratch redis-servers
     assert snap.metadata["transfer"] == "redis-cli --rdb"
     assert_no_leaks(watch, secret_env)

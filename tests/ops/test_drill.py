@@ -32,7 +32,7 @@ from auction_backup_pipelines.redis.client import SNAPSHOT
 from auction_backup_pipelines.redis.client import SYSTEM as REDIS
 from auction_backup_pipelines.repository.repository import Repository
 from tests.kafka.test_export_restore import BOOTSTRAP
-from tests.ops.drill_fixtures import D1, D2, probe_check  # `platform`, the fixture, comes from conftest.py
+from tests.ops.drill_fixtures import probe_check  # `platform`, the fixture, comes from conftest.py
 
 pytestmark = pytest.mark.integration
 UTC = dt.UTC
@@ -59,7 +59,7 @@ def test_drill_recovers_every_system_to_t_measures_and_removes_its_scratch(platf
     for s in report.systems:
         assert s.recovered and s.rto_s > 0 and s.rpo_s is not None and s.rpo_s >= 0, s
     assert report.system("redis").rpo_s == pytest.approx((platform.at - seen["captured"]).total_seconds(), abs=0.01)
-    assert kafka.rpo_s == pytest.approx((platform.at - capture.day_end(D1)).total_seconds(), abs=0.01)
+    assert kafka.rpo_s == pytest.approx((platform.at - capture.day_end(platform.days[2])).total_seconds(), abs=0.01)
     assert report.platform_rto_s >= sum(s.rto_s for s in report.systems)
     doc = json.loads(json.dumps(report.as_dict(), default=str))  # what --json prints
     assert doc["passed"] and doc["systems"]["postgres"]["rto_s"] == report.system("postgres").rto_s
@@ -179,7 +179,7 @@ def test_a_wal_gap_before_t_fails_naming_the_gap(platform):
 
 def test_a_missing_kafka_day_and_a_corrupted_snapshot_fail_the_drill_naming_them(platform):
     repo = _copy(platform, "damaged")
-    repo.delete(repo.get("kafka", artifact_name(platform.topic), D2))
+    repo.delete(repo.get("kafka", artifact_name(platform.topic), platform.days[1]))
     (snapshot,) = repo.list(REDIS, SNAPSHOT)
     stored = platform.tmp / "damaged" / snapshot.object_key(snapshot.files[0])
     data = bytearray(stored.read_bytes())
@@ -190,7 +190,7 @@ def test_a_missing_kafka_day_and_a_corrupted_snapshot_fail_the_drill_naming_them
     report = run_drill(repo, platform.pg, BOOTSTRAP, [platform.topic], platform.at, invariants=probe_check(platform, seen))
     assert not report.passed and not seen  # nothing was recovered, so no invariant ran
     assert report.system("postgres").skipped
-    assert f"missing for {D2}" in report.system("kafka").error
+    assert f"missing for {platform.days[1]}" in report.system("kafka").error
     assert snapshot.prefix in report.system("redis").error and "damaged" in report.system("redis").error
     assert "FAILED" in report.lines()[-1]
     assert not _drill_folders(os.getpid())

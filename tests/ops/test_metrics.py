@@ -29,7 +29,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from auction_backup_pipelines.defs.shared.loading import current_settings
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, PostgresResource
 from auction_backup_pipelines.ops.metrics import BACKUP_METRICS, METRIC_NAMES, WAL_METRICS, textfile_path
-from auction_backup_pipelines.policy import capture_window
 from auction_backup_pipelines.postgres import client as pg
 from auction_backup_pipelines.redis.client import RedisBackupError
 from auction_backup_pipelines.redis.scratch import scratch_server
@@ -39,7 +38,6 @@ from tests.dagster_defs import postgres_logical_dump
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DAY = capture_window.default_partition()
 
 
 def free_port() -> int:
@@ -141,7 +139,7 @@ def test_the_wal_receiver_serves_its_metrics_while_it_runs(tmp_path, pg_settings
         assert abs(later["auction_backup_wal_last_segment_timestamp_seconds"][0].value - time.time()) < 120
 
 
-def test_a_cli_backup_writes_the_textfile_atomically(tmp_path):
+def test_a_cli_backup_writes_the_textfile_atomically(tmp_path, on_time_day):
     folder = tmp_path / "textfile"
     folder.mkdir()
     (tmp_path / "redis").mkdir()
@@ -159,7 +157,12 @@ def test_a_cli_backup_writes_the_textfile_atomically(tmp_path):
         env |= {"REDIS_TLS": "", "METRICS_TEXTFILE_DIR": str(folder)}
         argv = [sys.executable, "-m", "auction_backup_pipelines.cli", "--repo", str(tmp_path / "backups")]
         done = subprocess.run(
-            [*argv, "backup", "redis", "--date", DAY.isoformat()], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+            [*argv, "backup", "redis", "--date", on_time_day.isoformat()],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
         )
 
     assert done.returncode == 0, done.stderr
@@ -175,7 +178,7 @@ def test_a_cli_backup_writes_the_textfile_atomically(tmp_path):
     assert 0 <= found["auction_backup_last_duration_seconds"][0].value < 120
 
 
-def test_a_dagster_backup_writes_the_textfile(tmp_path, pg_settings, own_db, monkeypatch):
+def test_a_dagster_backup_writes_the_textfile(tmp_path, pg_settings, own_db, monkeypatch, on_time_day):
     folder = tmp_path / "textfile"
     folder.mkdir()
     monkeypatch.setenv("METRICS_TEXTFILE_DIR", str(folder))
@@ -190,7 +193,10 @@ def test_a_dagster_backup_writes_the_textfile(tmp_path, pg_settings, own_db, mon
             "backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups")),
         }
         result = materialize(
-            [postgres_logical_dump], partition_key=DAY.isoformat(), resources=resources, instance=DagsterInstance.ephemeral()
+            [postgres_logical_dump],
+            partition_key=on_time_day.isoformat(),
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
         )
     finally:
         current_settings.cache_clear()

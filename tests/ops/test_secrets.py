@@ -133,9 +133,9 @@ def test_restore_role_needs_only_createdb(backup_role, make_role, tmp_path):
 # -- Redis ACL user -------------------------------------------------------------------------------
 
 
-def test_redis_backup_user_can_snapshot_but_not_write(redis_backup_user, tmp_path):
+def test_redis_backup_user_can_snapshot_but_not_write(redis_backup_user, tmp_path, on_time_day):
     repo = Repository.local(tmp_path / "repo")
-    backup = backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
+    backup = backup_snapshot(redis_backup_user, repo, on_time_day, mode="network")
     assert backup.metadata["transfer"] == "redis-cli --rdb" and backup.metadata["keys_total"] >= 0
     client = redis_connect(redis_backup_user)
     try:
@@ -154,13 +154,13 @@ def _assert_absent(secret: str, where: str, text: str | bytes) -> None:
     assert needle not in text, f"the password leaked into {where}"
 
 
-def test_password_never_in_argv_logs_or_manifest(backup_role, redis_backup_user, tmp_path, monkeypatch, caplog):
+def test_password_never_in_argv_logs_or_manifest(backup_role, redis_backup_user, tmp_path, monkeypatch, caplog, on_time_day):
     caplog.set_level(logging.DEBUG)
     repo = Repository.local(tmp_path / "repo")
     with ChildWatch(monkeypatch) as watch:
         dump = pg.backup_logical(backup_role, repo, DAY)
         pg.dump_toc(repo, dump)
-        snap = backup_snapshot(redis_backup_user, repo, dt.date.today() - dt.timedelta(days=1), mode="network")
+        snap = backup_snapshot(redis_backup_user, repo, on_time_day, mode="network")
     assert any("pg_dump" in a for a in watch.argvs) and any("redis-cli" in a for a in watch.argvs)
     assert {"pg_dump", "redis-cli"} <= watch.programs()  # read from /proc while they ran
     for secret in (backup_role.password, redis_backup_user.password):

@@ -23,12 +23,11 @@ from auction_backup_pipelines.redis.client import SNAPSHOT, SYSTEM
 from auction_backup_pipelines.redis.scratch import scratch_server
 from auction_backup_pipelines.repository import verdicts
 from auction_backup_pipelines.settings import RedisSettings
-from tests.redis.test_backup_restore import FAST_SYNC, TODAY_PARTITION, free_port
+from tests.redis.test_backup_restore import FAST_SYNC, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OLDER = TODAY_PARTITION - dt.timedelta(days=1)
 
 
 @pytest.fixture
@@ -58,9 +57,9 @@ def verify_restore(repo) -> subprocess.CompletedProcess:
     return done
 
 
-def test_a_failed_restore_verdict_excludes_the_backup_from_last_good(source, repo):
-    older = backup_snapshot(source, repo, OLDER, allow_late_capture=True)
-    newer = backup_snapshot(source, repo, TODAY_PARTITION)
+def test_a_failed_restore_verdict_excludes_the_backup_from_last_good(source, repo, on_time_day):
+    older = backup_snapshot(source, repo, (on_time_day - dt.timedelta(days=1)), allow_late_capture=True)
+    newer = backup_snapshot(source, repo, on_time_day)
     now = dt.datetime.now(dt.UTC)
     before = {d.backup.key: d for d in pruning.plan(repo, now)}
     assert LAST_GOOD in before[newer.prefix].reasons

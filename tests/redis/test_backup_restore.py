@@ -47,7 +47,6 @@ from stack.workload import Workload
 
 pytestmark = pytest.mark.integration
 
-TODAY_PARTITION = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # on time right now
 FAST_SYNC = ["--repl-diskless-sync-delay", "0"]  # test servers only; production keeps Redis's 5 s
 
 
@@ -238,7 +237,9 @@ def workload_keys():
 
 
 @pytest.mark.parametrize("mode", ["network", "bgsave"])
-def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, servers, repo, tmp_path, mode, workload_keys):
+def test_standalone_under_load_restores_to_exactly_the_snapshot(
+    stack_redis, servers, repo, tmp_path, mode, workload_keys, on_time_day
+):
     s, written = stack_redis
     expected = {db: read_back(client(s, db), keys) for db, keys in written.items()}
     saves_before = client(s).info("persistence")["rdb_saves"]
@@ -249,7 +250,7 @@ def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, ser
     bids.start()
     try:
         assert started.wait(30), "the workload placed no bid"
-        backup = backup_snapshot(s, repo, TODAY_PARTITION, mode=mode, data_dir=os.environ.get("REDIS_DATA_DIR"))
+        backup = backup_snapshot(s, repo, on_time_day, mode=mode, data_dir=os.environ.get("REDIS_DATA_DIR"))
     finally:
         stop.set()
         bids.join(30)
@@ -282,10 +283,10 @@ def test_standalone_under_load_restores_to_exactly_the_snapshot(stack_redis, ser
     assert verify_snapshot(repo, backup).digest == m["digest"]
 
 
-def test_restore_refuses_non_empty_target_without_force(servers, repo):
+def test_restore_refuses_non_empty_target_without_force(servers, repo, on_time_day):
     src, ss = servers(name="src")
     keys = fill(client(ss), "r:")
-    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, on_time_day)
     target, ts = servers("--enable-debug-command", "yes", name="target")
     client(ts).set("precious", "keep me")
     client(ts).set(keys[0], "old value, overwritten only with force")
@@ -302,10 +303,10 @@ def test_restore_refuses_non_empty_target_without_force(servers, repo):
     assert read_back(client(ts), keys) == read_back(client(ss), keys)
 
 
-def test_restore_that_differs_from_the_manifest_is_reported(servers, repo):
+def test_restore_that_differs_from_the_manifest_is_reported(servers, repo, on_time_day):
     _, ss = servers(name="src")
     fill(client(ss), "v:")
-    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, on_time_day)
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     doc["metadata"]["content"]["persistent"]["types"]["0"]["string"] += 1  # the manifest now claims one more key
     doc["metadata"]["content"]["dbs"]["0"]["types"]["string"] += 1
@@ -316,15 +317,15 @@ def test_restore_that_differs_from_the_manifest_is_reported(servers, repo):
     catalog.record(repo, backup.ref, wrong.to_json())
     _, ts = servers(name="target")
     with pytest.raises(VerificationError, match="db0 string: 2 keys without TTL, backup recorded 3"):
-        restore_snapshot(ts, repo, repo.get(SYSTEM, SNAPSHOT, TODAY_PARTITION))
+        restore_snapshot(ts, repo, repo.get(SYSTEM, SNAPSHOT, on_time_day))
     with pytest.raises(VerificationError, match="backup recorded 3"):
-        verify_snapshot(repo, repo.get(SYSTEM, SNAPSHOT, TODAY_PARTITION))
+        verify_snapshot(repo, repo.get(SYSTEM, SNAPSHOT, on_time_day))
 
 
-def test_corrupt_backup_is_refused_before_any_write(servers, repo):
+def test_corrupt_backup_is_refused_before_any_write(servers, repo, on_time_day):
     _, ss = servers(name="src")
     fill(client(ss), "c:")
-    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, on_time_day)
     stored = repo.backend.root / backup.prefix / backup.file(RDB_FILE).key
     raw = bytearray(stored.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -335,10 +336,10 @@ def test_corrupt_backup_is_refused_before_any_write(servers, repo):
     assert client(ts).dbsize() == 0
 
 
-def test_redis_down_fails_clearly_and_stores_nothing(repo):
+def test_redis_down_fails_clearly_and_stores_nothing(repo, on_time_day):
     port = free_port()
     with pytest.raises(RedisBackupError, match=f"nothing is listening at 127.0.0.1:{port}"):
-        backup_snapshot(RedisSettings(host="127.0.0.1", port=port), repo, TODAY_PARTITION)
+        backup_snapshot(RedisSettings(host="127.0.0.1", port=port), repo, on_time_day)
     assert repo.list() == []
     assert [p for p in repo.backend.root.rglob("*") if p.is_file()] == []
 
@@ -354,10 +355,10 @@ def test_unresponsive_server_times_out_clearly():
         assert time.monotonic() - started < 5  # no silent retries
 
 
-def test_place_rdb_only_into_a_stopped_server_dir(servers, repo, tmp_path):
+def test_place_rdb_only_into_a_stopped_server_dir(servers, repo, tmp_path, on_time_day):
     _, s = servers(name="src")
     keys = fill(client(s), "p:")
-    backup = backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, on_time_day)
     running, _ = servers(name="running")
     with pytest.raises(RestoreRefused, match="is running"):
         place_rdb(repo, backup, running.dir)
@@ -377,13 +378,13 @@ def test_place_rdb_only_into_a_stopped_server_dir(servers, repo, tmp_path):
     assert client(ps).dbsize() == backup.metadata["keys_total"]
 
 
-def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch):
+def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch, on_time_day):
     secret = "s3cret-" + os.urandom(4).hex()
     _, s = servers("--requirepass", secret, name="auth", password=secret)
     client(s).set("k", "v")
     for wrong in (dataclasses.replace(s, password="wrong"), dataclasses.replace(s, password="")):
         with pytest.raises(RedisBackupError, match=f"Redis at 127.0.0.1:{s.port} rejected the credentials for user 'default'"):
-            backup_snapshot(wrong, repo, TODAY_PARTITION)
+            backup_snapshot(wrong, repo, on_time_day)
     assert repo.list() == []
 
     launched = []
@@ -394,7 +395,7 @@ def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch):
         return real_popen(argv, *a, **kw)
 
     monkeypatch.setattr(subprocess, "Popen", spy)
-    backup = backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, on_time_day)
     cli = [(argv, env) for argv, env in launched if argv[0].endswith("redis-cli")]
     assert cli and all(secret not in " ".join(argv) and env.get("REDISCLI_AUTH") == secret for argv, env in cli)
     assert all(secret not in " ".join(argv) for argv, _ in launched)
@@ -402,10 +403,10 @@ def test_credentials_are_checked_and_never_exposed(servers, repo, monkeypatch):
     assert backup.metadata["keys_total"] == 1
 
 
-def test_past_day_is_refused_unless_late_capture_is_allowed(servers, repo):
+def test_past_day_is_refused_unless_late_capture_is_allowed(servers, repo, on_time_day):
     _, s = servers(name="late")
     client(s).set("k", "v")
-    past = TODAY_PARTITION - dt.timedelta(days=5)
+    past = on_time_day - dt.timedelta(days=5)
     with pytest.raises(LateCaptureRefused, match="Redis keeps no history"):
         backup_snapshot(s, repo, past)
     assert repo.list() == []
@@ -415,7 +416,7 @@ def test_past_day_is_refused_unless_late_capture_is_allowed(servers, repo):
     assert dt.datetime.fromisoformat(backup.metadata["captured_at"].replace("Z", "+00:00")).date() > past
 
 
-def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
+def test_aof_fallback_when_rdb_paths_are_refused(servers, repo, on_time_day):
     srv, s = servers(
         "--appendonly",
         "yes",
@@ -436,7 +437,7 @@ def test_aof_fallback_when_rdb_paths_are_refused(servers, repo):
     expected = {db: read_back(client(s, db), keys) for db in (0, 4)}
     c = client(s)
     with writer_thread(lambda i: c.hincrby("a:counter", "n", 1)):
-        backup = backup_snapshot(s, repo, TODAY_PARTITION, data_dir=str(srv.dir))
+        backup = backup_snapshot(s, repo, on_time_day, data_dir=str(srv.dir))
     m = backup.metadata
     assert m["mode"] == "aof" and m["transfer"] == "aof copy"
     assert [f.split(":")[0] for f in m["fallbacks"]] == ["bgsave", "network"]
@@ -464,7 +465,7 @@ def _populated(servers, keys: int = 200_000):
     return srv, s
 
 
-def test_killed_transfer_publishes_nothing(servers, repo, monkeypatch):
+def test_killed_transfer_publishes_nothing(servers, repo, monkeypatch, on_time_day):
     _, s = _populated(servers)
     original = ArtifactStream.copy_from
 
@@ -475,13 +476,13 @@ def test_killed_transfer_publishes_nothing(servers, repo, monkeypatch):
 
     monkeypatch.setattr(ArtifactStream, "copy_from", kill_after_first_block)
     with pytest.raises(RedisBackupError, match=r"redis-cli --rdb failed \(exit -9\)"):
-        backup_snapshot(s, repo, TODAY_PARTITION)
+        backup_snapshot(s, repo, on_time_day)
     assert repo.list() == []
     assert [p for p in repo.backend.root.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
 
 
 @pytest.mark.parametrize("when", ["transfer", "digest"])
-def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers, tmp_path, monkeypatch, when):
+def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers, tmp_path, monkeypatch, when, on_time_day):
     _, s = _populated(servers)
     root, scratch = tmp_path / "backups", tmp_path / "tmp"
     scratch.mkdir()
@@ -506,7 +507,7 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
             rdb_facts.helper_path = lambda: None
             facts.server_facts = die_during_digest  # looked up there by snapshot_facts
         backup_snapshot(RedisSettings(host="127.0.0.1", port={s.port}), repository.Repository.local({str(root)!r}),
-                        dt.date.fromisoformat({TODAY_PARTITION.isoformat()!r}))
+                        dt.date.fromisoformat({on_time_day.isoformat()!r}))
         """
     )
     proc = subprocess.run(
@@ -538,7 +539,7 @@ def test_process_killed_leaves_nothing_complete_and_the_next_run_sweeps(servers,
 # -- cluster -------------------------------------------------------------------------------------
 
 
-def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
+def test_cluster_snapshot_restores_into_another_cluster(servers, repo, on_time_day):
     source = start_cluster(servers, "src")
     rc = RedisCluster(host=source.host, port=source.port, protocol=2)
     # Keys spread over all three masters; the hash tag keeps each set on one slot so `fill` works.
@@ -548,7 +549,7 @@ def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
     assert len({rc.nodes_manager.get_node_from_slot(slot).port for slot in slots_used}) == 3
 
     with writer_thread(lambda i: rc.set(f"live:{i}", i)) as written:
-        backup = backup_snapshot(source, repo, TODAY_PARTITION)
+        backup = backup_snapshot(source, repo, on_time_day)
     m = backup.metadata
     assert m["mode"] == "cluster"
     nodes = m["cluster"]["nodes"]
@@ -579,10 +580,10 @@ def test_cluster_snapshot_restores_into_another_cluster(servers, repo):
     assert restore_snapshot(single, repo, backup).digest == m["digest"]
 
 
-def test_cluster_target_refuses_keys_outside_db0(servers, repo):
+def test_cluster_target_refuses_keys_outside_db0(servers, repo, on_time_day):
     _, s = servers(name="src")
     client(s, 5).set("in-db5", "x")
-    backup = backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, on_time_day)
     target = start_cluster(servers, "dst")
     with pytest.raises(RestoreRefused, match="only db 0"):
         restore_snapshot(target, repo, backup)
@@ -590,10 +591,10 @@ def test_cluster_target_refuses_keys_outside_db0(servers, repo):
     assert sum(rc.get_redis_connection(n).dbsize() for n in rc.get_primaries()) == 0
 
 
-def test_manifest_is_plain_json_without_secrets(servers, repo):
+def test_manifest_is_plain_json_without_secrets(servers, repo, on_time_day):
     _, s = servers(name="json")
     client(s).set("k", "v")
-    backup = backup_snapshot(s, repo, TODAY_PARTITION)
+    backup = backup_snapshot(s, repo, on_time_day)
     doc = json.loads((repo.backend.root / backup.manifest_key).read_bytes())
     assert doc["metadata"]["content"]["digest"] == backup.metadata["digest"]
     assert doc["metadata"]["digest_method"] == "rdb-facts"  # computed while streaming, no scratch server
@@ -603,7 +604,7 @@ def test_manifest_is_plain_json_without_secrets(servers, repo):
 # -- the Dagster asset ---------------------------------------------------------------------------
 
 
-def test_asset_materializes_with_metadata_and_refuses_past_days(servers, tmp_path):
+def test_asset_materializes_with_metadata_and_refuses_past_days(servers, tmp_path, on_time_day):
     from dagster import DagsterInstance, materialize
 
     from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, RedisResource
@@ -616,15 +617,15 @@ def test_asset_materializes_with_metadata_and_refuses_past_days(servers, tmp_pat
         "backup_repo": BackupRepositoryResource(root=str(tmp_path / "repo")),
     }
     instance = DagsterInstance.ephemeral()
-    result = materialize([redis_snapshot], partition_key=TODAY_PARTITION.isoformat(), resources=resources, instance=instance)
+    result = materialize([redis_snapshot], partition_key=on_time_day.isoformat(), resources=resources, instance=instance)
     assert result.success
     meta = result.asset_materializations_for_node("redis__snapshot")[0].metadata
     assert meta["mode"].value == "rdb" and meta["keys_total"].value == 8 and meta["capture"].value == "on time"
     assert len(meta["content_digest"].value) == 16 and meta["redis_version"].value.startswith("7.")
 
-    past = (TODAY_PARTITION - dt.timedelta(days=3)).isoformat()
+    past = (on_time_day - dt.timedelta(days=3)).isoformat()
     failed = materialize([redis_snapshot], partition_key=past, resources=resources, instance=instance, raise_on_error=False)
     assert not failed.success
     failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
     assert "Redis keeps no history" in failure.event_specific_data.error.message
-    assert [b.partition for b in Repository.local(tmp_path / "repo").list()] == [TODAY_PARTITION.isoformat()]
+    assert [b.partition for b in Repository.local(tmp_path / "repo").list()] == [on_time_day.isoformat()]

@@ -18,7 +18,7 @@ from auction_backup_pipelines.redis.restore import restore_snapshot
 from auction_backup_pipelines.redis.scratch import scratch_server
 from auction_backup_pipelines.redis.verification import verify_snapshot
 from auction_backup_pipelines.settings import RedisSettings
-from tests.redis.test_backup_restore import FAST_SYNC, TODAY_PARTITION, client, fill, free_port
+from tests.redis.test_backup_restore import FAST_SYNC, client, fill, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def groups(c, key: bytes) -> list[bytes]:
     return sorted(g["name"] for g in c.xinfo_groups(key))
 
 
-def test_an_empty_stream_with_a_group_is_counted_restored_and_missed_when_lost(servers, repo, monkeypatch):
+def test_an_empty_stream_with_a_group_is_counted_restored_and_missed_when_lost(servers, repo, monkeypatch, on_time_day):
     ss = servers("src")
     prefix = f"es{os.getpid()}-{time.monotonic_ns()}:"
     src = client(ss)
@@ -62,7 +62,7 @@ def test_an_empty_stream_with_a_group_is_counted_restored_and_missed_when_lost(s
     on_server = src.dbsize()  # the test's own server: every key is the test's
     assert on_server == len(keys) + len(empty)
 
-    backup = backup_snapshot(ss, repo, TODAY_PARTITION)
+    backup = backup_snapshot(ss, repo, on_time_day)
     m = backup.metadata
     assert m["keys_total"] == on_server
     assert m["content"]["dbs"]["0"]["types"]["stream"] == 3

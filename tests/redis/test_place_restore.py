@@ -5,7 +5,6 @@ manifest; refusals and corrupt snapshots leave the directory as it was."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import socket
 import subprocess
@@ -25,8 +24,6 @@ from auction_backup_pipelines.settings import RedisSettings
 from tests.cli.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
-
-DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # on time right now
 
 
 def _free_port() -> int:
@@ -64,9 +61,9 @@ def _dir_state(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
-def test_placed_snapshot_loads_and_matches_the_manifest(source, repo, tmp_path):
+def test_placed_snapshot_loads_and_matches_the_manifest(source, repo, tmp_path, on_time_day):
     settings, r, r3 = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     with place_and_start(repo, backup, target, deep=True) as (placed, check, srv):
@@ -87,9 +84,9 @@ def test_placed_snapshot_loads_and_matches_the_manifest(source, repo, tmp_path):
     assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_fast_default_proves_the_bytes_then_the_loaded_keyspace(source, repo, tmp_path):
+def test_fast_default_proves_the_bytes_then_the_loaded_keyspace(source, repo, tmp_path, on_time_day):
     settings, r, r3 = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     with place_and_start(repo, backup, target) as (placed, check, srv):
@@ -99,9 +96,9 @@ def test_fast_default_proves_the_bytes_then_the_loaded_keyspace(source, repo, tm
         assert not check.deep and srv.client(db=3).dbsize() == 100
 
 
-def test_a_server_holding_other_data_fails_the_load_check(source, repo, tmp_path):
+def test_a_server_holding_other_data_fails_the_load_check(source, repo, tmp_path, on_time_day):
     settings, r, _ = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     placed = place_snapshot(repo, backup, target)
@@ -113,9 +110,9 @@ def test_a_server_holding_other_data_fails_the_load_check(source, repo, tmp_path
             check_loaded(srv.client(), placed, "test server")
 
 
-def test_refusals_change_nothing(source, repo, tmp_path):
+def test_refusals_change_nothing(source, repo, tmp_path, on_time_day):
     settings, _, _ = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     stopped = tmp_path / "stopped"
     stopped.mkdir()
     (stopped / "dump.rdb").write_bytes(b"older snapshot")
@@ -138,9 +135,9 @@ def test_refusals_change_nothing(source, repo, tmp_path):
         place_snapshot(repo, backup, tmp_path / "missing")
 
 
-def test_corrupt_snapshot_fails_in_one_line_and_places_nothing(source, repo, tmp_path):
+def test_corrupt_snapshot_fails_in_one_line_and_places_nothing(source, repo, tmp_path, on_time_day):
     settings, _, _ = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     (stored,) = [p for p in (tmp_path / "backups").rglob("dump.rdb*") if p.is_file()]
@@ -153,9 +150,9 @@ def test_corrupt_snapshot_fails_in_one_line_and_places_nothing(source, repo, tmp
     assert list(target.iterdir()) == []  # neither dump.rdb nor a temp file
 
 
-def test_snapshot_not_matching_its_manifest_is_not_placed(source, repo, tmp_path):
+def test_snapshot_not_matching_its_manifest_is_not_placed(source, repo, tmp_path, on_time_day):
     settings, _, _ = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     # The manifest says one more string than the file holds: the file check must refuse it.
     backup.metadata["content"]["dbs"]["0"]["types"]["string"] += 1
     backup.metadata["content"]["persistent"]["types"]["0"]["string"] += 1
@@ -172,10 +169,10 @@ def test_snapshot_not_matching_its_manifest_is_not_placed(source, repo, tmp_path
             check_loaded(srv.client(), placed, "test server")
 
 
-def test_check_waits_for_a_server_started_later(source, repo, tmp_path):
+def test_check_waits_for_a_server_started_later(source, repo, tmp_path, on_time_day):
     """The operator's order: place, then start the server; the check polls until it has loaded."""
     settings, _, _ = source
-    backup = backup_snapshot(settings, repo, DAY)
+    backup = backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     placed = place_snapshot(repo, backup, target)
@@ -192,15 +189,15 @@ def test_check_waits_for_a_server_started_later(source, repo, tmp_path):
     r.close()
 
 
-def test_cli_places_then_waits_for_the_server_and_refuses_a_second_time(source, repo, tmp_path):
+def test_cli_places_then_waits_for_the_server_and_refuses_a_second_time(source, repo, tmp_path, on_time_day):
     """`restore redis --into-dir DIR --check HOST:PORT`: the operator starts the server while the CLI waits."""
     settings, r, r3 = source
-    backup_snapshot(settings, repo, DAY)
+    backup_snapshot(settings, repo, on_time_day)
     target = tmp_path / "target"
     target.mkdir()
     port = _free_port()
     argv = [sys.executable, "-m", "auction_backup_pipelines.cli", "--repo", str(tmp_path / "backups"), "restore", "redis"]
-    argv += ["--date", DAY.isoformat(), "--into-dir", str(target), "--check", f"127.0.0.1:{port}", "--allow-any-target"]
+    argv += ["--date", on_time_day.isoformat(), "--into-dir", str(target), "--check", f"127.0.0.1:{port}", "--allow-any-target"]
     argv += ["--load-timeout", "120"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -221,7 +218,9 @@ def test_cli_places_then_waits_for_the_server_and_refuses_a_second_time(source, 
     assert "restore recorded in" in err
 
     before = _dir_state(target)
-    again = run_cli("--repo", str(tmp_path / "backups"), "restore", "redis", "--date", DAY.isoformat(), "--into-dir", str(target))
+    again = run_cli(
+        "--repo", str(tmp_path / "backups"), "restore", "redis", "--date", on_time_day.isoformat(), "--into-dir", str(target)
+    )
     assert again.returncode == 1
     assert again.stderr.strip().count("\n") == 0 and "exists and is not empty; nothing was changed" in again.stderr
     assert _dir_state(target) == before

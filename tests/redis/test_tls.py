@@ -5,7 +5,6 @@ one line naming REDIS_TLS_CA_FILE, also through the CLI."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import ssl
 import subprocess
@@ -31,7 +30,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 STACK_TLS = ROOT / ".stack" / "tls"
 CA = str(STACK_TLS / "ca.crt")
-DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DB = 11  # the fixture's keys live in a db of their own, under a prefix of this run
 
 
@@ -146,9 +144,9 @@ def test_a_missing_ca_file_is_named_before_anything_connects(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["network", "bgsave"])
-def test_backup_from_the_tls_port_restores_into_a_tls_only_server(test_keys, repo, tmp_path, mode):
+def test_backup_from_the_tls_port_restores_into_a_tls_only_server(test_keys, repo, tmp_path, mode, on_time_day):
     expected = read_back(tls_client(tls_port(), DB, host="127.0.0.1"), test_keys)
-    backup = backup_snapshot(stack_tls(), repo, DAY, mode=mode)  # the stack's TLS port speaks nothing else
+    backup = backup_snapshot(stack_tls(), repo, on_time_day, mode=mode)  # the stack's TLS port speaks nothing else
     m = backup.metadata
     assert m["transfer"] == {"network": "redis-cli --rdb", "bgsave": "bgsave+copy"}[mode]
     assert m["content"]["dbs"][str(DB)]["types"]["stream"] >= 1
@@ -165,11 +163,11 @@ def test_backup_from_the_tls_port_restores_into_a_tls_only_server(test_keys, rep
 # -- refusals ---------------------------------------------------------------------------------------------
 
 
-def test_a_wrong_ca_fails_every_connection_with_one_line(repo, tmp_path):
+def test_a_wrong_ca_fails_every_connection_with_one_line(repo, tmp_path, on_time_day):
     wrong = str(make_ca(tmp_path)[0])
     s = stack_tls(ca=wrong)
     with pytest.raises(RedisBackupError) as backup_error:
-        backup_snapshot(s, repo, DAY, mode="network")
+        backup_snapshot(s, repo, on_time_day, mode="network")
     assert_certificate_line(str(backup_error.value))
     assert repo.list() == []
     with pytest.raises(RedisBackupError) as bulk_error:  # our own RESP socket
@@ -214,9 +212,9 @@ def run_cli(repo_root: Path, *args: str, **env: str) -> subprocess.CompletedProc
     return done
 
 
-def test_cli_backs_up_through_tls_and_names_the_ca_setting_when_it_is_wrong(test_keys, tmp_path):
+def test_cli_backs_up_through_tls_and_names_the_ca_setting_when_it_is_wrong(test_keys, tmp_path, on_time_day):
     repo_root = tmp_path / "backups"
-    day = DAY.isoformat()
+    day = on_time_day.isoformat()
     done = run_cli(repo_root, "backup", "redis", "--date", day, "--mode", "network", REDIS_TLS_CA_FILE=CA)
     assert done.returncode == 0, done.stderr
     assert '"transfer": "redis-cli --rdb"' in done.stdout
