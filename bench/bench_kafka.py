@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from auction_backup_pipelines.kafka.records import FETCH_MAX_BYTES, QUEUED_MAX_KBYTES
+
 from .common import own_peak_rss_mib
 
 PARTITIONS = 6
@@ -86,15 +88,18 @@ def produce(bootstrap: str, topic: str, n: int, value_bytes: int, day: dt.date) 
 
 
 def plain_read(bootstrap: str, topic: str) -> dict:
-    # The same fetch sizes as our export's consumer: the baseline is not handicapped.
+    # The same fetch settings as our export's consumer: the baseline is not handicapped (with
+    # librdkafka's default fetch.queue.backoff.ms, 1 s, a full prefetch queue stalled its fetches).
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "bench-plain",
             "enable.auto.commit": False,
-            "fetch.max.bytes": 64 << 20,
-            "max.partition.fetch.bytes": 32 << 20,
+            "fetch.max.bytes": FETCH_MAX_BYTES,
+            "max.partition.fetch.bytes": FETCH_MAX_BYTES,
+            "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
             "fetch.wait.max.ms": 10,
+            "fetch.queue.backoff.ms": 5,
         }
     )
     ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(PARTITIONS)]

@@ -149,6 +149,7 @@ def _wait_leaders(admin: AdminClient, names: list[str], partitions: dict[str, in
 
 
 def _producer(target: Cluster, timeout: float, max_message: int) -> Producer:
+    largest = max(16 << 20, max_message + (64 << 10))
     return Producer(
         {
             **client_config(target, timeout),
@@ -157,8 +158,12 @@ def _producer(target: Cluster, timeout: float, max_message: int) -> Producer:
             "linger.ms": 50,  # measured: less CPU per message than 5 or 20, on the broker's side too
             "batch.size": 1_000_000,
             "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            "message.max.bytes": max(16 << 20, max_message + (64 << 10)),
+            # The local queue is bounded by bytes as well as by count (librdkafka's default is
+            # 1 GiB), so a restore's memory stays flat however large the topic or its messages;
+            # it always holds two of the largest messages. Measured: no slower than 500 k / 1 GiB.
+            "queue.buffering.max.messages": 50_000,
+            "queue.buffering.max.kbytes": max(32 << 10, 2 * largest >> 10),
+            "message.max.bytes": largest,
         }
     )
 
