@@ -8,6 +8,7 @@ one line and before connecting; the base classes that tests build for scratch ta
 from __future__ import annotations
 
 import ast
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from auction_backup_pipelines.defs.shared.resources import (
     build_resources,
 )
 from auction_backup_pipelines.errors import RefusedError
-from auction_backup_pipelines.policy import capture_window as capture
 from tests.dagster_defs import defs
 from tests.ops.loopback_listener import Listener
 
@@ -137,11 +137,11 @@ def test_no_definition_reads_a_resource_field_around_the_guard():
     assert found == []
 
 
-def run_redis_backup(run_config: dict, tmp_path):
+def run_redis_backup(run_config: dict, tmp_path, day: dt.date):
     """The loaded code location's redis_backup_job, into a scratch repository."""
     return defs.resolve_job_def("redis_backup_job").execute_in_process(
         run_config=run_config,
-        partition_key=capture.default_partition().isoformat(),  # on time when it runs
+        partition_key=day.isoformat(),
         resources={"backup_repo": BackupRepositoryResource(root=str(tmp_path / "backups"))},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -156,10 +156,10 @@ def step_failure(result) -> str:
     return description
 
 
-def test_a_backup_run_pointing_redis_at_another_host_fails_before_connecting(tmp_path):
+def test_a_backup_run_pointing_redis_at_another_host_fails_before_connecting(tmp_path, on_time_day):
     with Listener() as listener:
         config = {"resources": {"redis": {"config": {"host": "127.0.0.1", "port": listener.port}}}}
-        description = step_failure(run_redis_backup(config, tmp_path))
+        description = step_failure(run_redis_backup(config, tmp_path, on_time_day))
         assert listener.pending() == 0, "the refused backup connected to the host the run config named"
     # (and data_dir, where REDIS_DATA_DIR is set: fields a run's config leaves out get the class defaults)
     assert description.startswith("this run's config changes the redis resource's port (REDIS_PORT)")
@@ -206,6 +206,6 @@ def test_a_backup_run_with_the_loaded_settings_still_backs_up(restated, tmp_path
     # A run's config replaces the whole resource (a field it leaves out gets the class default), so a
     # restatement names every field the environment sets.
     fields = {"host": rd.host, "port": rd.port, "username": rd.username, "data_dir": rd.data_dir}
-    result = run_redis_backup({"resources": {"redis": {"config": fields}}} if restated else {}, tmp_path)
+    result = run_redis_backup({"resources": {"redis": {"config": fields}}} if restated else {}, tmp_path, on_time_day)
     assert result.success
     assert BackupRepositoryResource(root=str(tmp_path / "backups")).repository().get("redis", "snapshot", on_time_day.isoformat())

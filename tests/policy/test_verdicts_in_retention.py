@@ -58,7 +58,7 @@ def verify_restore(repo) -> subprocess.CompletedProcess:
 
 
 def test_a_failed_restore_verdict_excludes_the_backup_from_last_good(source, repo, on_time_day):
-    older = backup_snapshot(source, repo, (on_time_day - dt.timedelta(days=1)), allow_late_capture=True)
+    older = backup_snapshot(source, repo, on_time_day - dt.timedelta(days=1), allow_late_capture=True)
     newer = backup_snapshot(source, repo, on_time_day)
     now = dt.datetime.now(dt.UTC)
     before = {d.backup.key: d for d in pruning.plan(repo, now)}
