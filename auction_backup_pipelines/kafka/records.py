@@ -312,15 +312,36 @@ def block_head(partition: int, offsets: list[int], timestamp_types: list[int]) -
 
 
 READ_CHUNK = 1 << 20  # bytes read from the stream at once; records are sliced out of this buffer
+NO_HEADERS: list[tuple[str, bytes | None]] = []  # shared by every record without headers: never mutate
+
+
+class Block(NamedTuple):
+    """One block of a kafka-records-v2 stream, as columns (one entry per message)."""
+
+    partition: int
+    offsets: tuple[int, ...]
+    timestamp_types: bytes
+    timestamps: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    headers: list[list[tuple[str, bytes | None]]]  # NO_HEADERS for a message without any
 
 
 def read_records(f: BinaryIO) -> Iterator[Record]:
-    """Every message of a kafka-records-v2 stream, in stored order.
+    """Every message of a kafka-records-v2 stream, in stored order."""
+    for b in read_blocks(f):
+        p = b.partition
+        for o, tt, ts, k, v, h in zip(b.offsets, b.timestamp_types, b.timestamps, b.keys, b.values, b.headers):
+            yield Record(p, o, ts, tt, k, v, h)
 
-    Fields are sliced out of a large read buffer with unpack_from: one read() call per field
-    made decoding the restore's largest cost (measured, 200 k messages).
+
+def read_blocks(f: BinaryIO) -> Iterator[Block]:
+    """Every block of a kafka-records-v2 stream, in stored order, decoded into columns.
+
+    Fields are sliced out of a large read buffer with unpack_from (one read() call per field
+    made decoding the restore's largest cost), and a block's messages land in plain lists:
+    a tuple object per message cost a Kafka restore a tenth of its time (measured, 1 M messages).
     """
-    unpack_record, unpack_header = RECORD_HEAD.unpack_from, HEADER_HEAD.unpack_from
     buf, pos = b"", 0
     while True:
         if len(buf) - pos < BLOCK_HEAD.size:
@@ -337,36 +358,60 @@ def read_records(f: BinaryIO) -> Iterator[Record]:
         offsets = struct.unpack_from(f"<{n}q", buf, pos)
         types = buf[pos + 8 * n : pos + 9 * n]
         pos += 9 * n
-        for offset, timestamp_type in zip(offsets, types):
-            if len(buf) - pos < RECORD_HEAD.size:
-                buf, pos = _refill(f, buf, pos, RECORD_HEAD.size), 0
-            timestamp, key_len, value_len, header_count = unpack_record(buf, pos)
-            pos += RECORD_HEAD.size
-            if key_len < NULL or value_len < NULL or header_count < 0:
+        block = Block(partition, offsets, types, [], [], [], [])
+        buf, pos = _decode_records(f, buf, pos, n, block)
+        yield block
+
+
+def _decode_records(f: BinaryIO, buf: bytes, pos: int, n: int, block: Block) -> tuple[bytes, int]:
+    """Append `n` records from buf[pos:] (refilled from `f`) to `block`'s columns; (buf, pos) after them."""
+    unpack_record, head = RECORD_HEAD.unpack_from, RECORD_HEAD.size  # locals: the loop runs once per message
+    add_ts, add_key, add_value, add_headers = (
+        block.timestamps.append,
+        block.keys.append,
+        block.values.append,
+        block.headers.append,
+    )
+    for _ in range(n):
+        if len(buf) - pos < head:
+            buf, pos = _refill(f, buf, pos, head), 0
+        timestamp, key_len, value_len, header_count = unpack_record(buf, pos)
+        pos += head
+        if key_len >= 0 and value_len >= 0 and not header_count and pos + key_len + value_len <= len(buf):
+            at = pos + key_len  # the usual message: no nulls, no headers, already in the buffer
+            pos = at + value_len
+            add_ts(timestamp)
+            add_key(buf[at - key_len : at])
+            add_value(buf[at:pos])
+            add_headers(NO_HEADERS)
+            continue
+        if key_len < NULL or value_len < NULL or header_count < 0:
+            raise _damaged()
+        kn, vn = (key_len if key_len > 0 else 0), (value_len if value_len > 0 else 0)  # null: no bytes
+        if len(buf) - pos < kn + vn:
+            buf, pos = _refill(f, buf, pos, kn + vn), 0
+        add_ts(timestamp)
+        add_key(None if key_len == NULL else buf[pos : pos + kn])
+        pos += kn
+        add_value(None if value_len == NULL else buf[pos : pos + vn])
+        pos += vn
+        headers: list[tuple[str, bytes | None]] = []
+        for _ in range(header_count):
+            if len(buf) - pos < HEADER_HEAD.size:
+                buf, pos = _refill(f, buf, pos, HEADER_HEAD.size), 0
+            name_len, hv_len = HEADER_HEAD.unpack_from(buf, pos)
+            pos += HEADER_HEAD.size
+            if name_len < 0 or hv_len < NULL:
                 raise _damaged()
-            kn, vn = (key_len if key_len > 0 else 0), (value_len if value_len > 0 else 0)  # null: no bytes
-            if len(buf) - pos < kn + vn:
-                buf, pos = _refill(f, buf, pos, kn + vn), 0
-            key = None if key_len == NULL else buf[pos : pos + kn]
-            pos += kn
-            value = None if value_len == NULL else buf[pos : pos + vn]
-            pos += vn
-            headers = []
-            for _ in range(header_count):
-                if len(buf) - pos < HEADER_HEAD.size:
-                    buf, pos = _refill(f, buf, pos, HEADER_HEAD.size), 0
-                name_len, hv_len = unpack_header(buf, pos)
-                pos += HEADER_HEAD.size
-                if name_len < 0 or hv_len < NULL:
-                    raise _damaged()
-                if len(buf) - pos < name_len + max(hv_len, 0):
-                    buf, pos = _refill(f, buf, pos, name_len + max(hv_len, 0)), 0
-                name = buf[pos : pos + name_len].decode("utf-8", "surrogateescape")
-                pos += name_len
-                hv = None if hv_len == NULL else buf[pos : pos + hv_len]
-                pos += max(hv_len, 0)
-                headers.append((name, hv))
-            yield Record(partition, offset, timestamp, timestamp_type, key, value, headers)
+            if len(buf) - pos < name_len + max(hv_len, 0):
+                buf, pos = _refill(f, buf, pos, name_len + max(hv_len, 0)), 0
+            name = buf[pos : pos + name_len].decode("utf-8", "surrogateescape")
+            pos += name_len
+            hv = None if hv_len == NULL else buf[pos : pos + hv_len]
+            pos += max(hv_len, 0)
+            headers.append((name, hv))
+        add_headers(headers or NO_HEADERS)
+    return buf, pos
 
 
 def _refill(f: BinaryIO, buf: bytes, pos: int, n: int) -> bytes:

@@ -48,7 +48,7 @@ from auction_backup_pipelines.kafka.records import (
     error_text,
     export_file,
     is_topic_artifact,
-    read_records,
+    read_blocks,
     topic_of,
 )
 from auction_backup_pipelines.kafka.restore_offsets import (
@@ -70,7 +70,6 @@ from auction_backup_pipelines.repository.repository import Repository, parse_day
 
 MAX_DAYS = 366
 FLUSH_TIMEOUT_S = 120.0
-POLL_EVERY = 1000
 REPORT_EVERY = 1000  # a partition's messages per delivery report (see _replay)
 
 
@@ -210,47 +209,52 @@ def _replay(
         return delivered
 
     producer = _producer(target, timeout, int(job.info.configs.get("max.message.bytes", "0")))
-    produce, topic = producer.produce, job.target
-    count = 0
+    produce, poll, topic = producer.produce, producer.poll, job.target
+
+    def produce_waiting(*args: Any) -> None:
+        while True:
+            try:
+                return produce(*args)
+            except BufferError:
+                poll(0.1)  # the local queue is full: serve delivery reports
+            except KafkaException as exc:
+                raise KafkaBackupError(f"cannot produce to {topic!r}: {error_text(exc)}") from None
+
     for backup in job.backups:
         with repo.open(backup, export_file(job.topic)) as f:
-            for rec in read_records(f):
-                p, o = rec.partition, rec.offset
+            for block in read_blocks(f):
+                p, offsets = block.partition, block.offsets
                 i = sent.get(p)
                 if i is None:
                     raise KafkaBackupError(f"{backup.prefix} has partition {p} but {topic!r} has {len(sent)}")
-                if i >= want[p]:
+                if i + len(offsets) > want[p]:
                     raise KafkaBackupError(f"{backup.prefix} holds more messages in partition {p} than its manifests count")
-                sent[p] = i + 1
+                sent[p] = i + len(offsets)
                 if i == 0:
-                    firsts[p] = o
-                if o >= thresholds[p]:
-                    translator.delivered(p, o, i)  # mapped to a position; shifted once the start is known
-                    thresholds[p] = translator.threshold(p)
-                cb = report_for(i, o) if i % REPORT_EVERY == 0 or i == want[p] - 1 else None
-                while True:
+                    firsts[p] = offsets[0]
+                threshold, last = thresholds[p], want[p] - 1
+                next_report = -(-i // REPORT_EVERY) * REPORT_EVERY  # the first multiple at or after i
+                # One loop per message with everything in locals, the producer called with
+                # positional arguments (topic, value, key, partition, on_delivery, callback,
+                # timestamp, headers): keywords cost a tenth of the call (measured, 1 M messages).
+                for o, ts, k, v, h in zip(offsets, block.timestamps, block.keys, block.values, block.headers):
+                    if o >= threshold:
+                        translator.delivered(p, o, i)  # mapped to a position; shifted once the start is known
+                        threshold = thresholds[p] = translator.threshold(p)
+                    cb = None
+                    if i == next_report or i == last:
+                        cb = report_for(i, o)
+                        next_report = i - i % REPORT_EVERY + REPORT_EVERY
+                    # confluent-kafka types headers as an invariant list of (str, str | bytes | None);
+                    # a list of (str, bytes | None) is valid input.
                     try:
-                        produce(
-                            topic,
-                            value=rec.value,
-                            key=rec.key,
-                            partition=p,
-                            timestamp=rec.timestamp if rec.timestamp > 0 else 0,
-                            # confluent-kafka types headers as an invariant list of (str, str | bytes | None);
-                            # a list of (str, bytes | None) is valid input.
-                            headers=rec.headers or None,  # type: ignore[arg-type]
-                            on_delivery=cb,
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.1)  # the local queue is full: serve delivery reports
-                    except KafkaException as exc:
-                        raise KafkaBackupError(f"cannot produce to {topic!r}: {error_text(exc)}") from None
-                count += 1
-                if count % POLL_EVERY == 0:
-                    producer.poll(0)
-                    if failures:
-                        break
+                        produce(topic, v, k, p, cb, None, ts if ts > 0 else 0, h or None)  # type: ignore[arg-type]
+                    except (BufferError, KafkaException):
+                        produce_waiting(topic, v, k, p, cb, None, ts if ts > 0 else 0, h or None)
+                    i += 1
+                poll(0)
+                if failures:
+                    break
         if failures:
             break
     deadline = time.monotonic() + FLUSH_TIMEOUT_S

@@ -97,25 +97,21 @@ def compare_range(
     day, n, expected = segments[0]
     left = sum(n for _, n, _ in segments)
     pieces: list[bytes] = []  # encoded records not yet hashed: one sha256 update per batch
-    add, pack = pieces.append, RECORD_HEAD.pack  # locals: the loop below runs once per message
     c.assign([TopicPartition(topic, p, first)])
     try:
         stall = max(timeout, 60.0)
         deadline = time.monotonic() + stall
         while left:
-            for m in c.consume(min(10_000, left), 0.2):
-                if m.error() is not None or m.partition() != p:
-                    continue
-                k, v, h = m.key(), m.value(), m.headers()
-                ts = m.timestamp()[1]
-                if k is None or v is None or h:
-                    add(encode_record(ts, k, v, h))
-                else:  # encode_record inlined for the usual message: no nulls, no headers
-                    add(pack(ts, len(k), len(v), 0))
-                    add(k)
-                    add(v)
-                in_seg += 1
-                left -= 1
+            msgs = c.consume(min(10_000, left), 0.2)
+            if msgs:
+                deadline = time.monotonic() + stall
+            at = 0
+            while at < len(msgs) and left:
+                chunk = msgs[at : at + n - in_seg]  # never past the end of the day being hashed
+                at += len(chunk)
+                got = encode_into(pieces, chunk, p)
+                in_seg += got
+                left -= got
                 if in_seg == n:
                     sha.update(b"".join(pieces))
                     pieces.clear()
@@ -124,9 +120,6 @@ def compare_range(
                     seg, in_seg, sha = seg + 1, 0, hashlib.sha256()
                     if left:
                         day, n, expected = segments[seg]
-                if not left:
-                    break
-                deadline = time.monotonic() + stall
             if pieces:
                 sha.update(b"".join(pieces))
                 pieces.clear()
@@ -135,3 +128,21 @@ def compare_range(
     finally:
         c.unassign()
     return problems
+
+
+def encode_into(pieces: list[bytes], msgs: list[Any], p: int) -> int:
+    """Append the `record` of each of `msgs` that is a message of partition `p`; return how many.
+
+    The loop runs once per message read back, so it keeps to locals and one list call a message.
+    """
+    add, pack, got = pieces.extend, RECORD_HEAD.pack, 0
+    for m in msgs:
+        if m.error() is not None or m.partition() != p:
+            continue
+        k, v, h = m.key(), m.value(), m.headers()
+        if k is None or v is None or h:
+            add((encode_record(m.timestamp()[1], k, v, h),))
+        else:  # encode_record inlined for the usual message: no nulls, no headers
+            add((pack(m.timestamp()[1], len(k), len(v), 0), k, v))
+        got += 1
+    return got

@@ -21,6 +21,7 @@ from auction_backup_pipelines.kafka.records import (
     encode_record,
     read_records,
 )
+from auction_backup_pipelines.kafka.restore_verify import compare_range
 
 DAY = dt.date(2026, 11, 20)
 DAY_MS = int(dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp() * 1000)
@@ -216,3 +217,22 @@ def test_a_failing_write_surfaces_in_the_caller():
 
     with pytest.raises(OSError, match="No space left"):
         export_partitions(FakeConsumer(messages()), "t", [PartitionRange(2, 10, 16, "next_day", 0, 16)], Full(), DAY)
+
+
+def _day_sha(msgs) -> str:
+    return hashlib.sha256(b"".join(encode_record(m.timestamp()[1], m.key(), m.value(), m.headers()) for m in msgs)).hexdigest()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4, 5, 100])
+def test_read_back_hashes_each_day_apart_however_consume_batches_them(batch):
+    # Two days in one partition, an EOF event and a message of another partition among them:
+    # each day's checksum is over its own messages only, whatever batches consume() hands out.
+    day1, day2 = messages(start=10)[:4], messages(start=14)
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    stream = day1[:2] + [FakeMessage(2, 12, 0, None, None, error=eof), FakeMessage(3, 5, 0, b"x", b"y")] + day1[2:] + day2
+    segments = [("2026-11-20", 4, _day_sha(day1)), ("2026-11-21", 6, _day_sha(day2))]
+    assert compare_range(FakeConsumer(stream, batch), "t", 2, 10, segments, 1.0) == []
+    tampered = day1 + day2[:3] + [FakeMessage(2, 17, DAY_MS, b"k", b"changed")] + day2[4:]
+    assert compare_range(FakeConsumer(tampered, batch), "t", 2, 10, segments, 1.0) == [
+        "partition 2 day 2026-11-21: content differs from the manifest's checksum"
+    ]
