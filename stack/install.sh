@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need, idempotently and quickly when already present:
 # Debian packages (PostgreSQL 15, Redis 7, zstd, Chromium for the browser test), Kafka's jars
-# from Maven Central, the project's Python environment in .venv, and the native rdb-facts
-# helper (Rust, crates from crates.io) built into .venv/bin.
+# from Maven Central, the project's Python environment in .venv, and the native helpers
+# rdb-facts and kafka-replay (Rust, crates from crates.io) built into .venv/bin.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -38,26 +38,31 @@ install_venv() {
   echo "$want" > "$stamp"
 }
 
-# rdb-facts computes a Redis snapshot's content digest while it streams (see
-# auction_backup_pipelines/redis/rdb_facts.py). Without a Rust toolchain the backups still
-# work, through the slower scratch-server digest, but the tests expect the helper.
-install_rdb_facts() {
-  local src="$ROOT/native/rdb-facts" stamp="$ROOT/.venv/.rdb-facts-installed" want cargo
+# The native helpers, built with the machine's cargo (crates from crates.io) into .venv/bin:
+#   rdb-facts     a Redis snapshot's content digest while it streams
+#                 (auction_backup_pipelines/redis/rdb_facts.py)
+#   kafka-replay  a Kafka restore's replay and read-back (auction_backup_pipelines/kafka/restore_native.py;
+#                 builds librdkafka from the crate's sources, about a minute on 2 cores)
+# Without a Rust toolchain everything still works, through slower Python paths, but the tests
+# expect the helpers.
+install_native() {
+  local name="$1" src="$ROOT/native/$1" stamp="$ROOT/.venv/.$1-installed" want cargo
   want="$(cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs | sha256sum | cut -d' ' -f1)"
-  if [ -x "$ROOT/.venv/bin/rdb-facts" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  if [ -x "$ROOT/.venv/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   cargo="$(command -v cargo || echo "$HOME/.cargo/bin/cargo")"
   if [ ! -x "$cargo" ]; then
-    log "WARNING: no cargo found; Redis snapshots will use the slower scratch-server digest"
+    log "WARNING: no cargo found; $name is not built and the slower Python path is used instead"
     return 0
   fi
-  log "building the rdb-facts helper"
+  log "building the $name helper"
   "$cargo" build -q --release --locked --manifest-path "$src/Cargo.toml" --target-dir "$ROOT/.stack/cargo-target"
-  install -m 0755 "$ROOT/.stack/cargo-target/release/rdb-facts" "$ROOT/.venv/bin/rdb-facts"
+  install -m 0755 "$ROOT/.stack/cargo-target/release/$name" "$ROOT/.venv/bin/$name"
   echo "$want" > "$stamp"
 }
 
 install_apt
 install_venv
-install_rdb_facts
+install_native rdb-facts
+install_native kafka-replay
 bash "$ROOT/stack/kafka.sh" install
 bash "$ROOT/stack/s3.sh" install

@@ -125,27 +125,30 @@ QUEUED_MAX_KBYTES = 16 << 10
 
 def consumer(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> Consumer:
     """A reader for manual assignment: never commits, sees only committed transactions."""
-    return Consumer(
-        {
-            **client_config(cluster, timeout),
-            "group.id": EXPORT_GROUP,  # required even with assign(); nothing is ever committed
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            # Fail loudly if retention deletes the offset we are reading instead of jumping.
-            "auto.offset.reset": "error",
-            "enable.partition.eof": True,
-            # One partition is read at a time. Fetches of 16 MB and a prefetch queue of 16 MB keep
-            # memory flat however large the topic (with 64 MB fetches a restore's peak RSS grew by
-            # half from 1 M to 4 M messages); fetches that small were 2x slower only while a full
-            # queue postponed the next fetch by librdkafka's default backoff of 1 s, hence 5 ms.
-            "fetch.max.bytes": FETCH_MAX_BYTES,
-            "max.partition.fetch.bytes": FETCH_MAX_BYTES,
-            "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
-            "fetch.wait.max.ms": 10,
-            "fetch.queue.backoff.ms": 5,
-        }
-    )
+    return Consumer(consumer_config(cluster, timeout))
+
+
+def consumer_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """The configuration of `consumer` (also handed to the native restore helper)."""
+    return {
+        **client_config(cluster, timeout),
+        "group.id": EXPORT_GROUP,  # required even with assign(); nothing is ever committed
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        # Fail loudly if retention deletes the offset we are reading instead of jumping.
+        "auto.offset.reset": "error",
+        "enable.partition.eof": True,
+        # One partition is read at a time. Fetches of 16 MB and a prefetch queue of 16 MB keep
+        # memory flat however large the topic (with 64 MB fetches a restore's peak RSS grew by
+        # half from 1 M to 4 M messages); fetches that small were 2x slower only while a full
+        # queue postponed the next fetch by librdkafka's default backoff of 1 s, hence 5 ms.
+        "fetch.max.bytes": FETCH_MAX_BYTES,
+        "max.partition.fetch.bytes": FETCH_MAX_BYTES,
+        "queued.max.messages.kbytes": QUEUED_MAX_KBYTES,
+        "fetch.wait.max.ms": 10,
+        "fetch.queue.backoff.ms": 5,
+    }
 
 
 def error_text(exc: BaseException) -> str:

@@ -14,6 +14,9 @@ Order of events, so that a refusal or a bad backup changes nothing:
   6. translate the consumer groups' committed offsets to the new offsets and, only with
      apply_offsets, commit them for a group of the same name (prefixed like the topics).
 
+Steps 4 and 5 run in the native `kafka-replay` helper when it is installed (restore_native.py),
+with the same checks; `_replay` and restore_verify.py are the Python path that stands in for it.
+
 Offsets are not preserved (Kafka assigns them), so a committed offset c, "the next message
 to read", maps to the restored offset of the first restored message whose original offset
 is >= c, or to the end of the restored partition when c is past everything restored.
@@ -30,7 +33,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from auction_backup_pipelines.kafka import connection
+from auction_backup_pipelines.kafka import connection, restore_native
 from auction_backup_pipelines.kafka.connection import Cluster, address
 from auction_backup_pipelines.kafka.records import (
     DEFAULT_TIMEOUT_S,
@@ -147,24 +150,26 @@ def _wait_leaders(admin: AdminClient, names: list[str], partitions: dict[str, in
         time.sleep(0.1)  # polling a real condition with a deadline
 
 
-def _producer(target: Cluster, timeout: float, max_message: int) -> Producer:
+def producer_config(target: Cluster, timeout: float, max_message: int) -> dict[str, Any]:
+    """The replay's producer (also handed to the native restore helper)."""
     largest = max(16 << 20, max_message + (64 << 10))
-    return Producer(
-        {
-            **client_config(target, timeout),
-            "enable.idempotence": True,  # retries never duplicate or reorder
-            "acks": "all",
-            "linger.ms": 50,  # measured: less CPU per message than 5 or 20, on the broker's side too
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            # The local queue is bounded by bytes as well as by count (librdkafka's default is
-            # 1 GiB), so a restore's memory stays flat however large the topic or its messages;
-            # it always holds two of the largest messages. Measured: no slower than 500 k / 1 GiB.
-            "queue.buffering.max.messages": 50_000,
-            "queue.buffering.max.kbytes": max(32 << 10, 2 * largest >> 10),
-            "message.max.bytes": largest,
-        }
-    )
+    return {
+        **client_config(target, timeout),
+        "enable.idempotence": True,  # retries never duplicate or reorder
+        "acks": "all",
+        "linger.ms": 50,  # measured: less CPU per message than 5 or 20, on the broker's side too
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        # The local queue is bounded by bytes as well as by count (librdkafka's default is
+        # 1 GiB), so a restore's memory stays flat however large the topic or its messages;
+        # it always holds two of the largest messages. It counts the messages in flight too:
+        # 50 k messages (12 MB of 200 B) starved the 5 requests in flight per partition and
+        # made the native replay 1.6x slower (measured, 1 M messages); 200 k / 128 MiB is as
+        # fast as 500 k / 1 GiB.
+        "queue.buffering.max.messages": 200_000,
+        "queue.buffering.max.kbytes": max(128 << 10, 2 * largest >> 10),
+        "message.max.bytes": largest,
+    }
 
 
 def _replay(
@@ -186,7 +191,7 @@ def _replay(
     whose last report checks out goes to `read_back` at once.
     """
     progress = {p: PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
-    want = {p: sum(b.metadata["partitions"].get(str(p), {"messages": 0})["messages"] for b in job.backups) for p in progress}
+    want = {p: job.messages(p) for p in progress}
     sent = dict.fromkeys(progress, 0)  # position of the next message, per partition
     firsts: dict[int, int] = {}  # original offset of each partition's first message
     thresholds = {p: translator.threshold(p) for p in progress}
@@ -208,7 +213,7 @@ def _replay(
 
         return delivered
 
-    producer = _producer(target, timeout, int(job.info.configs.get("max.message.bytes", "0")))
+    producer = Producer(producer_config(target, timeout, job.max_message_bytes))
     produce, poll, topic = producer.produce, producer.poll, job.target
 
     def produce_waiting(*args: Any) -> None:
@@ -371,19 +376,30 @@ def restore_topics(
     for job in jobs:
         wanted = {p: list(offs.values()) for p, offs in by_partition(job.info.consumer_groups).items()}
         translator = OffsetTranslator(wanted)
-        read_back = ReadBack(job, target, timeout)
+        helper = restore_native.helper_path()
+        read_back = None if helper else ReadBack(job, target, timeout)
+        base = bases.get(job.target, {})
+        outcome: ReadBack | restore_native.ReadBackReport
         try:
-            progress = _replay(repo, job, target, bases.get(job.target, {}), translator, read_back, timeout)
+            if helper:
+                producer = producer_config(target, timeout, job.max_message_bytes)
+                timeouts = (timeout, FLUSH_TIMEOUT_S, max(timeout, 60.0))
+                progress, outcome = restore_native.replay(helper, repo, job, producer, target, base, translator, timeouts)
+            else:
+                assert read_back is not None
+                progress, outcome = _replay(repo, job, target, base, translator, read_back, timeout), read_back
         except KafkaBackupError as exc:
-            read_back.abandon()
+            if read_back is not None:
+                read_back.abandon()
             if not job.exists:
                 admin.delete_topics([job.target], operation_timeout=timeout)
                 raise KafkaBackupError(f"{exc}; {job.target!r} was created by this restore and has been deleted") from None
             raise KafkaBackupError(f"{exc}; {job.target!r} existed before and now holds a partial copy") from None
         except BaseException:
-            read_back.abandon()  # its thread would wait for partitions forever
+            if read_back is not None:
+                read_back.abandon()  # its thread would wait for partitions forever
             raise
-        verified = read_back.finish()
+        verified = outcome.finish()
         restored[job.topic] = TopicRestore(
             target=job.target,
             created=not job.exists,

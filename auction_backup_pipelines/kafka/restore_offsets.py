@@ -23,6 +23,10 @@ class OffsetTranslator:
         self._next = {p: 0 for p in self._wanted}
         self.mapping: dict[tuple[int, int], int] = {}
 
+    def wanted(self, partition: int) -> list[int]:
+        """The original offsets of `partition` to translate, ascending."""
+        return list(self._wanted.get(partition, ()))
+
     def delivered(self, partition: int, original: int, restored: int) -> None:
         wanted = self._wanted.get(partition)
         if not wanted:
@@ -72,6 +76,14 @@ class TopicJob:
     exists: bool = False
     create_config: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.info.configs.get("max.message.bytes", "0"))
+
+    def messages(self, partition: int) -> int:
+        """How many messages of `partition` the job's backups hold, by their manifests."""
+        return sum(b.metadata["partitions"].get(str(partition), {"messages": 0})["messages"] for b in self.backups)
 
 
 def group_target(group: str, prefix: str) -> str:

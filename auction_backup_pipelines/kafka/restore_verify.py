@@ -69,6 +69,9 @@ class ReadBack:
     def _run(self) -> None:
         try:
             c = consumer(self._target, self._timeout)
+            # A consumer assigned a topic it has no metadata for (one the restore just created)
+            # waits for its periodic refresh, a second, before its first fetch: ask for it now.
+            c.list_topics(self._job.target, timeout=self._timeout)
         except BaseException as exc:  # re-raised by finish()
             self._error = exc
             return

@@ -19,14 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from auction_backup_pipelines import native
 from auction_backup_pipelines.child_env import base_env
 
 HELPER = "rdb-facts"
@@ -35,8 +33,7 @@ QUEUE_CHUNKS = 64  # chunks of at most 1 MiB waiting for the helper: bounds memo
 
 def helper_path() -> str | None:
     """The helper next to this interpreter (the virtualenv's bin, where install.sh puts it), else on PATH."""
-    beside = Path(sys.executable).parent / HELPER
-    return str(beside) if beside.is_file() else shutil.which(HELPER)
+    return native.helper_path(HELPER)
 
 
 class RdbFactsSink:

@@ -23,12 +23,14 @@ from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
 from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka import restore as kr
+from auction_backup_pipelines.kafka import restore_native, restore_verify
 from auction_backup_pipelines.kafka.records import (
     KafkaBackupError,
     KafkaUnavailable,
     RestoreRefused,
     RetentionGap,
     TopicNotFound,
+    VerificationError,
     artifact_name,
     export_file,
     read_records,
@@ -173,6 +175,17 @@ def kafka():
     k.cleanup()
 
 
+@pytest.fixture(params=["native", "python"])
+def replay_in(request, monkeypatch):
+    """Runs a restore test with the native kafka-replay helper (the default once installed) and
+    again with the Python replay that stands in for it when it is missing: both must agree."""
+    if request.param == "python":
+        monkeypatch.setattr(restore_native, "helper_path", lambda: None)
+    else:
+        assert restore_native.helper_path(), "stack/install.sh builds kafka-replay into the virtualenv"
+    return request.param
+
+
 def day_slices(msgs: list[Msg], offsets: list[int], days: list[dt.date]) -> dict[dt.date, dict[int, list[Msg]]]:
     """The documented rule, modelled independently: per partition, day D is the offsets from the
     first message stamped >= D up to (excluding) the first message stamped >= D+1."""
@@ -204,7 +217,7 @@ def varied(partition: int, ts: int, i: int) -> Msg:
     return Msg(partition, ts, key, value, headers)
 
 
-def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo):
+def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo, replay_in):
     events = kafka.topic("events", 3)
     state = kafka.topic("state", 2, **{"cleanup.policy": "compact"})
     msgs: dict[str, list[Msg]] = {events: [], state: []}
@@ -258,7 +271,7 @@ def test_two_days_restore_byte_for_byte_with_out_of_order_timestamps(kafka, repo
     assert kafka.configs(f"r-{events}")["retention.ms"] == "-1"
 
 
-def test_consumer_group_offsets_translate_and_apply(kafka, repo):
+def test_consumer_group_offsets_translate_and_apply(kafka, repo, replay_in):
     topic = kafka.topic("orders", 2)
     msgs = [Msg(0, at(D1, h)) for h in range(5)] + [Msg(1, at(D1, h)) for h in range(3)]
     msgs += [Msg(0, at(D2, h)) for h in range(4)] + [Msg(1, at(D2, h)) for h in range(2)]
@@ -379,7 +392,7 @@ def test_day_deleted_by_retention_fails_but_an_empty_day_is_valid(kafka, repo):
     assert kx.backup_topic_day(BOOTSTRAP, repo, quiet, D1).metadata["messages_total"] == 0
 
 
-def test_restore_refuses_non_empty_target_without_force(kafka, repo):
+def test_restore_refuses_non_empty_target_without_force(kafka, repo, replay_in):
     a, b = kafka.topic("a", 2), kafka.topic("b", 1)
     kafka.produce(a, [Msg(p, at(D1, h), value=f"a{p}{h}".encode()) for p in range(2) for h in range(3)])
     kafka.produce(b, [Msg(0, at(D1, 5))])
@@ -401,6 +414,25 @@ def test_restore_refuses_non_empty_target_without_force(kafka, repo):
     restored = kafka.read(target_a)
     assert restored[1][0][2] == b"precious" and [m[2] for m in restored[1][1:]] == [b"a10", b"a11", b"a12"]
     assert [m[2] for m in restored[0]] == [b"a00", b"a01", b"a02"]
+
+
+def test_read_back_that_differs_from_the_manifest_fails_and_keeps_the_topic(kafka, repo, replay_in, monkeypatch):
+    # A broker that stored something else than it acknowledged cannot be staged on a real one,
+    # so the manifest's expectation is changed instead: the read-back must notice either way.
+    topic = kafka.topic("rb", 2)
+    kafka.produce(topic, [Msg(p, at(D1, h), value=f"v{p}{h}".encode()) for p in range(2) for h in range(4)])
+    kx.backup_topic_day(BOOTSTRAP, repo, topic, D1)
+    wrong = "0" * 64
+    real = restore_native.segments_of
+
+    def tampered(job, p):
+        return [(day, n, wrong if p == 1 else sha) for day, n, sha in real(job, p)]
+
+    monkeypatch.setattr(restore_native, "segments_of", tampered)
+    monkeypatch.setattr(restore_verify, "segments_of", tampered)
+    with pytest.raises(VerificationError, match=rf"partition 1 day {D1}: content differs.*left as written, for inspection"):
+        kr.restore_topics(repo, (D1, D1), [topic], BOOTSTRAP, topic_prefix="v-")
+    assert [len(msgs) for msgs in kafka.read(f"v-{topic}").values()] == [4, 4]  # written, kept for inspection
 
 
 def test_restore_checks_the_backups_before_writing(kafka, repo):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from auction_backup_pipelines.errors import ConfigurationError
-from auction_backup_pipelines.kafka import connection
+from auction_backup_pipelines.kafka import connection, restore_native
 from auction_backup_pipelines.kafka import export as kx
 from auction_backup_pipelines.kafka import restore as kr
 from auction_backup_pipelines.kafka.records import KafkaUnavailable
@@ -136,6 +136,28 @@ def test_sasl_ssl_with_scram_exports_and_keeps_the_password_out_of_everything(ka
     assert "refused the SASL login of user" in line and "KAFKA_SASL_PASSWORD" in line
     assert "wrong-password-123" not in line
     assert time.monotonic() - started < 8, "a refused login must not wait out the timeout"
+
+
+def test_the_native_replay_restores_through_sasl_ssl_with_the_password_only_on_its_stdin(kafka, repo, monkeypatch):
+    topic, content = day_topic(kafka, "sasl-restore")
+    cluster = sasl_cluster()
+    kx.backup_topic_day(cluster, repo, topic, D1)
+    assert restore_native.helper_path(), "stack/install.sh builds kafka-replay into the virtualenv"
+    started: list[tuple[list[str], dict[str, str]]] = []
+    real_popen = subprocess.Popen
+
+    def popen(argv, **kwargs):
+        started.append((list(argv), dict(kwargs.get("env") or os.environ)))
+        return real_popen(argv, **kwargs)
+
+    monkeypatch.setattr(restore_native.subprocess, "Popen", popen)
+    report = kr.restore_topics(repo, (D1, D1), [topic], cluster, topic_prefix="s-")
+    assert report.topics[topic].messages == 12
+    assert sorted(m for part in kafka.read(f"s-{topic}").values() for m in part) == sorted(content)
+    assert [Path(argv[0]).name for argv, _ in started] == ["kafka-replay"]  # the helper wrote it, through SCRAM
+    argv, env = started[0]
+    assert not any(cluster.sasl_password in part for part in argv)
+    assert not any(cluster.sasl_password in value for value in env.values())
 
 
 # -- refusals ----------------------------------------------------------------------------------------------
