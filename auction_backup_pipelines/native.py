@@ -1,4 +1,5 @@
-"""Where the project's native helpers are (native/*, built by stack/install.sh).
+"""The project's native helpers (native/*, built by stack/install.sh): where they are, and how
+one is run.
 
 Each is optional: its caller has a slower Python path that gives the same result.
 """
@@ -6,11 +7,48 @@ Each is optional: its caller has a slower Python path that gives the same result
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
+
+from auction_backup_pipelines.child_env import base_env
 
 
 def helper_path(name: str) -> str | None:
     """`name` next to this interpreter (the virtualenv's bin, where install.sh puts it), else on PATH."""
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def run_helper(
+    path: str, talk: Callable[[IO[bytes], IO[bytes]], None], error: type[Exception], nothing_done: str
+) -> tuple[int, bytes]:
+    """Run the helper at `path`; `talk(stdin, stdout)` feeds it and reads what it writes; returns
+    (exit code, stderr). It starts from our minimal environment: whatever it needs, credentials
+    included, reaches it on stdin, never in its argv or environment. If `talk` fails, the
+    helper is killed and the failure raised; a helper that cannot start raises `error`."""
+    try:
+        proc = subprocess.Popen([path], env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise error(f"the {Path(path).name} helper could not start ({exc}); {nothing_done}") from None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stderr: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        talk(proc.stdin, proc.stdout)
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        proc.wait()
+        reader.join()
+    return proc.returncode, b"".join(stderr)
+
+
+def last_line(stderr: bytes) -> str:
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""

@@ -2,7 +2,7 @@
 # Installs what the stack and the tests need, idempotently and quickly when already present:
 # Debian packages (PostgreSQL 15, Redis 7, zstd, Chromium for the browser test), Kafka's jars
 # from Maven Central, the project's Python environment in .venv, and the native helpers
-# rdb-facts and kafka-replay (Rust, crates from crates.io) built into .venv/bin.
+# rdb-facts, kafka-export and kafka-replay (Rust, crates from crates.io) built into .venv/bin.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -41,28 +41,32 @@ install_venv() {
 # The native helpers, built with the machine's cargo (crates from crates.io) into .venv/bin:
 #   rdb-facts     a Redis snapshot's content digest while it streams
 #                 (auction_backup_pipelines/redis/rdb_facts.py)
-#   kafka-replay  a Kafka restore's replay and read-back (auction_backup_pipelines/kafka/restore_native.py;
-#                 builds librdkafka from the crate's sources, about a minute on 2 cores)
+#   kafka-export  a Kafka day export's read, and kafka-replay a restore's replay and read-back
+#                 (auction_backup_pipelines/kafka/export_native.py, restore_native.py); their
+#                 crate builds librdkafka from its sources, about a minute on 2 cores
 # Without a Rust toolchain everything still works, through slower Python paths, but the tests
 # expect the helpers.
 install_native() {
-  local name="$1" src="$ROOT/native/$1" stamp="$ROOT/.venv/.$1-installed" want cargo
-  want="$(cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs | sha256sum | cut -d' ' -f1)"
-  if [ -x "$ROOT/.venv/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  local crate="$1" src="$ROOT/native/$1" stamp="$ROOT/.venv/.$1-installed" want cargo bin
+  shift
+  want="$(cat "$src/Cargo.toml" "$src/Cargo.lock" $(find "$src/src" -name '*.rs' | sort) | sha256sum | cut -d' ' -f1)"
+  local present=1
+  for bin in "$@"; do [ -x "$ROOT/.venv/bin/$bin" ] || present=0; done
+  if [ "$present" = 1 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   cargo="$(command -v cargo || echo "$HOME/.cargo/bin/cargo")"
   if [ ! -x "$cargo" ]; then
-    log "WARNING: no cargo found; $name is not built and the slower Python path is used instead"
+    log "WARNING: no cargo found; $* not built, the slower Python paths are used instead"
     return 0
   fi
-  log "building the $name helper"
+  log "building the native helpers $*"
   "$cargo" build -q --release --locked --manifest-path "$src/Cargo.toml" --target-dir "$ROOT/.stack/cargo-target"
-  install -m 0755 "$ROOT/.stack/cargo-target/release/$name" "$ROOT/.venv/bin/$name"
+  for bin in "$@"; do install -m 0755 "$ROOT/.stack/cargo-target/release/$bin" "$ROOT/.venv/bin/$bin"; done
   echo "$want" > "$stamp"
 }
 
 install_apt
 install_venv
-install_native rdb-facts
-install_native kafka-replay
+install_native rdb-facts rdb-facts
+install_native kafka-helpers kafka-export kafka-replay
 bash "$ROOT/stack/kafka.sh" install
 bash "$ROOT/stack/s3.sh" install

@@ -100,6 +100,18 @@ def client_config(cluster: Cluster, timeout: float) -> dict[str, Any]:
     }
 
 
+def librdkafka_properties(config: dict[str, Any]) -> dict[str, str]:
+    """`config` (a client_config) as librdkafka's string properties, for a native helper: the
+    same settings as our Python clients', without the Python callbacks (logger, error_cb)."""
+    props = {}
+    for key, value in config.items():
+        if isinstance(value, bool):
+            props[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            props[key] = str(value)
+    return props
+
+
 def explain_error(err: KafkaError, s: KafkaSettings) -> str | None:
     """One sentence for a TLS or SASL failure librdkafka reported; None for any other error."""
     text, where = err.str(), f"Kafka at {s.bootstrap_servers}"

@@ -29,6 +29,9 @@ ones: the export fails and records nothing rather than store a partial day as co
 one exception is pure time retention that cannot have reached D yet (D starts after
 now - retention.ms), which keeps an idle partition whose old messages expired exportable.
 A partition with no message in D and nothing deleted gives a valid, empty day.
+
+The ranges are read by the native `kafka-export` helper when it is installed (export_native.py),
+which writes the same bytes and stats as `export_partitions` below, the Python path.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from auction_backup_pipelines.kafka import export_native
 from auction_backup_pipelines.kafka.connection import Cluster, address, settings_of
 from auction_backup_pipelines.kafka.export_retention import RetentionPolicy, data_gone
 from auction_backup_pipelines.kafka.export_writer import CHUNK_BYTES, ChunkWriter
@@ -376,7 +380,14 @@ def backup_topic_day(
             raise KafkaBackupError(f"plan is for {plan.topic} {plan.day}, not {topic} {day}")
         with repo.begin(SYSTEM, artifact_name(topic), day) as writer:
             with writer.open_file(export_file(topic), zstd_level=EXPORT_ZSTD_LEVEL) as out:
-                stats = export_partitions(c, topic, plan.partitions, paced(out, limiter), day, stall_timeout)
+                sink = paced(out, limiter)
+                if helper := export_native.helper_path():
+                    early_before = _ms(capture.day_start(day))
+                    stats = export_native.export_partitions(
+                        helper, cluster, timeout, topic, plan.partitions, sink, early_before, stall_timeout
+                    )
+                else:
+                    stats = export_partitions(c, topic, plan.partitions, sink, day, stall_timeout)
             with writer.open_file(TOPIC_FILE) as f:
                 f.write(info.to_json())
             writer.metadata.update(

@@ -14,16 +14,14 @@ The job, credentials included, goes to the helper's stdin: never into its argv o
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
-from typing import Any
+from typing import IO, Any
 
 from auction_backup_pipelines import native
-from auction_backup_pipelines.child_env import base_env
-from auction_backup_pipelines.kafka.connection import Cluster
+from auction_backup_pipelines.kafka.connection import Cluster, librdkafka_properties
 from auction_backup_pipelines.kafka.records import KafkaBackupError, VerificationError, consumer_config, export_file
 from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator, PartitionProgress, TopicJob
-from auction_backup_pipelines.kafka.restore_verify import segments_of
+from auction_backup_pipelines.kafka.restore_verify import mismatch, segments_of
 from auction_backup_pipelines.repository.repository import Repository
 
 HELPER = "kafka-replay"
@@ -32,17 +30,6 @@ FEED_CHUNK = 1 << 20
 
 def helper_path() -> str | None:
     return native.helper_path(HELPER)
-
-
-def librdkafka_properties(config: dict[str, Any]) -> dict[str, str]:
-    """`config` as librdkafka's string properties, without the Python callbacks (logger, error_cb)."""
-    props = {}
-    for key, value in config.items():
-        if isinstance(value, bool):
-            props[key] = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            props[key] = str(value)
-    return props
 
 
 def job_line(
@@ -82,33 +69,19 @@ def replay(
     Raises KafkaBackupError when the replay failed (restore.py then removes a topic it created);
     the report's `finish()` raises VerificationError when what was read back differs.
     """
-    try:
-        proc = subprocess.Popen([path], env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        raise KafkaBackupError(f"the {HELPER} helper could not start ({exc}); nothing was written") from None
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [
-        threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
-        threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True),  # type: ignore[union-attr]
-    ]
-    for r in readers:
-        r.start()
-    try:
-        _feed(proc.stdin, repo, job, job_line(job, producer, target, translator, timeouts))
-    except BaseException:
-        proc.kill()
-        raise
-    finally:
-        for r in readers:
-            r.join()
-        proc.wait()
-    if proc.returncode != 0 or not out or not out[0]:
-        text = b"".join(err).decode(errors="replace").strip().splitlines()
-        raise KafkaBackupError(
-            f"writing {job.target!r} failed: {text[-1] if text else f'{HELPER} exited with {proc.returncode}'}"
-        )
+
+    def talk(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
+        reader.start()
+        try:
+            _feed(stdin, repo, job, job_line(job, producer, target, translator, timeouts))
+        finally:
+            reader.join()
+
+    rc, err = native.run_helper(path, talk, KafkaBackupError, "nothing was written")
+    if rc != 0 or not out or not out[0]:
+        raise KafkaBackupError(f"writing {job.target!r} failed: {native.last_line(err) or f'{HELPER} exited with {rc}'}")
     return _judge(json.loads(out[0]), job, base, translator)
 
 
@@ -140,11 +113,7 @@ class ReadBackReport:
         if self.error:
             raise VerificationError(self.error)
         if self.problems:
-            raise VerificationError(
-                f"restored {self.target!r} does not match the backups: "
-                + "; ".join(self.problems[:10])
-                + ". The topic is left as written, for inspection"
-            )
+            raise mismatch(self.target, self.problems)
         return self.compared
 
 

@@ -29,6 +29,15 @@ def segments_of(job: TopicJob, p: int) -> list[tuple[str, int, str | None]]:
     return [(day, e["messages"], e.get("sha256")) for day, e in per_day if e["messages"]]
 
 
+def mismatch(target: str, problems: list[str]) -> VerificationError:
+    """The error of a read-back that found `problems` (the first ten are named)."""
+    return VerificationError(
+        f"restored {target!r} does not match the backups: "
+        + "; ".join(problems[:10])
+        + ". The topic is left as written, for inspection"
+    )
+
+
 class ReadBack:
     """Compares partitions in a thread of its own as `submit` hands them over, in any order."""
 
@@ -53,11 +62,7 @@ class ReadBack:
         if self._error is not None:
             raise self._error
         if self.problems:
-            raise VerificationError(
-                f"restored {self._job.target!r} does not match the backups: "
-                + "; ".join(self.problems[:10])
-                + ". The topic is left as written, for inspection"
-            )
+            raise mismatch(self._job.target, self.problems)
         return self.compared
 
     def abandon(self) -> None:

@@ -22,8 +22,8 @@ from dagster import DagsterInstance, materialize
 from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
 from auction_backup_pipelines.defs.shared.resources import BackupRepositoryResource, KafkaResource
 from auction_backup_pipelines.kafka import export as kx
+from auction_backup_pipelines.kafka import export_native, restore_native, restore_verify
 from auction_backup_pipelines.kafka import restore as kr
-from auction_backup_pipelines.kafka import restore_native, restore_verify
 from auction_backup_pipelines.kafka.records import (
     KafkaBackupError,
     KafkaUnavailable,
@@ -176,6 +176,17 @@ def kafka():
 
 
 @pytest.fixture(params=["native", "python"])
+def export_in(request, monkeypatch):
+    """Runs an export test with the native kafka-export helper (the default once installed) and
+    again with the Python read that stands in for it when it is missing."""
+    if request.param == "python":
+        monkeypatch.setattr(export_native, "helper_path", lambda: None)
+    else:
+        assert export_native.helper_path(), "stack/install.sh builds kafka-export into the virtualenv"
+    return request.param
+
+
+@pytest.fixture(params=["native", "python"])
 def replay_in(request, monkeypatch):
     """Runs a restore test with the native kafka-replay helper (the default once installed) and
     again with the Python replay that stands in for it when it is missing: both must agree."""
@@ -304,7 +315,47 @@ def test_consumer_group_offsets_translate_and_apply(kafka, repo, replay_in):
     assert kafka.read(f"b-{topic}")[0][2] == kafka.read(topic)[0][7]
 
 
-def test_messages_produced_after_end_offsets_are_fixed_are_excluded(kafka, repo):
+def test_native_and_python_exports_store_the_same_bytes(kafka, repo, monkeypatch):
+    topic = kafka.topic("same", 3)
+    msgs = [
+        varied(p, at(day, h, p), i)
+        for i, (day, h, p) in enumerate((d, h, p) for d in (D1, D2) for h in range(0, 24, 2) for p in range(3))
+    ]
+    msgs.append(Msg(1, at(D1, 12)))  # written in D2's range, stamped D1: an early timestamp
+    kafka.produce(topic, msgs)
+    assert export_native.helper_path(), "stack/install.sh builds kafka-export into the virtualenv"
+    native = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
+    monkeypatch.setattr(export_native, "helper_path", lambda: None)
+    python = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
+    assert native.backup_id != python.backup_id
+    assert native.file(export_file(topic)).sha256 == python.file(export_file(topic)).sha256
+    assert native.metadata["partitions"] == python.metadata["partitions"]
+    assert native.metadata["messages_total"] == 36 + 1 and native.metadata["early_timestamps"] == 1
+
+
+def test_a_day_ending_in_an_aborted_transaction_finishes(kafka, repo, export_in):
+    # Three messages, then an aborted transaction stamped the same day: its marker (stamped now)
+    # bounds the day, so the range ends in messages a read_committed reader never receives, and
+    # the read must end on the end-of-partition event instead of waiting for them.
+    topic = kafka.topic("txn", 1)
+    kafka.produce(topic, [Msg(0, at(D2, h), value=f"m{h}".encode()) for h in range(3)])
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"{kafka.stem}-txn"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for h in (4, 5):
+        p.produce(topic, value=b"aborted", partition=0, timestamp=at(D2, h))
+    p.flush(30)
+    p.abort_transaction(30)
+    started = time.monotonic()
+    b = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2, stall_timeout=20)
+    assert time.monotonic() - started < 15, "the read waited for messages that never come"
+    assert b.metadata["partitions"]["0"]["end_offset"] == 5  # 3 messages and 2 aborted; the marker is at 5
+    assert b.metadata["partitions"]["0"]["messages"] == 3
+    with repo.open(b, export_file(topic)) as f:
+        assert [r.value for r in read_records(f)] == [b"m0", b"m1", b"m2"]
+
+
+def test_messages_produced_after_end_offsets_are_fixed_are_excluded(kafka, repo, export_in):
     topic = kafka.topic("live", 1)
     kafka.produce(topic, [Msg(0, at(D2, h), f"m{h}".encode()) for h in range(6)])
     plan = kx.plan_day(BOOTSTRAP, topic, D2)  # open end: no D3 message yet, so end = high watermark
@@ -319,7 +370,7 @@ def test_messages_produced_after_end_offsets_are_fixed_are_excluded(kafka, repo)
         assert [r.offset for r in read_records(f)] == list(range(6))  # whole messages only, none of the later ones
 
 
-def test_rerunning_a_day_while_producers_write_gives_identical_content(kafka, repo):
+def test_rerunning_a_day_while_producers_write_gives_identical_content(kafka, repo, export_in):
     topic = kafka.topic("busy", 3)
     kafka.produce(topic, [varied(p, at(day, h), h) for day in (D1, D2) for p in range(3) for h in (0, 6, 12, 18)])
     stop, first_delivery = threading.Event(), threading.Event()
@@ -364,7 +415,7 @@ def test_missing_topic_fails_clearly_and_stores_nothing(kafka, repo):
     assert repo.list() == []
 
 
-def test_day_deleted_by_retention_fails_but_an_empty_day_is_valid(kafka, repo):
+def test_day_deleted_by_retention_fails_but_an_empty_day_is_valid(kafka, repo, export_in):
     topic = kafka.topic("aged", 2)
     kafka.produce(
         topic,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from auction_backup_pipelines import native
 from auction_backup_pipelines.errors import ConfigurationError
 from auction_backup_pipelines.kafka import connection, restore_native
 from auction_backup_pipelines.kafka import export as kx
@@ -150,7 +151,7 @@ def test_the_native_replay_restores_through_sasl_ssl_with_the_password_only_on_i
         started.append((list(argv), dict(kwargs.get("env") or os.environ)))
         return real_popen(argv, **kwargs)
 
-    monkeypatch.setattr(restore_native.subprocess, "Popen", popen)
+    monkeypatch.setattr(native.subprocess, "Popen", popen)
     report = kr.restore_topics(repo, (D1, D1), [topic], cluster, topic_prefix="s-")
     assert report.topics[topic].messages == 12
     assert sorted(m for part in kafka.read(f"s-{topic}").values() for m in part) == sorted(content)

@@ -16,6 +16,8 @@ import secrets
 
 import pytest
 
+from auction_backup_pipelines.kafka import export as kx
+from auction_backup_pipelines.kafka import restore as kr
 from auction_backup_pipelines.postgres import base_backup as basebackup
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
@@ -26,6 +28,7 @@ from auction_backup_pipelines.redis.verification import verify_snapshot
 from auction_backup_pipelines.repository.repository import Repository
 from auction_backup_pipelines.settings import ENVIRONMENT_VARIABLES, SECRET_VARIABLES, RedisSettings
 from tests.conftest import running_wal_receiver
+from tests.kafka.test_export_restore import BOOTSTRAP, D1, Kafka, Msg, at
 from tests.ops.child_watch import ChildWatch, Seen
 
 pytestmark = pytest.mark.integration
@@ -132,3 +135,23 @@ def test_the_server_pitr_recovers_holds_no_secret(pg_settings, secret_env, tmp_p
     server = [s for s in watch.seen if s.pid == postmaster]
     assert server and server[0].environ and "PGPASSWORD" not in server[0].environ, server
     assert any(s.program.startswith("postgres:") for s in watch.seen)  # its backends were read too
+
+
+def test_the_kafka_helpers_get_their_job_on_stdin_and_no_secret(secret_env, tmp_path, monkeypatch):
+    kafka = Kafka()
+    try:
+        topic = kafka.topic("env", 1)
+        kafka.produce(topic, [Msg(0, at(D1, h)) for h in range(3)])
+        repo = Repository.local(tmp_path / "repo")
+        with ChildWatch(monkeypatch) as watch:
+            kx.backup_topic_day(BOOTSTRAP, repo, topic, D1)
+            kr.restore_topics(repo, (D1, D1), [topic], BOOTSTRAP, topic_prefix=f"{kafka.stem}-env-")
+        assert_no_leaks(watch, secret_env)
+        # They may start and end between two samples of /proc: what they were started with counts.
+        helpers = {os.path.basename(s.argv[0]): s for s in watch.started if os.path.basename(s.argv[0]).startswith("kafka-")}
+        assert sorted(helpers) == ["kafka-export", "kafka-replay"]
+        for started in helpers.values():
+            assert started.argv[1:] == () and started.env is not None and started.env.get("PATH")
+            assert not any(value in started.env.values() for value in secret_env.values())
+    finally:
+        kafka.cleanup()

@@ -27,7 +27,6 @@
 //! or the job cannot be read, or the producer cannot be created.
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CStr};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,27 +34,18 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use std::{ptr, slice};
 
-use rdkafka::bindings as rdsys;
-use rdkafka::config::ClientConfig;
+use kafka_helpers::{config, hex, BatchQueue, Fatal, BLOCK_RECORDS, FORMAT, MAGIC, NULL};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 4] = b"KRB2";
-const BLOCK_RECORDS: i32 = 10_000;
-const NULL: i32 = -1;
 const POLL_EVERY: u64 = 1000;
-const READ_BATCH: usize = 10_000;
-const READ_WAIT_MS: i32 = 10;
-const FORMAT: &str = "kafka-records-v2";
 
 #[derive(Deserialize)]
 struct Job {
@@ -74,9 +64,6 @@ struct PartitionJob {
     segments: Vec<(String, u64, Option<String>)>, // (day, messages, sha256) of each day holding some
     wanted: Vec<i64>,                             // original offsets to translate, ascending
 }
-
-/// Why the helper stopped: one line for the operator.
-struct Fatal(String);
 
 fn damaged() -> Fatal {
     Fatal(format!(
@@ -199,14 +186,6 @@ struct Replayed {
     sent: HashMap<i32, u64>,
     firsts: HashMap<i32, i64>,
     mapping: HashMap<i32, Vec<(i64, u64)>>, // original offset -> position
-}
-
-fn config(props: &HashMap<String, String>) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    for (k, v) in props {
-        cfg.set(k, v);
-    }
-    cfg
 }
 
 fn forward(
@@ -362,75 +341,6 @@ struct ReadBack {
     error: Option<String>,
 }
 
-/// The consumer's queue, read with librdkafka's batch call: rdkafka's `poll()` hands out one
-/// event at a time, with an allocation and two clock reads each, which cost the read-back a
-/// fifth of its CPU (measured, 1 M messages).
-struct BatchQueue(*mut rdsys::rd_kafka_queue_t);
-
-impl BatchQueue {
-    fn of(consumer: &BaseConsumer) -> Result<Self, String> {
-        // Safety: the consumer outlives the queue (both live in `compare`'s caller, queue dropped first).
-        let q = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        if q.is_null() {
-            return Err("the read-back consumer has no queue".into());
-        }
-        Ok(BatchQueue(q))
-    }
-}
-
-impl Drop for BatchQueue {
-    fn drop(&mut self) {
-        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
-    }
-}
-
-unsafe fn bytes<'a>(ptr: *const c_void, len: usize) -> Option<&'a [u8]> {
-    if ptr.is_null() {
-        None // a null key or value (a tombstone), unlike an empty one
-    } else {
-        Some(slice::from_raw_parts(ptr as *const u8, len))
-    }
-}
-
-/// Adds the message's `record` (kafka/records.py) to `sha`.
-///
-/// Safety: `m` is a message returned by librdkafka and not yet destroyed.
-unsafe fn encode_into(sha: &mut Sha256, m: *mut rdsys::rd_kafka_message_t) {
-    let len = |b: Option<&[u8]>| b.map_or(NULL, |b| b.len() as i32);
-    let msg = &*m;
-    let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    let timestamp = rdsys::rd_kafka_message_timestamp(m, &mut kind); // -1 when there is none
-    let (key, value) = (bytes(msg.key, msg.key_len), bytes(msg.payload, msg.len));
-    let mut headers: *mut rdsys::rd_kafka_headers_t = ptr::null_mut();
-    let count = if rdsys::rd_kafka_message_headers(m, &mut headers)
-        == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
-    {
-        rdsys::rd_kafka_header_cnt(headers)
-    } else {
-        0
-    };
-    sha.update(timestamp.to_le_bytes());
-    sha.update(len(key).to_le_bytes());
-    sha.update(len(value).to_le_bytes());
-    sha.update((count as i32).to_le_bytes());
-    sha.update(key.unwrap_or_default());
-    sha.update(value.unwrap_or_default());
-    for i in 0..count {
-        let (mut name, mut hv, mut size) = (ptr::null(), ptr::null(), 0usize);
-        rdsys::rd_kafka_header_get_all(headers, i, &mut name, &mut hv, &mut size);
-        let name = CStr::from_ptr(name).to_bytes();
-        let hv = bytes(hv, size);
-        sha.update((name.len() as i32).to_le_bytes());
-        sha.update(len(hv).to_le_bytes());
-        sha.update(name);
-        sha.update(hv.unwrap_or_default());
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read_back(
     props: HashMap<String, String>,
     topic: String,
@@ -502,39 +412,23 @@ impl Reader<'_> {
             .map_err(|e| format!("cannot read back '{topic}' partition {p}: {e}"))?;
         let mut left: u64 = days.iter().map(|d| d.1).sum();
         let (mut day, mut in_day, mut sha) = (0usize, 0u64, Sha256::new());
-        let queue = BatchQueue::of(consumer)?;
-        let mut batch: Vec<*mut rdsys::rd_kafka_message_t> = vec![ptr::null_mut(); READ_BATCH];
+        let mut record = Vec::new();
+        let mut queue = BatchQueue::of(consumer)?;
         let mut idle_since: Option<Instant> = None;
         while left > 0 {
-            let asked = READ_BATCH.min(left as usize);
-            // Safety: `batch` has room for `asked` pointers; each message returned is destroyed below.
-            // The call waits until the batch is full or the time is up: a short wait, since the
-            // read-back follows the replay closely and would otherwise idle for most of it.
-            let got = unsafe {
-                rdsys::rd_kafka_consume_batch_queue(
-                    queue.0,
-                    READ_WAIT_MS,
-                    batch.as_mut_ptr(),
-                    asked,
-                )
-            };
-            if got < 0 {
-                return Err(format!(
-                    "cannot read back '{topic}' partition {p}: librdkafka error {got}"
-                ));
-            }
             let mut progressed = false;
-            for &m in &batch[..got as usize] {
-                // Events (end of partition, errors) and another partition's leftovers are skipped.
-                let ours = unsafe {
-                    (*m).err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && (*m).partition == p
-                };
-                if ours && left > 0 {
-                    unsafe { encode_into(&mut sha, m) };
+            queue
+                .consume(left as usize, |m| {
+                    // Events (end of partition, errors) and another partition's leftovers are skipped.
+                    if m.error().is_some() || m.partition() != p || left == 0 {
+                        return Ok(());
+                    }
+                    record.clear();
+                    m.append_record(&mut record);
+                    sha.update(&record);
                     (in_day, left, progressed) = (in_day + 1, left - 1, true);
                     if in_day == days[day].1 {
-                        let digest = hex(&sha.finalize_reset());
-                        if Some(&digest) != days[day].2.as_ref() {
+                        if Some(&hex(&sha.finalize_reset())) != days[day].2.as_ref() {
                             problems.push(format!(
                             "partition {p} day {}: content differs from the manifest's checksum",
                             days[day].0
@@ -542,9 +436,9 @@ impl Reader<'_> {
                         }
                         (day, in_day) = (day + 1, 0);
                     }
-                }
-                unsafe { rdsys::rd_kafka_message_destroy(m) };
-            }
+                    Ok(())
+                })
+                .map_err(|e| format!("cannot read back '{topic}' partition {p}: {e}"))?;
             if progressed {
                 idle_since = None; // no clock read while messages flow
             } else if left > 0 {
@@ -553,7 +447,9 @@ impl Reader<'_> {
                     break;
                 }
                 if idle_since.get_or_insert_with(Instant::now).elapsed() > stall {
-                    return Err(format!("reading back '{topic}' partition {p} stalled with {left} messages still to read"));
+                    return Err(format!(
+                        "reading back '{topic}' partition {p} stalled with {left} messages still to read"
+                    ));
                 }
             }
         }
