@@ -13,6 +13,8 @@ The job, credentials included, goes to the helper's stdin: never into its argv o
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -23,11 +25,27 @@ from auction_backup_pipelines.repository.streams import ByteSink
 
 HELPER = "kafka-export"
 READ_CHUNK = 1 << 20
+QUEUE_CHUNKS = 16  # MiB read ahead of the compression, at most
 STATS = ("start_offset", "end_offset", "messages", "first_offset", "last_offset", "sha256", "early_timestamps")
 
 
 def helper_path() -> str | None:
     return native.helper_path(HELPER)
+
+
+def _drain(stdout: IO[bytes], chunks: queue.Queue[bytes], stop: threading.Event) -> None:
+    """Everything the helper writes, chunk by chunk, then b"": until `stop` (the taker failed;
+    the helper is then killed, which ends the read)."""
+    while True:
+        chunk = stdout.read(READ_CHUNK)
+        while not stop.is_set():
+            try:
+                chunks.put(chunk, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if not chunk or stop.is_set():
+            return
 
 
 def export_partitions(
@@ -53,8 +71,18 @@ def export_partitions(
     def talk(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         stdin.write(json.dumps(job).encode() + b"\n")
         stdin.close()
-        while chunk := stdout.read(READ_CHUNK):
-            out.write(chunk)
+        # A thread drains the pipe while this one compresses and hashes (both release the GIL):
+        # reading and compressing in turn left the helper blocked on a full pipe half the time.
+        chunks: queue.Queue[bytes] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        stop = threading.Event()
+        reader = threading.Thread(target=_drain, args=(stdout, chunks, stop), name="kafka-export-pipe", daemon=True)
+        reader.start()
+        try:
+            while chunk := chunks.get():
+                out.write(chunk)
+        except BaseException:
+            stop.set()
+            raise
 
     rc, err = native.run_helper(path, talk, KafkaBackupError, "nothing was published")
     line = native.last_line(err)

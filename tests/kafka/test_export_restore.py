@@ -551,3 +551,32 @@ def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     error = failed.get_step_failure_events()[0].step_failure_data.error
     assert f"has no topic '{missing}'" in error.message
     assert resources["backup_repo"].repository().list("kafka", artifact_name(missing)) == []
+
+
+def test_a_write_failing_mid_export_publishes_nothing_and_stops_the_helper(kafka, repo, monkeypatch, export_in):
+    topic = kafka.topic("full", 2)
+    kafka.produce(topic, [Msg(p, at(D2, h % 24), value=b"x" * 2000) for p in range(2) for h in range(2000)])
+
+    class DiskFull:
+        def __init__(self, sink, limiter):
+            self.written = 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 3 << 20:
+                raise OSError(28, "No space left on device")
+            return len(data)
+
+    monkeypatch.setattr(kx, "paced", DiskFull)
+    children = set(os.listdir("/proc"))
+    with pytest.raises(OSError, match="No space left"):
+        kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
+    assert repo.list("kafka") == []
+    helpers = [
+        pid
+        for pid in set(os.listdir("/proc")) - children
+        if pid.isdigit()
+        and os.path.exists(f"/proc/{pid}/cmdline")
+        and b"kafka-export" in open(f"/proc/{pid}/cmdline", "rb").read()
+    ]
+    assert helpers == []  # killed and reaped, not left writing into a pipe nobody reads

@@ -122,18 +122,10 @@ impl Partition<'_> {
         Ok(())
     }
 
+    /// Reads the range from `consumer`, which `assign` has already started on it.
     fn read(&mut self, consumer: &BaseConsumer, out: &mut impl Write) -> Result<(), Fatal> {
         let (p, end) = (self.range.partition, self.range.end);
         let stall = Duration::from_secs_f64(self.job.stall_timeout_s);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.job.topic, p, Offset::Offset(self.range.start))
-            .and_then(|_| consumer.assign(&tpl))
-            .map_err(|e| {
-                Fatal(format!(
-                    "cannot read '{}' partition {p}: {e}",
-                    self.job.topic
-                ))
-            })?;
         let mut queue = BatchQueue::of(consumer).map_err(Fatal)?;
         let (mut next, mut reached_end, mut progress) = (self.range.start, false, Instant::now());
         let mut failure: Option<Fatal> = None;
@@ -201,11 +193,21 @@ impl Partition<'_> {
                 )));
             }
         }
-        self.seal(out)?;
-        consumer
-            .assign(&TopicPartitionList::new())
-            .map_err(|e| Fatal(format!("cannot stop reading '{}': {e}", self.job.topic)))
+        self.seal(out)
     }
+}
+
+/// Starts `consumer` fetching `range` (replacing what it read before).
+fn assign(consumer: &BaseConsumer, topic: &str, range: &Range) -> Result<(), Fatal> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, range.partition, Offset::Offset(range.start))
+        .and_then(|_| consumer.assign(&tpl))
+        .map_err(|e| {
+            Fatal(format!(
+                "cannot read '{topic}' partition {}: {e}",
+                range.partition
+            ))
+        })
 }
 
 fn run() -> Result<Value, Fatal> {
@@ -216,11 +218,24 @@ fn run() -> Result<Value, Fatal> {
         .map_err(|e| Fatal(format!("cannot read the job: {e}")))?;
     let job: Job = serde_json::from_str(&line)
         .map_err(|e| Fatal(format!("the job is not valid JSON: {e}")))?;
-    let consumer: BaseConsumer = config(&job.consumer)
-        .create()
-        .map_err(|e| Fatal(format!("cannot create a consumer for '{}': {e}", job.topic)))?;
+    // Partitions are written one after another, but two consumers take turns: while one is read,
+    // the other already fetches the next partition (into its bounded prefetch queue), so the
+    // broker's round trips at each partition's start are not waited for (measured: a fifth of
+    // the time of a 6-partition day).
+    let consumers = [0, 1].map(|_| {
+        config(&job.consumer)
+            .create::<BaseConsumer>()
+            .map_err(|e| Fatal(format!("cannot create a consumer for '{}': {e}", job.topic)))
+    });
+    let [a, b] = consumers;
+    let consumers = [a?, b?];
+    let to_read: Vec<&Range> = job.ranges.iter().filter(|r| r.start < r.end).collect();
+    for (i, range) in to_read.iter().take(2).enumerate() {
+        assign(&consumers[i], &job.topic, range)?;
+    }
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let mut stats = BTreeMap::new();
+    let mut turn = 0;
     for range in &job.ranges {
         let mut part = Partition {
             job: &job,
@@ -234,7 +249,15 @@ fn run() -> Result<Value, Fatal> {
             last_event: String::new(),
         };
         if range.start < range.end {
-            part.read(&consumer, &mut out)?;
+            let consumer = &consumers[turn % 2];
+            part.read(consumer, &mut out)?;
+            match to_read.get(turn + 2) {
+                Some(after_next) => assign(consumer, &job.topic, after_next)?,
+                None => consumer
+                    .assign(&TopicPartitionList::new())
+                    .map_err(|e| Fatal(e.to_string()))?,
+            }
+            turn += 1;
         }
         stats.insert(
             range.partition.to_string(),
