@@ -1,4 +1,4 @@
-"""A Kafka restore's replay and read-back in the native `kafka-replay` helper (native/kafka-replay).
+"""A Kafka restore's replay and read-back in the native `kafka-replay` helper (native/kafka-helpers).
 
 Why a native helper: in Python every message costs interpreter time three times over (decode
 the backup, produce, read back and hash), so a verified restore of 1 M messages took 1.4-1.6x
