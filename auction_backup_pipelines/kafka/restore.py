@@ -61,6 +61,7 @@ from auction_backup_pipelines.kafka.restore_offsets import (
     apply_group_offsets,
     by_partition,
     check_groups,
+    check_replay,
 )
 from auction_backup_pipelines.kafka.restore_report import (
     KafkaRestoreReport,
@@ -265,20 +266,8 @@ def _replay(
     deadline = time.monotonic() + FLUSH_TIMEOUT_S
     while producer.flush(1.0) > 0 and time.monotonic() < deadline:
         pass
-    left = len(producer)
-    if not failures and not left:
-        failures += [
-            f"partition {p}: the backups hold {want[p]} messages, their files {sent[p]}" for p in sent if sent[p] != want[p]
-        ]
-    if not failures and not left:
-        failures += [
-            f"partition {p}: the delivery report of its last message is missing"
-            for p, st in progress.items()
-            if want[p] and st.delivered != want[p]
-        ]
-    if failures or left:
-        detail = "; ".join(failures[:5]) or f"{left} messages still unacknowledged after {FLUSH_TIMEOUT_S:g} s"
-        raise KafkaBackupError(f"writing {topic!r} failed: {detail}")
+    delivered = {p: st.delivered for p, st in progress.items()}
+    check_replay(topic, want, sent, delivered, failures, len(producer), FLUSH_TIMEOUT_S)
     return progress
 
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 from auction_backup_pipelines import native
 from auction_backup_pipelines.kafka.connection import Cluster, librdkafka_properties
 from auction_backup_pipelines.kafka.records import KafkaBackupError, VerificationError, consumer_config, export_file
-from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator, PartitionProgress, TopicJob
+from auction_backup_pipelines.kafka.restore_offsets import OffsetTranslator, PartitionProgress, TopicJob, check_replay
 from auction_backup_pipelines.kafka.restore_verify import mismatch, segments_of
 from auction_backup_pipelines.repository.repository import Repository
 
@@ -82,7 +82,7 @@ def replay(
     rc, err = native.run_helper(path, talk, KafkaBackupError, "nothing was written")
     if rc != 0 or not out or not out[0]:
         raise KafkaBackupError(f"writing {job.target!r} failed: {native.last_line(err) or f'{HELPER} exited with {rc}'}")
-    return _judge(json.loads(out[0]), job, base, translator)
+    return _judge(json.loads(out[0]), job, base, translator, timeouts[1])
 
 
 def _feed(stdin: Any, repo: Repository, job: TopicJob, line: bytes) -> None:
@@ -118,31 +118,24 @@ class ReadBackReport:
 
 
 def _judge(
-    report: dict[str, Any], job: TopicJob, base: dict[int, int], translator: OffsetTranslator
+    report: dict[str, Any], job: TopicJob, base: dict[int, int], translator: OffsetTranslator, flush_s: float
 ) -> tuple[dict[int, PartitionProgress], ReadBackReport]:
-    """restore.py's checks of a replay, on the helper's report."""
-    failures = list(report["failures"])
-    progress = {p: PartitionProgress(base=base.get(p, 0)) for p in range(job.info.partitions)}
-    left = report["unacknowledged"]
-    for p, st in progress.items():
-        r, want = report["partitions"][str(p)], job.messages(p)
-        if failures or left:
-            break
-        if r["sent"] != want:
-            failures.append(f"partition {p}: the backups hold {want} messages, their files {r['sent']}")
-        elif want and r["delivered"] != want:
-            failures.append(f"partition {p}: the delivery report of its last message is missing")
-        elif want:
+    """restore.py's checks of a replay (check_replay), on the helper's report; then what was written."""
+    parts = {p: report["partitions"][str(p)] for p in range(job.info.partitions)}
+    want = {p: job.messages(p) for p in parts}
+    sent, delivered = {p: r["sent"] for p, r in parts.items()}, {p: r["delivered"] for p, r in parts.items()}
+    check_replay(job.target, want, sent, delivered, list(report["failures"]), report["unacknowledged"], flush_s)
+    progress = {p: PartitionProgress(base=base.get(p, 0)) for p in parts}
+    for p, r in parts.items():
+        if want[p]:
             first = r["first_restored"]
+            st = progress[p]
             st.first_original, st.first_restored, st.last_restored, st.delivered = (
                 r["first_original"],
                 first,
-                first + want - 1,
-                want,
+                first + want[p] - 1,
+                want[p],
             )
             for original, position in r["mapping"]:
                 translator.mapping[(p, original)] = first + position
-    if failures or left:
-        detail = "; ".join(failures[:5]) or f"{left} messages still unacknowledged"
-        raise KafkaBackupError(f"writing {job.target!r} failed: {detail}")
     return progress, ReadBackReport(job.target, int(report["compared"]), report["problems"], report["read_back_error"])

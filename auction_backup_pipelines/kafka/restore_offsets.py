@@ -67,6 +67,34 @@ class PartitionProgress:
         return self.base if self.last_restored is None else self.last_restored + 1
 
 
+def check_replay(
+    topic: str,
+    want: Mapping[int, int],
+    sent: Mapping[int, int],
+    delivered: Mapping[int, int],
+    failures: list[str],
+    left: int,
+    flush_s: float,
+) -> None:
+    """The checks every replay ends with (the Python one and the native helper's): failures met
+    while producing, messages still unacknowledged after the flush, a partition whose files held
+    another count than its manifests, or whose last delivery report is missing. Raises
+    KafkaBackupError naming the first five."""
+    if not failures and not left:
+        failures = [
+            f"partition {p}: the backups hold {want[p]} messages, their files {sent[p]}" for p in sent if sent[p] != want[p]
+        ]
+    if not failures and not left:
+        failures = [
+            f"partition {p}: the delivery report of its last message is missing"
+            for p in want
+            if want[p] and delivered[p] != want[p]
+        ]
+    if failures or left:
+        detail = "; ".join(failures[:5]) or f"{left} messages still unacknowledged after {flush_s:g} s"
+        raise KafkaBackupError(f"writing {topic!r} failed: {detail}")
+
+
 @dataclass
 class TopicJob:
     topic: str
