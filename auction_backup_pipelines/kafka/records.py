@@ -129,7 +129,7 @@ def consumer(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> Consumer:
 
 
 def consumer_config(cluster: Cluster, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """The configuration of `consumer` (also handed to the native restore helper)."""
+    """The configuration of `consumer` (also handed to the native kafka-export and kafka-replay helpers)."""
     return {
         **client_config(cluster, timeout),
         "group.id": EXPORT_GROUP,  # required even with assign(); nothing is ever committed
