@@ -3,7 +3,9 @@
 `restore_snapshot` is logical: every file is read back through the repository (sha256
 checked), loaded into a scratch server, and each key copied with DUMP + RESTORE … ABSTTL into
 the target (a cluster target through RedisCluster, so each key reaches the node owning its
-slot); the target is then compared with the manifest's facts. `place_rdb` is the physical
+slot); the target is then compared with the manifest's facts. Into an empty standalone
+server, the native redis-load helper does the copy and the read-back instead, from the RDB
+itself and several times faster (restore_native.py). `place_rdb` is the physical
 alternative for a stopped server. `loaded_servers` (a backup in scratch servers, one at a time)
 also serves the verification.
 """
@@ -16,7 +18,7 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from auction_backup_pipelines.redis import tls
+from auction_backup_pipelines.redis import restore_native, tls
 from auction_backup_pipelines.redis.client import (
     CHUNK,
     RDB_FILE,
@@ -132,6 +134,7 @@ class RedisRestoreResult:
     keys_restored: int
     keys_verified: int
     digest: str  # content digest of the verified keys, equal to the manifest's
+    copied_by: str  # "redis-load" (the native helper, restore_native.py) or "python"
     keys_kept_from_before: int  # with force: keys of the target the backup did not have
     volatile_checked: int
     volatile_expired: int  # keys with a TTL that expired since the snapshot, as expected
@@ -143,6 +146,37 @@ class RedisRestoreResult:
         return dataclasses.asdict(self)
 
 
+def _copy_and_read_back(
+    repo: Repository,
+    backup: Backup,
+    r: redis.Redis,
+    cluster: bool,
+    force: bool,
+    dst: Callable[[int], Runner],
+    bulk: Callable[..., BulkConnection],
+    actual: Facts,
+) -> int:
+    """The Python path of `restore_snapshot`: the backup into scratch servers, each key copied
+    with DUMP/RESTORE, then read back into `actual`. Returns the keys copied."""
+    copied = 0
+    with scratch_dir() as tmp, loaded_servers(repo, backup, tmp) as servers:
+        for srv in servers:
+            for db in dbs_with_keys(srv.client()):
+                src = srv.bulk(db).run
+                copied += copy_keys(src, dst(db), unique_batches(src), replace=force)
+                if force:  # the backup's keys, as the target now holds them
+                    collect_facts(actual, db, dst(db), unique_batches(src))
+    if not force:  # the whole target, which was empty: each master (or db) scanned on its own
+        readers: list[tuple[int, Runner]]
+        if cluster:
+            readers = [(0, bulk(host=m["host"], port=m["port"]).run) for m in topology(r)]
+        else:
+            readers = [(db, dst(db)) for db in dbs_with_keys(r)]
+        for db, run in readers:
+            collect_facts(actual, db, run, unique_batches(run))
+    return copied
+
+
 def restore_snapshot(
     target: RedisSettings, repo: Repository, backup: Backup, force: bool = False, *, ttl_tolerance_ms: int = 1000
 ) -> RedisRestoreResult:
@@ -152,7 +186,8 @@ def restore_snapshot(
     replica, a cluster target for keys outside db 0, a target lacking a db the backup uses,
     and a non-empty target unless `force`; then copy. Without `force` the target was empty
     and is compared whole; with `force` keys of the same name are overwritten, other keys are
-    kept, and the backup's keys as found in the target are compared.
+    kept, and the backup's keys as found in the target are compared. The copy and the read-back
+    run in the native redis-load helper when it can do them (restore_native.py), else here.
     """
     started = time.monotonic()
     if (backup.system, backup.artifact) != (SYSTEM, SNAPSHOT):
@@ -202,23 +237,15 @@ def restore_snapshot(
                 "server, or pass --force to overwrite keys of the same name (other keys are kept)"
             )
         t_lo = server_time_ms(r)
-        copied = 0
         actual = Facts(expected.bucket_ms)
-        with scratch_dir() as tmp, loaded_servers(repo, backup, tmp) as servers:
-            for srv in servers:
-                for db in dbs_with_keys(srv.client()):
-                    src = srv.bulk(db).run
-                    copied += copy_keys(src, dst(db), unique_batches(src), replace=force)
-                    if force:  # the backup's keys, as the target now holds them
-                        collect_facts(actual, db, dst(db), unique_batches(src))
-        if not force:  # the whole target, which was empty: each master (or db) scanned on its own
-            readers: list[tuple[int, Runner]]
-            if cluster:
-                readers = [(0, bulk(host=m["host"], port=m["port"]).run) for m in topology(r)]
-            else:
-                readers = [(db, dst(db)) for db in dbs_with_keys(r)]
-            for db, run in readers:
-                collect_facts(actual, db, run, unique_batches(run))
+        helper = restore_native.usable(backup, target, cluster, force)
+        if helper:
+            with scratch_dir() as tmp:
+                materialize(repo, backup, tmp / "rdb", [RDB_FILE], None)  # sha256-checked before any write
+                copied, doc = restore_native.load(helper, target, tmp / "rdb" / RDB_FILE, expected.bucket_ms)
+            actual = Facts.from_rdb_facts(doc, t_lo, expected.bucket_ms)
+        else:
+            copied = _copy_and_read_back(repo, backup, r, cluster, force, dst, bulk, actual)
         t_hi = server_time_ms(r)
         problems, summary = compare_facts(expected, actual, (t_lo - ttl_tolerance_ms, t_hi + ttl_tolerance_ms), ttl_tolerance_ms)
         if problems:
@@ -242,6 +269,7 @@ def restore_snapshot(
         keys_restored=copied,
         keys_verified=actual.keys,
         digest=f"{actual.digest:016x}",
+        copied_by=restore_native.HELPER if helper else "python",
         keys_kept_from_before=max(0, sum(after.values()) - actual.keys) if force else 0,
         **summary,
         duration_s=round(time.monotonic() - started, 3),

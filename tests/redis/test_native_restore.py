@@ -1,0 +1,163 @@
+"""The native copy of a Redis restore (redis-load, restore_native.py) against the Python path.
+
+Both restore the same snapshot into fresh servers; Redis's own DEBUG DIGEST and each key's
+encoding must come out equal, so the payloads redis-load serializes from the RDB are exactly
+what DUMP/RESTORE would have written. Then the ways the helper must stop: a key that appears
+in the target meanwhile, a foreign key its read-back finds, and the cases it leaves to Python.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from auction_backup_pipelines.redis import restore_native
+from auction_backup_pipelines.redis.backup import backup_snapshot
+from auction_backup_pipelines.redis.client import RestoreRefused, VerificationError
+from auction_backup_pipelines.redis.restore import restore_snapshot
+from tests.redis.test_backup_restore import BIN, client, debug_digest, read_back
+from tests.redis.test_backup_restore import servers as servers  # the fixture: every server stopped at the end
+
+pytestmark = pytest.mark.integration
+DEBUG = ("--enable-debug-command", "yes")
+
+
+@pytest.fixture(autouse=True)
+def needs_helper():
+    if restore_native.helper_path() is None:
+        pytest.fail("redis-load is not installed: run `bash stack/install.sh`")
+
+
+def fill_decodable(c, prefix: str, db: int) -> list[bytes]:
+    """Every type the RDB reader decodes (no streams), in each of Redis's encodings for it."""
+    p = f"{prefix}{db}:".encode()
+    c.set(p + b"str", "plain")
+    c.set(p + b"int", 1234567)
+    c.set(p + b"empty", "")
+    c.set(p + b"big", BIN * 400)  # 100 KiB, stored LZF-compressed or raw
+    c.set(p + b"\x00\xff" + BIN[:8], BIN)
+    c.hset(p + b"hsmall", mapping={"f1": "v1", b"\x00bin": BIN})
+    c.hset(p + b"hbig", mapping={f"f{i}": f"v{i}" * 3 for i in range(300)})  # hashtable
+    c.rpush(p + b"lsmall", "a", "b", BIN, "3")
+    c.rpush(p + b"lbig", *[f"item{i}" * 20 for i in range(3000)])  # quicklist of many nodes
+    c.sadd(p + b"sint", *range(-5, 50))  # intset
+    c.sadd(p + b"sbig", *[f"m{i}" for i in range(700)], BIN)  # hashtable
+    c.zadd(p + b"zsmall", {"a": 1.5, "b": -0.1, "c": float("inf"), "d": float("-inf"), "e": 0.0})
+    c.zadd(p + b"zbig", {f"u{i}": i / 7 for i in range(300)})  # skiplist
+    c.set(p + b"session", "expires", px=3_600_000)
+    c.hset(p + b"hvolatile", mapping={"a": "1"})
+    c.pexpire(p + b"hvolatile", 7_200_000)
+    return [k for k in c.scan_iter(match=p.decode("latin-1") + "*", count=1000)]
+
+
+def encodings(c, keys: list[bytes]) -> dict[bytes, bytes]:
+    return {k: c.object("encoding", k) for k in keys}
+
+
+def test_native_restore_writes_what_dump_restore_writes(servers, repo, monkeypatch, on_time_day):
+    _, ss = servers(*DEBUG, name="src")
+    written = {db: fill_decodable(client(ss, db), "n:", db) for db in (0, 3, 9)}
+    backup = backup_snapshot(ss, repo, on_time_day)
+    m = backup.metadata
+    assert m["digest_method"] == "rdb-facts"
+
+    _, native_target = servers(*DEBUG, name="native")
+    native = restore_snapshot(native_target, repo, backup)
+    assert native.copied_by == "redis-load"
+    assert native.keys_restored == native.keys_verified == m["keys_total"] == sum(map(len, written.values()))
+    assert native.digest == m["digest"] and native.volatile_checked == 2 * 3
+
+    monkeypatch.setattr(restore_native, "helper_path", lambda: None)  # as on a machine without the helper
+    _, python_target = servers(*DEBUG, name="python")
+    python = restore_snapshot(python_target, repo, backup)
+    assert python.copied_by == "python" and python.digest == native.digest
+
+    # Independent of our digest: Redis's own, and every key's value, TTL and encoding.
+    assert debug_digest(native_target) == debug_digest(python_target) == debug_digest(ss)
+    for db, keys in written.items():
+        assert read_back(client(native_target, db), keys) == read_back(client(ss, db), keys)
+        assert encodings(client(native_target, db), keys) == encodings(client(python_target, db), keys)
+
+
+def test_force_and_streams_take_the_python_path(servers, repo, on_time_day):
+    _, ss = servers(name="src")
+    fill_decodable(client(ss), "f:", 0)
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers(name="target")
+    client(ts).set("kept", "1")
+    forced = restore_snapshot(ts, repo, backup, force=True)  # the read-back covers the backup's keys only
+    assert forced.copied_by == "python" and forced.digest == backup.metadata["digest"]
+
+    client(ss).xadd("f:stream", {"a": "1"})  # redis-load cannot write streams
+    with_stream = backup_snapshot(ss, repo, on_time_day)
+    _, empty = servers(name="empty")
+    result = restore_snapshot(empty, repo, with_stream)
+    assert result.copied_by == "python" and result.digest == with_stream.metadata["digest"]
+
+
+@pytest.mark.parametrize("kind", ["string", "hash"])  # MSETNX batches, and RESTORE without REPLACE
+def test_a_key_that_appears_meanwhile_stops_the_restore_and_is_kept(servers, repo, monkeypatch, on_time_day, kind):
+    _, ss = servers(name="src")
+    fill_decodable(client(ss), "b:", 0)
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers(name="target")
+    key = {"string": b"b:0:str", "hash": b"b:0:hbig"}[kind]
+    real_load = restore_native.load
+
+    def someone_writes_first(*args, **kwargs):  # after the emptiness check, before the first write
+        client(ts).set(key, "written by someone else")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(restore_native, "load", someone_writes_first)
+    with pytest.raises(RestoreRefused, match="appeared in the target during the restore.*--force.*part of the backup"):
+        restore_snapshot(ts, repo, backup)
+    assert client(ts).get(key) == b"written by someone else"
+
+
+def test_the_read_back_covers_the_whole_server(servers, repo, monkeypatch, on_time_day):
+    _, ss = servers(name="src")
+    fill_decodable(client(ss), "w:", 0)
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers(name="target")
+    real_load = restore_native.load
+
+    def intruder(*args, **kwargs):
+        client(ts, 5).set("not-from-the-backup", "x")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(restore_native, "load", intruder)
+    with pytest.raises(VerificationError, match="db5 string: 1 keys without TTL, backup recorded 0"):
+        restore_snapshot(ts, repo, backup)
+
+
+def test_the_password_reaches_the_helper_on_stdin_only(servers, repo, monkeypatch, on_time_day):
+    secret = "s3cret-" + os.urandom(4).hex()
+    _, ss = servers(name="src")
+    fill_decodable(client(ss), "p:", 0)
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers("--requirepass", secret, name="auth", password=secret)
+    launched = []
+    real_popen = subprocess.Popen
+
+    def spy(argv, *a, **kw):
+        launched.append((list(argv), kw.get("env")))
+        return real_popen(argv, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    result = restore_snapshot(ts, repo, backup)
+    assert result.copied_by == "redis-load" and result.digest == backup.metadata["digest"]
+    helpers = [(argv, env) for argv, env in launched if argv[0].endswith(restore_native.HELPER)]
+    assert len(helpers) == 1
+    argv, env = helpers[0]
+    assert argv[1:] == [] and env is not None and secret not in " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def test_a_snapshot_that_fills_its_last_batch_exactly(servers, repo, on_time_day):
+    _, ss = servers(*DEBUG, name="src")
+    client(ss).execute_command("DEBUG", "POPULATE", 2000, "e", 10)  # two full batches of 1000 keys, nothing after
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers(name="target")
+    result = restore_snapshot(ts, repo, backup)
+    assert result.copied_by == "redis-load" and result.keys_verified == 2000 and result.digest == backup.metadata["digest"]
