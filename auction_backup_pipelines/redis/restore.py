@@ -238,16 +238,19 @@ def restore_snapshot(
             )
         t_lo = server_time_ms(r)
         actual = Facts(expected.bucket_ms)
+        unexpected: list[str] = []
         helper = restore_native.usable(backup, target, cluster, force)
         if helper:
             with scratch_dir() as tmp:
                 materialize(repo, backup, tmp / "rdb", [RDB_FILE], None)  # sha256-checked before any write
                 copied, doc = restore_native.load(helper, target, tmp / "rdb" / RDB_FILE, expected.bucket_ms)
             actual = Facts.from_rdb_facts(doc, t_lo, expected.bucket_ms)
+            unexpected = restore_native.keyspace_problems(doc)
         else:
             copied = _copy_and_read_back(repo, backup, r, cluster, force, dst, bulk, actual)
         t_hi = server_time_ms(r)
         problems, summary = compare_facts(expected, actual, (t_lo - ttl_tolerance_ms, t_hi + ttl_tolerance_ms), ttl_tolerance_ms)
+        problems = unexpected + problems
         if problems:
             raise VerificationError(
                 f"Redis at {where} does not match backup {backup.prefix} after the restore (it holds the "

@@ -4,11 +4,12 @@ Why a native helper: the Python path (restore.py) loads the snapshot into a scra
 DUMPs every key from it, RESTOREs it into the target and reads it back, each key passing
 through Python's RESP packing and parsing three times: 6-11x the time `redis-cli --pipe` takes
 to feed the same RESTORE commands. `redis-load` reads the snapshot itself, streams its keys to
-the target over one pipelined connection and reads the whole target back into the same facts
-`facts.collect_facts` computes; the comparison with the manifest stays here.
+the target over one pipelined connection, reads each batch of keys back right after writing it
+into the same facts `facts.collect_facts` computes, and ends with INFO keyspace; the
+comparison with the manifest, and `keyspace_problems`, stay here.
 
 It takes the common case only: a standalone target without TLS, restored without `--force`
-(the target was empty, so reading back the whole server is reading back the restore), from a
+(the target was empty, so its keyspace at the end must be exactly the keys read back), from a
 snapshot of one RDB file whose every key rdb-facts decoded when it was taken (`digest_method`
 "rdb-facts": no streams or module values). Everything else, or a missing helper, takes the
 Python path, which gives the same result.
@@ -50,8 +51,9 @@ def usable(backup: Backup, target: RedisSettings, cluster: bool, force: bool) ->
 
 
 def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int) -> tuple[int, dict[str, Any]]:
-    """Write the keys of the local, verified RDB `rdb` into the empty `target`, then read it all
-    back: (keys written, the helper's facts of the target, for `Facts.from_rdb_facts`)."""
+    """Write the keys of the local, verified RDB `rdb` into the empty `target`, reading each
+    back: (keys written, the helper's result: the facts of what it read back, for
+    `Facts.from_rdb_facts`, and the `keyspace` counts `keyspace_problems` judges)."""
     where = f"{target.host}:{target.port}"
     job = {
         "host": target.host,
@@ -84,3 +86,18 @@ def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int) -> tuple[i
         return int(doc["keys_written"]), doc
     except (ValueError, KeyError, TypeError) as exc:
         raise RedisBackupError(f"{HELPER} wrote a result that cannot be read ({exc}). {partial}") from None
+
+
+def keyspace_problems(doc: dict[str, Any]) -> list[str]:
+    """What INFO keyspace at the end says against the keys read back, per db: keys nobody read
+    back (someone else wrote them), or restored keys gone since (other than by their TTL).
+    The helper reads back only the keys it wrote, so these counts stand in for a whole scan."""
+    problems = []
+    for db, (read_back, expired, at_end) in sorted(doc["keyspace"].items(), key=lambda x: int(x[0])):
+        if at_end > read_back:
+            problems.append(
+                f"db{db} holds {at_end - read_back} keys the backup does not have (written by someone else meanwhile)"
+            )
+        elif at_end < read_back - expired:
+            problems.append(f"db{db}: {read_back - expired - at_end} restored keys were deleted after they were read back")
+    return problems

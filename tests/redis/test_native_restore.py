@@ -116,7 +116,7 @@ def test_a_key_that_appears_meanwhile_stops_the_restore_and_is_kept(servers, rep
     assert client(ts).get(key) == b"written by someone else"
 
 
-def test_the_read_back_covers_the_whole_server(servers, repo, monkeypatch, on_time_day):
+def test_a_key_the_backup_does_not_have_fails_the_restore(servers, repo, monkeypatch, on_time_day):
     _, ss = servers(name="src")
     fill_decodable(client(ss), "w:", 0)
     backup = backup_snapshot(ss, repo, on_time_day)
@@ -128,7 +128,7 @@ def test_the_read_back_covers_the_whole_server(servers, repo, monkeypatch, on_ti
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(restore_native, "load", intruder)
-    with pytest.raises(VerificationError, match="db5 string: 1 keys without TTL, backup recorded 0"):
+    with pytest.raises(VerificationError, match="db5 holds 1 keys the backup does not have"):
         restore_snapshot(ts, repo, backup)
 
 
@@ -161,3 +161,11 @@ def test_a_snapshot_that_fills_its_last_batch_exactly(servers, repo, on_time_day
     _, ts = servers(name="target")
     result = restore_snapshot(ts, repo, backup)
     assert result.copied_by == "redis-load" and result.keys_verified == 2000 and result.digest == backup.metadata["digest"]
+
+
+def test_keyspace_counts_are_judged_per_db():
+    doc = {"keyspace": {"0": [10, 0, 10], "3": [5, 2, 3], "4": [5, 2, 2], "9": [0, 0, 1]}}
+    assert restore_native.keyspace_problems(doc) == [
+        "db4: 1 restored keys were deleted after they were read back",  # 2 may have expired, 3 gone
+        "db9 holds 1 keys the backup does not have (written by someone else meanwhile)",
+    ]
