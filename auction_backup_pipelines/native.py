@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -29,14 +29,21 @@ def helper_path(name: str) -> str | None:
 
 
 def run_helper(
-    path: str, talk: Callable[[IO[bytes], IO[bytes]], None], error: type[Exception], nothing_done: str
+    path: str,
+    talk: Callable[[IO[bytes], IO[bytes]], None],
+    error: type[Exception],
+    nothing_done: str,
+    args: Sequence[str] = (),
 ) -> tuple[int, bytes]:
-    """Run the helper at `path`; `talk(stdin, stdout)` feeds it and reads what it writes; returns
-    (exit code, stderr). It starts from our minimal environment: whatever it needs, credentials
-    included, reaches it on stdin, never in its argv or environment. If `talk` fails, the
-    helper is killed and the failure raised; a helper that cannot start raises `error`."""
+    """Run the helper at `path` (with `args`: never a secret); `talk(stdin, stdout)` feeds it and
+    reads what it writes; returns (exit code, stderr). It starts from our minimal environment:
+    whatever it needs, credentials included, reaches it on stdin, never in its argv or
+    environment. If `talk` fails, the helper is killed and the failure raised; a helper that
+    cannot start raises `error`."""
     try:
-        proc = subprocess.Popen([path], env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [path, *args], env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     except OSError as exc:
         raise error(f"the {Path(path).name} helper could not start ({exc}); {nothing_done}") from None
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

@@ -42,6 +42,8 @@ install_venv() {
 #   rdb-facts     a Redis snapshot's content digest while it streams
 #                 (auction_backup_pipelines/redis/rdb_facts.py), and redis-load a restore's
 #                 copy into an empty server and its read-back (redis/restore_native.py)
+#   pg-stage      a logical dump staged for pg_restore -j (auction_backup_pipelines/postgres/
+#                 stage_native.py): data offsets set, rows in large chunks
 #   kafka-export  a Kafka day export's read, and kafka-replay a restore's replay and read-back
 #                 (auction_backup_pipelines/kafka/export_native.py, restore_native.py); their
 #                 crate builds librdkafka from its sources, about a minute on 2 cores
@@ -68,6 +70,7 @@ install_native() {
 install_apt
 install_venv
 install_native rdb-facts rdb-facts redis-load
+install_native pg-stage pg-stage
 install_native kafka-helpers kafka-export kafka-replay
 bash "$ROOT/stack/kafka.sh" install
 bash "$ROOT/stack/s3.sh" install

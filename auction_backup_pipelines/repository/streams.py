@@ -62,7 +62,7 @@ class _HashingSink(io.RawIOBase):
 
 
 class _BackgroundSha256:
-    """sha256 of the original bytes, computed beside compression instead of before it.
+    """sha256 of the original bytes, computed beside (de)compression instead of in turn with it.
 
     Hashing and zstd both release the GIL on large buffers, so for big streams (base backups,
     RDB files) a second thread hashes while the caller's thread compresses: on a 600 MB base
@@ -173,7 +173,7 @@ class VerifyingReader(io.RawIOBase):
         self._where = where
         self._stored_sha = hashlib.sha256()
         self._stored_size = 0
-        self._sha = hashlib.sha256()
+        self._sha = _BackgroundSha256()  # large reads are hashed beside the decompression
         self._size = 0
         self._done = False
         hashing = _ReadHasher(stored, self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
-from auction_backup_pipelines.postgres import parallel_restore
+from auction_backup_pipelines.postgres import parallel_restore, stage_native
 from tests.ops.child_watch import ChildWatch
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,7 @@ def test_restore_runs_parallel_jobs_from_a_private_file_removed_afterwards(
         serial, counts = pg_client.table_fingerprints(conn), pg_client.row_counts(conn)
     assert serial == backup.metadata["tables"]
     assert result.tables == len(serial) and result.rows_total == backup.metadata["rows_total"]
+    assert result.staged_by == "pg-stage"
     # fingerprints over several connections are exactly the one-connection ones
     assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=3) == serial
     assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=2, checksums=False) == counts
@@ -99,3 +101,91 @@ def test_too_little_disk_for_the_dump_is_refused_in_one_line(pg_settings, repo, 
     assert "\n" not in str(refused.value)
     assert list(staging_root.iterdir()) == []
     assert pg_client.database_objects(pg_settings, scratch_db) is None
+
+
+# -- staging by the pg-stage helper (stage_native.py) --------------------------------------------
+
+
+def read_toc_offsets(path: Path) -> tuple[dict[int, tuple[int, int]], bytes]:
+    """Written here from pg_backup_archiver.c, independent of the helper: each TOC entry's data
+    offset (flag, offset) by dump id, for archive 1.14; and the bytes after the TOC."""
+    data = path.read_bytes()
+    assert data[:5] == b"PGDMP" and data[5:7] == bytes([1, 14]), data[:8]
+    int_size, off_size, pos = data[8], data[9], 11
+
+    def read_int() -> int:
+        nonlocal pos
+        sign, value = data[pos], int.from_bytes(data[pos + 1 : pos + 1 + int_size], "little")
+        pos += 1 + int_size
+        return -value if sign else value
+
+    def read_str() -> bytes | None:
+        nonlocal pos
+        n = read_int()
+        if n < 0:
+            return None
+        pos += n
+        return data[pos - n : pos]
+
+    read_int()  # compression
+    [read_int() for _ in range(7)]
+    [read_str() for _ in range(3)]
+    entries = {}
+    for _ in range(read_int()):
+        dump_id = read_int()
+        read_int()
+        [read_str() for _ in range(4)]
+        read_int()
+        [read_str() for _ in range(8)]
+        while read_str() is not None:
+            pass
+        entries[dump_id] = (data[pos], int.from_bytes(data[pos + 1 : pos + 1 + off_size], "little"))
+        pos += 1 + off_size
+    return entries, data
+
+
+def sql_script(s, dump: Path) -> list[bytes]:
+    """The SQL pg_restore makes of `dump`, without the random key of its \\restrict lines."""
+    out = subprocess.run([pg_client.pg_bin("pg_restore", s.bin_dir), "-f", "-", str(dump)], capture_output=True, check=True)
+    return [line for line in out.stdout.splitlines() if not line.startswith((b"\\restrict", b"\\unrestrict"))]
+
+
+def test_the_staged_dump_has_its_data_offsets_and_restores_the_same_script(pg_settings, repo, tmp_path):
+    backup = pg.backup_logical(pg_settings, repo, DAY)
+    original, staged = tmp_path / "original.pgc", tmp_path / "staged.pgc"
+    with repo.open(backup, pg.DUMP_FILE) as source, open(original, "wb") as out:
+        shutil.copyfileobj(source, out)
+    helper = stage_native.helper_path()
+    assert helper, "pg-stage is not installed: run `bash stack/install.sh`"
+    with repo.open(backup, pg.DUMP_FILE) as source:
+        assert stage_native.restage(helper, source, staged) == ""
+
+    before, _ = read_toc_offsets(original)
+    after, data = read_toc_offsets(staged)
+    with_data = [i for i, (flag, _) in before.items() if flag == 1]  # piped: "offset not set"
+    assert with_data and len(with_data) == len(backup.metadata["tables"])
+    for dump_id in with_data:
+        flag, offset = after[dump_id]
+        assert flag == 2  # "offset set", pointing at that entry's data block
+        assert data[offset] == 1 and int.from_bytes(data[offset + 2 : offset + 6], "little") == dump_id
+    assert sql_script(pg_settings, staged) == sql_script(pg_settings, original)  # every row, in order
+    assert staged.stat().st_size < original.stat().st_size  # a chunk header per MiB, not per row
+
+
+def test_an_archive_it_was_not_written_for_is_copied_as_it_is(pg_settings, repo, scratch_db, tmp_path, monkeypatch):
+    gzip_dump = tmp_path / "plain.pgc"
+    subprocess.run(
+        [pg_client.pg_bin("pg_dump", pg_settings.bin_dir), "-Fc", "-f", str(gzip_dump), pg_settings.dbname],
+        env=pg_client.child_env(pg_settings),
+        check=True,
+    )
+    with open(gzip_dump, "rb") as source:
+        why = stage_native.restage(stage_native.helper_path() or "", source, tmp_path / "out.pgc")
+    assert "compressed archive" in why
+
+    backup = pg.backup_logical(pg_settings, repo, DAY)
+    monkeypatch.setattr(stage_native, "helper_path", lambda: None)  # a machine without the helper
+    result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
+    assert result.staged_by == "copy (pg-stage is not installed)"
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn) == backup.metadata["tables"]
