@@ -15,22 +15,25 @@ says loading:0 (both sides poll it the same way, `place_restore.wait_loaded`):
                   with --recompute, the rdb-facts pass over the file before the rename too.
   live    anchor: `redis-cli --pipe` of the RESTORE ... ABSTTL commands built beforehand from
                   the source's DUMP payloads (--live-keys of them), into a fresh server.
-          ours:   `restore_snapshot` (checksums, scratch load, DUMP/RESTORE, full read-back
-                  and comparison with the manifest) of a backup of those keys into a fresh server.
+          ours:   `restore_snapshot` (checksums; the RDB staged and written by the native
+                  redis-load helper, each key read back; comparison with the manifest) of a
+                  backup of those keys into a fresh server.
 
 Each pair runs on an otherwise idle machine and again with a CPU-burning second process (the
 `cpu_burner` of bench_kafka), since on 2 cores a ratio that leans on the idle core is fragile.
 CPU seconds are this process's plus its finished children's (redis-server, rdb-facts, redis-cli).
 --profile runs one live restore under cProfile and prints where its time goes.
 
-Measured on 2 shared cores: place 1.09x (890 k keys) to 1.20x (500 k keys) idle, CPU 1.05-1.13x;
-live 6.8x idle and 9-11x loaded. The live gap is structural: per key, ours DUMPs from a scratch
-server, RESTOREs into the target and reads the key back for the digest, each pass through
-Python's RESP packing and parsing, batch after batch without overlap, where the anchor streams
-pre-built commands from C. Profile of one 100 k-key restore: 59 % copying keys (DUMP/RESTORE
-round trips, 3.6 s of 14.9 profiled packing commands), 32 % the read-back verification, 8 %
-loading the scratch server. Closing it needs RESTORE commands made natively from the RDB (as
-rdb-facts reads it) and fed to the target by `redis-cli --pipe`, then the read-back.
+Measured on 2 shared cores: place 1.09x (890 k keys) to 1.20x (500 k keys) idle, CPU 1.05-1.13x.
+Live, 100 k keys, through the native redis-load helper (restore_native.py): three runs of 5
+rounds gave 1.07 / 1.21, 1.02 / 1.15 and 1.13 / 1.63 (idle / loaded); with a SCAN of the server
+after the writes instead of reads inside each batch it was 1.89 / 2.07. The Python path (scratch
+server, DUMP/RESTORE, read-back), which --force, TLS, clusters and snapshots with streams still
+take, was 6.8x idle and 9-11x loaded. The helper's CPU (0.26-0.32 s against redis-cli's
+0.05 s; the server's is not counted on either side) is a third LZF decompression of the
+snapshot's strings in the rdb crate (DEBUG POPULATE values compress extremely well), an eighth
+sha256 of the read-back, the rest packing, parsing and the socket: with the other core busy
+that work no longer runs beside the server's, which is why the loaded ratio varies.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@
 //! Writes: keys without TTL that hold strings go in `MSETNX` batches (one command for many keys:
 //! far less server work than a RESTORE each); every other key is `RESTORE key <expiry> <payload>
 //! ABSTTL`, its payload serialized here in the RDB value encoding Redis has always loaded (plain
-//! list, set, hash, ZSET_2), stamped with the snapshot's RDB version and CRC64, as DUMP payloads
+//! list, set, hash, ZSET_2), stamped with an RDB version and a CRC64, as DUMP payloads
 //! are. Without REPLACE and with MSETNX, a key that appears in the target meanwhile stops the
 //! load (exit 3) instead of being overwritten.
 //!
@@ -51,6 +51,10 @@ use sha2::Digest;
 const BATCH_KEYS: usize = 1000;
 const BATCH_BYTES: usize = 1 << 20;
 // RDB value types of the payloads we write: the plain encodings every Redis version loads.
+// They are stamped RDB 9 (Redis 5), the oldest version that knows them all (ZSET_2 came with
+// RDB 8), so that a target older than the server the snapshot came from still takes them:
+// RESTORE refuses only payloads newer than itself.
+const PAYLOAD_RDB_VERSION: u16 = 9;
 const TYPE_STRING: u8 = 0;
 const TYPE_LIST: u8 = 1;
 const TYPE_SET: u8 = 2;
@@ -118,10 +122,10 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// A DUMP-format payload: type, value, the 2-byte RDB version, CRC64 of all that.
-fn payload(version: u16, kind: u8, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+fn payload(kind: u8, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = vec![kind];
     value(&mut out);
-    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&PAYLOAD_RDB_VERSION.to_le_bytes());
     let crc = CRC64.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -129,7 +133,6 @@ fn payload(version: u16, kind: u8, value: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> 
 
 /// Packs the snapshot's keys into batches (in the packing thread).
 struct Packer {
-    version: u16,
     batch: Batch,
     mset: Cmd,
     mset_keys: usize,
@@ -144,7 +147,7 @@ impl Packer {
         rdb_type: u8,
         value: impl FnOnce(&mut Vec<u8>),
     ) {
-        let body = payload(self.version, rdb_type, value);
+        let body = payload(rdb_type, value);
         let mut cmd = redis::cmd("RESTORE");
         cmd.arg(&key)
             .arg(expiry.unwrap_or(0))
@@ -232,9 +235,7 @@ fn pack(path: &str, out: SyncSender<Result<Batch, String>>) {
         Ok(d) => d,
         Err(e) => return fail(format!("not an RDB file we can read: {e}")),
     };
-    let version = decoder.version() as u16;
     let mut p = Packer {
-        version,
         batch: Batch::default(),
         mset: redis::cmd("MSETNX"),
         mset_keys: 0,
