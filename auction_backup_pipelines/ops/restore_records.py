@@ -30,7 +30,7 @@ __all__ = ["append_all", "for_kafka", "for_logical", "for_pitr", "for_redis"]
 
 
 def for_logical(result: LogicalRestoreResult, by: str, run_id: str | None = None) -> list[RestoreRecord]:
-    details = {"tables": result.tables, "replaced_existing": result.replaced_existing}
+    details = {"tables": result.tables, "replaced_existing": result.replaced_existing, "staged_by": result.staged_by}
     return [
         restore_log.new_record(
             BackupRef.parse(result.backup),
@@ -71,7 +71,12 @@ def for_pitr(result: PitrResult, by: str, run_id: str | None = None) -> list[Res
 
 
 def for_redis(result: RedisRestoreResult, by: str, run_id: str | None = None) -> list[RestoreRecord]:
-    details = {"keys_restored": result.keys_restored, "digest": result.digest, "cluster_target": result.cluster_target}
+    details = {
+        "keys_restored": result.keys_restored,
+        "digest": result.digest,
+        "cluster_target": result.cluster_target,
+        "copied_by": result.copied_by,
+    }
     return [
         restore_log.new_record(
             BackupRef.parse(result.backup),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.postgres import parallel_restore, stage_native
@@ -62,6 +63,7 @@ def test_restore_runs_parallel_jobs_from_a_private_file_removed_afterwards(
     assert serial == backup.metadata["tables"]
     assert result.tables == len(serial) and result.rows_total == backup.metadata["rows_total"]
     assert result.staged_by == "pg-stage"
+    assert restore_records.for_logical(result, by="test")[0].details["staged_by"] == "pg-stage"  # in `restores`
     # fingerprints over several connections are exactly the one-connection ones
     assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=3) == serial
     assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=2, checksums=False) == counts

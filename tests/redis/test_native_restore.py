@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.redis import restore_native
 from auction_backup_pipelines.redis.backup import backup_snapshot
 from auction_backup_pipelines.redis.client import RestoreRefused, VerificationError
@@ -68,6 +69,7 @@ def test_native_restore_writes_what_dump_restore_writes(servers, repo, monkeypat
     assert native.copied_by == "redis-load"
     assert native.keys_restored == native.keys_verified == m["keys_total"] == sum(map(len, written.values()))
     assert native.digest == m["digest"] and native.volatile_checked == 2 * 3
+    assert restore_records.for_redis(native, by="test")[0].details["copied_by"] == "redis-load"  # in `restores`
 
     monkeypatch.setattr(restore_native, "helper_path", lambda: None)  # as on a machine without the helper
     _, python_target = servers(*DEBUG, name="python")
