@@ -3,9 +3,9 @@
 `restore_snapshot` is logical: every file is read back through the repository (sha256
 checked), loaded into a scratch server, and each key copied with DUMP + RESTORE … ABSTTL into
 the target (a cluster target through RedisCluster, so each key reaches the node owning its
-slot); the target is then compared with the manifest's facts. Into an empty standalone
-server, the native redis-load helper does the copy and the read-back instead, from the RDB
-itself and several times faster (restore_native.py). `place_rdb` is the physical
+slot); the target is then compared with the manifest's facts. Into a standalone server
+without TLS, the native redis-load helper does the copy and the read-back instead, from the
+RDB itself and several times faster (restore_native.py). `place_rdb` is the physical
 alternative for a stopped server. `loaded_servers` (a backup in scratch servers, one at a time)
 also serves the verification.
 """
@@ -239,13 +239,13 @@ def restore_snapshot(
         t_lo = server_time_ms(r)
         actual = Facts(expected.bucket_ms)
         unexpected: list[str] = []
-        helper = restore_native.usable(backup, target, cluster, force)
+        helper = restore_native.usable(backup, target, cluster)
         if helper:
             with scratch_dir() as tmp:
                 materialize(repo, backup, tmp / "rdb", [RDB_FILE], None)  # sha256-checked before any write
-                copied, doc = restore_native.load(helper, target, tmp / "rdb" / RDB_FILE, expected.bucket_ms)
+                copied, doc = restore_native.load(helper, target, tmp / "rdb" / RDB_FILE, expected.bucket_ms, force)
             actual = Facts.from_rdb_facts(doc, t_lo, expected.bucket_ms)
-            unexpected = restore_native.keyspace_problems(doc)
+            unexpected = restore_native.keyspace_problems(doc, replaced=force)
         else:
             copied = _copy_and_read_back(repo, backup, r, cluster, force, dst, bulk, actual)
         t_hi = server_time_ms(r)

@@ -8,10 +8,11 @@ the target over one pipelined connection, reads each batch of keys back right af
 into the same facts `facts.collect_facts` computes, and ends with INFO keyspace; the
 comparison with the manifest, and `keyspace_problems`, stay here.
 
-It takes the common case only: a standalone target without TLS, restored without `--force`
-(the target was empty, so its keyspace at the end must be exactly the keys read back), from a
-snapshot of one RDB file whose every key rdb-facts decoded when it was taken (`digest_method`
-"rdb-facts": no streams or module values). Everything else, or a missing helper, takes the
+It takes the common case: a standalone target without TLS, from a snapshot of one RDB file
+whose every key rdb-facts decoded when it was taken (`digest_method` "rdb-facts": no streams or
+module values). Into an empty target (no `--force`) its keyspace at the end must be exactly the
+keys read back; with `--force` keys of the same name are replaced (RESTORE ... REPLACE, MSET),
+the others kept, and the backup's keys as read back are what is compared, as in restore.py. Everything else, or a missing helper, takes the
 Python path, which gives the same result.
 
 The RDB is first copied out of the repository into a private scratch folder and checked
@@ -40,17 +41,17 @@ def helper_path() -> str | None:
     return native.helper_path(HELPER)
 
 
-def usable(backup: Backup, target: RedisSettings, cluster: bool, force: bool) -> str | None:
+def usable(backup: Backup, target: RedisSettings, cluster: bool) -> str | None:
     """The helper's path when it can do this restore, else None (the Python path does it)."""
     m = backup.metadata
-    if cluster or force or target.tls or m.get("mode") in ("aof", "cluster") or m.get("digest_method") != "rdb-facts":
+    if cluster or target.tls or m.get("mode") in ("aof", "cluster") or m.get("digest_method") != "rdb-facts":
         return None
     if [f.name for f in backup.files] != [RDB_FILE]:
         return None
     return helper_path()
 
 
-def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int) -> tuple[int, dict[str, Any]]:
+def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int, replace: bool) -> tuple[int, dict[str, Any]]:
     """Write the keys of the local, verified RDB `rdb` into the empty `target`, reading each
     back: (keys written, the helper's result: the facts of what it read back, for
     `Facts.from_rdb_facts`, and the `keyspace` counts `keyspace_problems` judges)."""
@@ -63,6 +64,7 @@ def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int) -> tuple[i
         "rdb": str(rdb),
         "bucket_ms": bucket_ms,
         "timeout_s": TIMEOUT_S,
+        "replace": replace,
     }
     out: list[bytes] = []
 
@@ -88,13 +90,14 @@ def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int) -> tuple[i
         raise RedisBackupError(f"{HELPER} wrote a result that cannot be read ({exc}). {partial}") from None
 
 
-def keyspace_problems(doc: dict[str, Any]) -> list[str]:
+def keyspace_problems(doc: dict[str, Any], replaced: bool) -> list[str]:
     """What INFO keyspace at the end says against the keys read back, per db: keys nobody read
-    back (someone else wrote them), or restored keys gone since (other than by their TTL).
-    The helper reads back only the keys it wrote, so these counts stand in for a whole scan."""
+    back (someone else wrote them; with `replaced`, a --force restore, they are the target's
+    own), or restored keys gone since (other than by their TTL). The helper reads back only
+    the keys it wrote, so these counts stand in for a whole scan."""
     problems = []
     for db, (read_back, expired, at_end) in sorted(doc["keyspace"].items(), key=lambda x: int(x[0])):
-        if at_end > read_back:
+        if at_end > read_back and not replaced:
             problems.append(
                 f"db{db} holds {at_end - read_back} keys the backup does not have (written by someone else meanwhile)"
             )

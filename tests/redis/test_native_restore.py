@@ -83,16 +83,32 @@ def test_native_restore_writes_what_dump_restore_writes(servers, repo, monkeypat
         assert encodings(client(native_target, db), keys) == encodings(client(python_target, db), keys)
 
 
-def test_force_and_streams_take_the_python_path(servers, repo, on_time_day):
-    _, ss = servers(name="src")
-    fill_decodable(client(ss), "f:", 0)
+def test_force_replaces_same_named_keys_and_keeps_the_others(servers, repo, on_time_day):
+    _, ss = servers(*DEBUG, name="src")
+    written = fill_decodable(client(ss), "f:", 0)
     backup = backup_snapshot(ss, repo, on_time_day)
-    _, ts = servers(name="target")
-    client(ts).set("kept", "1")
-    forced = restore_snapshot(ts, repo, backup, force=True)  # the read-back covers the backup's keys only
-    assert forced.copied_by == "python" and forced.digest == backup.metadata["digest"]
+    _, ts = servers(*DEBUG, name="target")
+    t = client(ts)
+    t.set("kept", "not in the backup")
+    t.rpush(b"f:0:str", "a list where the backup has a string")  # another type: replaced whole
+    t.set(b"f:0:hsmall", "a string with a TTL where the backup has a hash", px=60_000)
+    t.sadd(b"f:0:session", "x")  # the backup's key has a TTL: RESTORE ... ABSTTL REPLACE sets it
+    with pytest.raises(RestoreRefused, match="not empty"):
+        restore_snapshot(ts, repo, backup)
 
-    client(ss).xadd("f:stream", {"a": "1"})  # redis-load cannot write streams
+    forced = restore_snapshot(ts, repo, backup, force=True)
+    assert forced.copied_by == "redis-load" and forced.digest == backup.metadata["digest"]
+    assert forced.keys_verified == len(written) and forced.keys_kept_from_before == 1
+    assert t.get("kept") == b"not in the backup"
+    assert read_back(t, written) == read_back(client(ss), written)  # values, types and TTLs
+    t.delete("kept")
+    assert debug_digest(ts) == debug_digest(ss)
+
+
+def test_streams_take_the_python_path(servers, repo, on_time_day):
+    _, ss = servers(name="src")
+    fill_decodable(client(ss), "s:", 0)
+    client(ss).xadd("s:stream", {"a": "1"})  # redis-load cannot write streams
     with_stream = backup_snapshot(ss, repo, on_time_day)
     _, empty = servers(name="empty")
     result = restore_snapshot(empty, repo, with_stream)
@@ -167,7 +183,9 @@ def test_a_snapshot_that_fills_its_last_batch_exactly(servers, repo, on_time_day
 
 def test_keyspace_counts_are_judged_per_db():
     doc = {"keyspace": {"0": [10, 0, 10], "3": [5, 2, 3], "4": [5, 2, 2], "9": [0, 0, 1]}}
-    assert restore_native.keyspace_problems(doc) == [
-        "db4: 1 restored keys were deleted after they were read back",  # 2 may have expired, 3 gone
+    deleted = "db4: 1 restored keys were deleted after they were read back"  # 2 may have expired, 3 gone
+    assert restore_native.keyspace_problems(doc, replaced=False) == [
+        deleted,
         "db9 holds 1 keys the backup does not have (written by someone else meanwhile)",
     ]
+    assert restore_native.keyspace_problems(doc, replaced=True) == [deleted]  # --force keeps other keys

@@ -17,18 +17,20 @@
 //! ABSTTL`, its payload serialized here in the RDB value encoding Redis has always loaded (plain
 //! list, set, hash, ZSET_2), stamped with an RDB version and a CRC64, as DUMP payloads
 //! are. Without REPLACE and with MSETNX, a key that appears in the target meanwhile stops the
-//! load (exit 3) instead of being overwritten.
+//! load (exit 3) instead of being overwritten; with the job's `replace` (a restore with
+//! `--force`), RESTORE ... REPLACE and MSET overwrite keys of the same name and keep the others.
 //!
 //! Read-back: each batch ends with the reads of its own keys (PEXPIRETIME each, one MGET for the
 //! strings, HGETALL / LRANGE / SMEMBERS / ZRANGE for the others), which the server runs right
 //! after the batch's writes on the same connection; they are hashed exactly as
 //! `facts.collect_facts` hashes them, for the caller to compare with the manifest. A SCAN of the
 //! server afterwards would cost the server a third more work and find nothing more: instead,
-//! INFO keyspace at the end must count, per db, the keys read back (less those whose TTL has
-//! run out since); a key someone else added, or one of ours deleted, shows there.
+//! INFO keyspace at the end gives, per db, the keys the server holds beside the keys read back
+//! (and those whose TTL has run out since): into an empty server they must be the same, so a key
+//! someone else added, or one of ours deleted, shows there (the caller judges it).
 //!
 //! The job: `host`, `port`, `username`, `password` (on stdin: never in argv or the environment),
-//! `rdb` (the path of the verified local copy), `bucket_ms`, `timeout_s`. Output: one JSON
+//! `rdb` (the path of the verified local copy), `bucket_ms`, `timeout_s`, `replace`. Output: one JSON
 //! object on stdout (exit 0); or one line on stderr: exit 3 when a key of the backup already
 //! existed in the target, exit 2 for anything else. The caller sends only snapshots whose every
 //! key rdb-facts decoded; one with streams, module values or hashes with field TTLs stops it.
@@ -70,6 +72,8 @@ struct Job {
     rdb: String,
     bucket_ms: u64,
     timeout_s: f64,
+    #[serde(default)]
+    replace: bool,
 }
 
 enum Failure {
@@ -86,7 +90,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 /// What the reply to each command of a batch must be, in order.
 enum Reply {
     Ok,                  // SELECT, RESTORE
-    AllSet,              // MSETNX: 1 (0: one of its keys existed)
+    AllSet,              // MSETNX: 1 (0: one of its keys existed); MSET: OK
     Expiry(usize),       // PEXPIRETIME of the batch's key i
     Strings(Vec<usize>), // MGET of the batch's string keys
     Value(usize),        // the typed read of key i
@@ -136,9 +140,15 @@ struct Packer {
     batch: Batch,
     mset: Cmd,
     mset_keys: usize,
+    replace: bool,
 }
 
 impl Packer {
+    /// MSETNX, or with `replace` MSET (which also clears a replaced key's TTL, as RESTORE REPLACE does).
+    fn new_mset(&self) -> Cmd {
+        redis::cmd(if self.replace { "MSET" } else { "MSETNX" })
+    }
+
     fn restore(
         &mut self,
         key: Vec<u8>,
@@ -153,6 +163,9 @@ impl Packer {
             .arg(expiry.unwrap_or(0))
             .arg(body)
             .arg("ABSTTL");
+        if self.replace {
+            cmd.arg("REPLACE");
+        }
         cmd.write_packed_command(&mut self.batch.packed);
         self.batch.replies.push(Reply::Ok);
         self.batch.keys.push((key, kind));
@@ -171,9 +184,14 @@ impl Packer {
     /// The batch so far, its reads appended; the next one starts in the same db.
     fn take(&mut self) -> Batch {
         if self.mset_keys > 0 {
-            let mset = std::mem::replace(&mut self.mset, redis::cmd("MSETNX"));
+            let fresh = self.new_mset();
+            let mset = std::mem::replace(&mut self.mset, fresh);
             mset.write_packed_command(&mut self.batch.packed);
-            self.batch.replies.push(Reply::AllSet);
+            self.batch.replies.push(if self.replace {
+                Reply::Ok
+            } else {
+                Reply::AllSet
+            });
             self.mset_keys = 0;
         }
         let db = self.batch.db;
@@ -221,7 +239,7 @@ impl Packer {
 }
 
 /// Packs the keys of the RDB at `path` into batches for `out`; an Err ends the stream.
-fn pack(path: &str, out: SyncSender<Result<Batch, String>>) {
+fn pack(path: &str, replace: bool, out: SyncSender<Result<Batch, String>>) {
     let fail = |message: String| {
         let _ = out.send(Err(message));
     };
@@ -239,7 +257,9 @@ fn pack(path: &str, out: SyncSender<Result<Batch, String>>) {
         batch: Batch::default(),
         mset: redis::cmd("MSETNX"),
         mset_keys: 0,
+        replace,
     };
+    p.mset = p.new_mset();
     for item in decoder {
         if !undecoded.borrow().is_empty() {
             return fail(format!(
@@ -571,7 +591,8 @@ fn run() -> Result<String, Failure> {
 
     let (batches, rx) = sync_channel(2);
     let path = job.rdb.clone();
-    let packer = thread::spawn(move || pack(&path, batches));
+    let replace = job.replace;
+    let packer = thread::spawn(move || pack(&path, replace, batches));
     let (reads, read_rx) = sync_channel::<ReadKey>(4 * BATCH_KEYS);
     let bucket_ms = job.bucket_ms.max(1);
     let hasher = thread::spawn(move || {
