@@ -241,8 +241,13 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[Callable[[],
     name = f"{target[:40]}__restoring_{secrets.token_hex(4)}"
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-staging-db")
     created = pool.submit(_create_database, s, name)
+
+    def ready() -> str:
+        created.result()  # raises what CREATE DATABASE raised (RestoreRefused without CREATEDB)
+        return name
+
     try:
-        yield lambda: (created.result(), name)[1]
+        yield ready
     finally:
         pool.shutdown(wait=True)
         if created.exception() is None:

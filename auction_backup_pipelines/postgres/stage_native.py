@@ -46,7 +46,10 @@ def restage(path: str, source: BinaryIO, out: Path) -> str:
             pass
         result.append(stdout.read())
 
-    rc, err = native.run_helper(path, talk, PostgresError, "nothing was changed", args=[str(out)])
+    try:
+        rc, err = native.run_helper(path, talk, PostgresError, "nothing was changed", args=[str(out)])
+    except PostgresError as exc:  # it could not start (a broken install): the plain copy still works
+        return str(exc)
     if rc != 0:
         return native.last_line(err) or f"{HELPER} exited with {rc}"
     try:

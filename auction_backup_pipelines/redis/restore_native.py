@@ -12,8 +12,8 @@ It takes the common case: a standalone target without TLS, from a snapshot of on
 whose every key rdb-facts decoded when it was taken (`digest_method` "rdb-facts": no streams or
 module values). Into an empty target (no `--force`) its keyspace at the end must be exactly the
 keys read back; with `--force` keys of the same name are replaced (RESTORE ... REPLACE, MSET),
-the others kept, and the backup's keys as read back are what is compared, as in restore.py. Everything else, or a missing helper, takes the
-Python path, which gives the same result.
+the others kept, and the backup's keys as read back are what is compared, as in restore.py.
+Everything else, or a missing helper, takes the Python path, which gives the same result.
 
 The RDB is first copied out of the repository into a private scratch folder and checked
 against its sha256, as the Python path does before its scratch server starts: nothing is
@@ -52,9 +52,10 @@ def usable(backup: Backup, target: RedisSettings, cluster: bool) -> str | None:
 
 
 def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int, replace: bool) -> tuple[int, dict[str, Any]]:
-    """Write the keys of the local, verified RDB `rdb` into the empty `target`, reading each
-    back: (keys written, the helper's result: the facts of what it read back, for
-    `Facts.from_rdb_facts`, and the `keyspace` counts `keyspace_problems` judges)."""
+    """Write the keys of the local, verified RDB `rdb` into `target` (empty, or with `replace`
+    over same-named keys), reading each back: (keys written, the helper's result: the facts of
+    what it read back, for `Facts.from_rdb_facts`, and the `keyspace` counts `keyspace_problems`
+    judges)."""
     where = f"{target.host}:{target.port}"
     job = {
         "host": target.host,
