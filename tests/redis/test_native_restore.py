@@ -189,3 +189,15 @@ def test_keyspace_counts_are_judged_per_db():
         "db9 holds 1 keys the backup does not have (written by someone else meanwhile)",
     ]
     assert restore_native.keyspace_problems(doc, replaced=True) == [deleted]  # --force keeps other keys
+
+
+def test_large_values_make_small_batches(servers, repo, on_time_day):
+    _, ss = servers(name="src")
+    for i in range(30):
+        client(ss).set(f"big:{i}", os.urandom(100_000))
+    backup = backup_snapshot(ss, repo, on_time_day)
+    _, ts = servers(name="target")
+    result = restore_snapshot(ts, repo, backup)
+    assert result.copied_by == "redis-load" and result.digest == backup.metadata["digest"]
+    # 3 MB of values in batches of about 1 MiB: the server's query buffer and our memory stay bounded
+    assert client(ts).info("commandstats")["cmdstat_msetnx"]["calls"] >= 3

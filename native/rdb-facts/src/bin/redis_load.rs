@@ -140,6 +140,7 @@ struct Packer {
     batch: Batch,
     mset: Cmd,
     mset_keys: usize,
+    mset_bytes: usize, // the keys' and values' bytes in `mset`, not yet in `batch.packed`
     replace: bool,
 }
 
@@ -172,13 +173,17 @@ impl Packer {
     }
 
     fn mset(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.mset_bytes += key.len() + value.len();
         self.mset.arg(&key).arg(value);
         self.mset_keys += 1;
         self.batch.keys.push((key, "string"));
     }
 
+    /// A batch holds at most BATCH_KEYS keys and about BATCH_BYTES of commands: large values
+    /// make small batches, so memory and the server's query buffer stay bounded.
     fn full(&self) -> bool {
-        self.batch.keys.len() >= BATCH_KEYS || self.batch.packed.len() >= BATCH_BYTES
+        self.batch.keys.len() >= BATCH_KEYS
+            || self.batch.packed.len() + self.mset_bytes >= BATCH_BYTES
     }
 
     /// The batch so far, its reads appended; the next one starts in the same db.
@@ -193,6 +198,7 @@ impl Packer {
                 Reply::AllSet
             });
             self.mset_keys = 0;
+            self.mset_bytes = 0;
         }
         let db = self.batch.db;
         let mut b = std::mem::replace(
@@ -257,6 +263,7 @@ fn pack(path: &str, replace: bool, out: SyncSender<Result<Batch, String>>) {
         batch: Batch::default(),
         mset: redis::cmd("MSETNX"),
         mset_keys: 0,
+        mset_bytes: 0,
         replace,
     };
     p.mset = p.new_mset();
