@@ -28,8 +28,8 @@ Measured on 2 shared cores: place 1.09x (890 k keys) to 1.20x (500 k keys) idle,
 Live, 100 k keys, through the native redis-load helper (restore_native.py): three runs of 5
 rounds gave 1.07 / 1.21, 1.02 / 1.15 and 1.13 / 1.63 (idle / loaded); with a SCAN of the server
 after the writes instead of reads inside each batch it was 1.89 / 2.07. The Python path (scratch
-server, DUMP/RESTORE, read-back), which TLS targets, clusters and snapshots with streams still
-take, was 6.8x idle and 9-11x loaded. The helper's CPU (0.26-0.32 s against redis-cli's
+server, DUMP/RESTORE, read-back), which clusters and snapshots with streams still take, was
+6.8x idle and 9-11x loaded. The helper's CPU (0.26-0.32 s against redis-cli's
 0.05 s; the server's is not counted on either side) is a third LZF decompression of the
 snapshot's strings in the rdb crate (DEBUG POPULATE values compress extremely well), an eighth
 sha256 of the read-back, the rest packing, parsing and the socket: with the other core busy

@@ -3,9 +3,9 @@
 `restore_snapshot` is logical: every file is read back through the repository (sha256
 checked), loaded into a scratch server, and each key copied with DUMP + RESTORE … ABSTTL into
 the target (a cluster target through RedisCluster, so each key reaches the node owning its
-slot); the target is then compared with the manifest's facts. Into a standalone server
-without TLS, the native redis-load helper does the copy and the read-back instead, from the
-RDB itself and several times faster (restore_native.py). `place_rdb` is the physical
+slot); the target is then compared with the manifest's facts. Into a standalone server, the
+native redis-load helper does the copy and the read-back instead, from the RDB itself and
+several times faster (restore_native.py). `place_rdb` is the physical
 alternative for a stopped server. `loaded_servers` (a backup in scratch servers, one at a time)
 also serves the verification.
 """

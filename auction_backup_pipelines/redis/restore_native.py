@@ -8,9 +8,10 @@ the target over one pipelined connection, reads each batch of keys back right af
 into the same facts `facts.collect_facts` computes, and ends with INFO keyspace; the
 comparison with the manifest, and `keyspace_problems`, stay here.
 
-It takes the common case: a standalone target without TLS, from a snapshot of one RDB file
-whose every key rdb-facts decoded when it was taken (`digest_method` "rdb-facts": no streams or
-module values). Into an empty target (no `--force`) its keyspace at the end must be exactly the
+It takes the common case: a standalone target (with TLS too, verified as restore.py's own
+connections verify it: the CA, the host name, a client certificate if configured), from a
+snapshot of one RDB file whose every key rdb-facts decoded when it was taken (`digest_method`
+"rdb-facts": no streams or module values). Into an empty target (no `--force`) its keyspace at the end must be exactly the
 keys read back; with `--force` keys of the same name are replaced (RESTORE ... REPLACE, MSET),
 the others kept, and the backup's keys as read back are what is compared, as in restore.py.
 Everything else, or a missing helper, takes the Python path, which gives the same result.
@@ -35,6 +36,7 @@ from auction_backup_pipelines.settings import RedisSettings
 HELPER = "redis-load"
 TIMEOUT_S = 60.0  # one reply may take this long (a large key's RESTORE) before the helper gives up
 BUSY_EXIT = 3
+NOT_CONNECTED_EXIT = 4
 
 
 def helper_path() -> str | None:
@@ -44,7 +46,7 @@ def helper_path() -> str | None:
 def usable(backup: Backup, target: RedisSettings, cluster: bool) -> str | None:
     """The helper's path when it can do this restore, else None (the Python path does it)."""
     m = backup.metadata
-    if cluster or target.tls or m.get("mode") in ("aof", "cluster") or m.get("digest_method") != "rdb-facts":
+    if cluster or m.get("mode") in ("aof", "cluster") or m.get("digest_method") != "rdb-facts":
         return None
     if [f.name for f in backup.files] != [RDB_FILE]:
         return None
@@ -66,6 +68,9 @@ def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int, replace: b
         "bucket_ms": bucket_ms,
         "timeout_s": TIMEOUT_S,
         "replace": replace,
+        "tls": {"ca_file": target.tls_ca_file, "cert_file": target.tls_cert_file, "key_file": target.tls_key_file}
+        if target.tls
+        else None,
     }
     out: list[bytes] = []
 
@@ -82,6 +87,8 @@ def load(path: str, target: RedisSettings, rdb: Path, bucket_ms: int, replace: b
             f"a key of the backup appeared in the target during the restore ({line}); "
             f"someone else is writing to it. Pass --force to overwrite such keys. {partial}"
         )
+    if rc == NOT_CONNECTED_EXIT:
+        raise RedisBackupError(f"{HELPER} could not connect to Redis at {where}: {line}; nothing was changed")
     if rc != 0:
         raise RedisBackupError(f"the restore into {where} failed: {line or f'{HELPER} exited with {rc}'}. {partial}")
     try:

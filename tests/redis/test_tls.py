@@ -239,3 +239,45 @@ def test_tls_at_a_plain_port_fails_within_the_handshake_timeout():
     with pytest.raises(RedisBackupError, match=r"did not complete a TLS handshake within 10 s: is it a plain port\?"):
         connect(RedisSettings(host=plain_stack().host, port=plain_stack().port, tls=True, tls_ca_file=CA))
     assert time.monotonic() - started < 30, "redis-py alone would wait its whole read timeout"
+
+
+def test_the_native_restore_verifies_the_certificate_and_the_host(repo, tmp_path, on_time_day):
+    """Into a TLS-only server, the redis-load helper connects with the CA and host name checked."""
+    from auction_backup_pipelines.redis import restore_native
+    from tests.redis.test_native_restore import fill_decodable
+
+    (tmp_path / "src").mkdir()
+    with scratch_server(tmp_path / "src", port=free_port()) as src:
+        plain = redis.Redis(host="127.0.0.1", port=src.port, protocol=2)
+        written = fill_decodable(plain, "n:", 0)
+        backup = backup_snapshot(RedisSettings(host="127.0.0.1", port=src.port), repo, on_time_day)
+        expected = read_back(plain, written)
+    rdb = tmp_path / "dump.rdb"
+    with repo.open(backup, "dump.rdb") as f:
+        rdb.write_bytes(f.read())
+    helper = restore_native.helper_path()
+    assert helper, "redis-load is not installed: run `bash stack/install.sh`"
+
+    folder = tmp_path / "target"
+    folder.mkdir()
+    with tls_only_server(folder, STACK_TLS / "server.crt", STACK_TLS / "server.key") as port:
+        wrong_ca = RedisSettings(host="localhost", port=port, tls=True, tls_ca_file=str(make_ca(tmp_path)[0]))
+        with pytest.raises(
+            RedisBackupError, match="redis-load could not connect to Redis at .*(certificate|verify).*nothing was changed"
+        ):
+            restore_native.load(helper, wrong_ca, rdb, 60_000, replace=False)
+        assert tls_client(port).dbsize() == 0  # nothing was written
+
+        result = restore_snapshot(RedisSettings(host="localhost", port=port, tls=True, tls_ca_file=CA), repo, backup)
+        assert result.copied_by == "redis-load" and result.digest == backup.metadata["digest"]
+        assert read_back(tls_client(port), written) == expected
+
+    ca = make_ca(tmp_path, "other")
+    cert, key = make_server_cert(tmp_path, ca, "DNS:elsewhere.test")
+    (tmp_path / "elsewhere").mkdir()
+    with tls_only_server(tmp_path / "elsewhere", cert, key) as port:
+        by_ip = RedisSettings(host="127.0.0.1", port=port, tls=True, tls_ca_file=str(ca[0]))  # signed, for another name
+        with pytest.raises(
+            RedisBackupError, match="could not connect to Redis at .*(certificate|verify|hostname|match).*nothing was changed"
+        ):
+            restore_native.load(helper, by_ip, rdb, 60_000, replace=False)

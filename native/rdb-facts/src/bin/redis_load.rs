@@ -30,9 +30,10 @@
 //! someone else added, or one of ours deleted, shows there (the caller judges it).
 //!
 //! The job: `host`, `port`, `username`, `password` (on stdin: never in argv or the environment),
-//! `rdb` (the path of the verified local copy), `bucket_ms`, `timeout_s`, `replace`. Output: one JSON
+//! `tls` (the REDIS_TLS* files, or none), `rdb` (the path of the verified local copy),
+//! `bucket_ms`, `timeout_s`, `replace`. Output: one JSON
 //! object on stdout (exit 0); or one line on stderr: exit 3 when a key of the backup already
-//! existed in the target, exit 2 for anything else. The caller sends only snapshots whose every
+//! existed in the target, 4 when it could not connect (nothing written), 2 for anything else. The caller sends only snapshots whose every
 //! key rdb-facts decoded; one with streams, module values or hashes with field TTLs stops it.
 
 use std::collections::BTreeMap;
@@ -46,7 +47,10 @@ use std::time::Duration;
 
 use rdb::{RdbDecoder, RdbValue};
 use rdb_facts::{json_map, key_hash, lp, CountUndecoded, Facts, CRC64};
-use redis::{Cmd, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
+use redis::{
+    ClientTlsConfig, Cmd, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates, Value,
+};
 use serde::Deserialize;
 use sha2::Digest;
 
@@ -74,10 +78,66 @@ struct Job {
     timeout_s: f64,
     #[serde(default)]
     replace: bool,
+    #[serde(default)]
+    tls: Option<Tls>,
+}
+
+/// REDIS_TLS: the server's certificate and host name are verified (against `ca_file`, else the
+/// system's CAs); `cert_file` and `key_file` are a client certificate for servers that ask.
+#[derive(Deserialize)]
+struct Tls {
+    #[serde(default)]
+    ca_file: String,
+    #[serde(default)]
+    cert_file: String,
+    #[serde(default)]
+    key_file: String,
+}
+
+fn read_pem(setting: &str, path: &str) -> Result<Option<Vec<u8>>, Failure> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    std::fs::read(path)
+        .map(Some)
+        .map_err(|e| Failure::Other(format!("{setting} {path}: {e}")))
+}
+
+/// A client for the job's server: TLS (verified) when the job has `tls`, else plain TCP.
+fn client(job: &Job, settings: RedisConnectionInfo) -> Result<redis::Client, Failure> {
+    let Some(tls) = &job.tls else {
+        let info = ConnectionAddr::Tcp(job.host.clone(), job.port).into_connection_info()?;
+        return Ok(redis::Client::open(info.set_redis_settings(settings))?);
+    };
+    let addr = ConnectionAddr::TcpTls {
+        host: job.host.clone(),
+        port: job.port,
+        insecure: false,
+        tls_params: None,
+    };
+    let client_tls = match (
+        read_pem("REDIS_TLS_CERT_FILE", &tls.cert_file)?,
+        read_pem("REDIS_TLS_KEY_FILE", &tls.key_file)?,
+    ) {
+        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    let certificates = TlsCertificates {
+        client_tls,
+        root_cert: read_pem("REDIS_TLS_CA_FILE", &tls.ca_file)?,
+    };
+    Ok(redis::Client::build_with_tls(
+        addr.into_connection_info()?.set_redis_settings(settings),
+        certificates,
+    )?)
 }
 
 enum Failure {
     Busy(String),
+    NotConnected(String), // before the first write: nothing changed
     Other(String),
 }
 
@@ -588,11 +648,14 @@ fn run() -> Result<String, Failure> {
     if let Some(password) = job.password.as_deref().filter(|p| !p.is_empty()) {
         settings = settings.set_password(password);
     }
-    let info = ConnectionAddr::Tcp(job.host.clone(), job.port)
-        .into_connection_info()?
-        .set_redis_settings(settings);
     let timeout = Duration::from_secs_f64(job.timeout_s.max(1.0));
-    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+    let not_connected = |e: Failure| match e {
+        Failure::Other(m) => Failure::NotConnected(m),
+        other => other,
+    };
+    let mut conn = client(&job, settings)
+        .and_then(|c| Ok(c.get_connection_with_timeout(timeout)?))
+        .map_err(not_connected)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
 
@@ -636,6 +699,10 @@ fn main() -> ExitCode {
         Err(Failure::Busy(message)) => {
             eprintln!("{message}");
             ExitCode::from(3)
+        }
+        Err(Failure::NotConnected(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(4)
         }
         Err(Failure::Other(message)) => {
             eprintln!("{message}");
