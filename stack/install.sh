@@ -2,12 +2,14 @@
 # Installs what the stack and the tests need, idempotently and quickly when already present:
 # Debian packages (PostgreSQL 15, Redis 7, zstd, Chromium for the browser test), Kafka's jars
 # from Maven Central, the project's Python environment in .venv, and the native helpers
-# rdb-facts, kafka-export and kafka-replay (Rust, crates from crates.io) built into .venv/bin.
+# rdb-facts, redis-load, pg-stage, kafka-export and kafka-replay (Rust, crates from crates.io)
+# built into .venv/bin.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # chromium: the browser test drives Debian's build through Playwright (no browser download).
-APT_PACKAGES=(postgresql-15 postgresql-client-15 redis-server redis-tools zstd chromium)
+# libssl-dev, pkg-config: the native helpers' TLS (librdkafka's, and redis-load's native-tls).
+APT_PACKAGES=(postgresql-15 postgresql-client-15 redis-server redis-tools zstd chromium libssl-dev pkg-config)
 
 install_apt() {
   local missing=()
