@@ -150,6 +150,41 @@ pub fn key_hash(db: u32, key: &[u8], kind: &str, canonical: impl FnOnce(&mut Sha
     u64::from_be_bytes(h.finalize()[..8].try_into().unwrap())
 }
 
+/// The canonical values of `facts.canonical_value`, fed to a key's hash: the one definition
+/// both rdb-facts (values decoded from an RDB) and redis-load (values read back) hash by.
+pub mod canonical {
+    use super::lp;
+    use sha2::Sha256;
+
+    /// A list: its elements in order.
+    pub fn list<T: AsRef<[u8]>>(h: &mut Sha256, items: &[T]) {
+        items.iter().for_each(|x| lp(h, x.as_ref()));
+    }
+
+    /// A set: its members sorted.
+    pub fn set<T: AsRef<[u8]> + Ord>(h: &mut Sha256, members: &mut [T]) {
+        members.sort_unstable();
+        list(h, members);
+    }
+
+    /// A hash: its (field, value) pairs sorted by field.
+    pub fn hash<F: AsRef<[u8]> + Ord, V: AsRef<[u8]>>(h: &mut Sha256, pairs: &mut [(F, V)]) {
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pairs.iter().for_each(|(f, v)| {
+            lp(h, f.as_ref());
+            lp(h, v.as_ref());
+        });
+    }
+
+    /// A sorted set, in ZRANGE order: each member, then its score as a big-endian double.
+    pub fn zset<M: AsRef<[u8]>>(h: &mut Sha256, ranked: impl Iterator<Item = (M, f64)>) {
+        ranked.for_each(|(m, score)| {
+            lp(h, m.as_ref());
+            sha2::Digest::update(h, score.to_be_bytes());
+        });
+    }
+}
+
 pub fn hex(n: u64) -> String {
     format!("\"{n:016x}\"")
 }

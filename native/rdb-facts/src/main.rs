@@ -22,7 +22,9 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 use rdb::{RdbDecoder, RdbValue};
-use rdb_facts::{json_map, key_hash, lp, CountUndecoded, Crc64Reader, Facts, CHECKSUM_LEN, CRC64};
+use rdb_facts::{
+    canonical, json_map, key_hash, CountUndecoded, Crc64Reader, Facts, CHECKSUM_LEN, CRC64,
+};
 use sha2::{Digest, Sha256};
 
 /// A decoded key: its kind, name, expiry, and what feeds its canonical value to the hash.
@@ -81,38 +83,29 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
                 "list",
                 key,
                 expiry,
-                Box::new(move |h: &mut Sha256| values.iter().for_each(|v| lp(h, v))),
+                Box::new(move |h: &mut Sha256| canonical::list(h, &values)),
             ),
             RdbValue::Set {
                 key,
                 mut members,
                 expiry,
-            } => {
-                members.sort_unstable();
-                (
-                    "set",
-                    key,
-                    expiry,
-                    Box::new(move |h: &mut Sha256| members.iter().for_each(|m| lp(h, m))),
-                )
-            }
+            } => (
+                "set",
+                key,
+                expiry,
+                Box::new(move |h: &mut Sha256| canonical::set(h, &mut members)),
+            ),
             RdbValue::Hash {
                 key,
                 values,
                 expiry,
             } => {
                 let mut pairs: Vec<_> = values.into_iter().collect();
-                pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 (
                     "hash",
                     key,
                     expiry,
-                    Box::new(move |h: &mut Sha256| {
-                        pairs.iter().for_each(|(f, v)| {
-                            lp(h, f);
-                            lp(h, v)
-                        })
-                    }),
+                    Box::new(move |h: &mut Sha256| canonical::hash(h, &mut pairs)),
                 )
             }
             RdbValue::SortedSet {
@@ -132,10 +125,7 @@ fn run(bucket_ms: u64, captured_ms: u64) -> Result<String, String> {
                     key,
                     expiry,
                     Box::new(move |h: &mut Sha256| {
-                        values.iter().for_each(|(s, m)| {
-                            lp(h, m);
-                            h.update(s.to_be_bytes());
-                        })
+                        canonical::zset(h, values.iter().map(|(s, m)| (m, *s)))
                     }),
                 )
             }

@@ -46,7 +46,7 @@ use std::thread;
 use std::time::Duration;
 
 use rdb::{RdbDecoder, RdbValue};
-use rdb_facts::{json_map, key_hash, lp, CountUndecoded, Facts, CRC64};
+use rdb_facts::{canonical, json_map, key_hash, CountUndecoded, Facts, CRC64};
 use redis::{
     ClientTlsConfig, Cmd, Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
     TlsCertificates, Value,
@@ -570,21 +570,21 @@ fn add_read(facts: &mut Facts, found: &mut BTreeMap<u32, Found>, r: ReadKey, buc
             return; // Redis removes empty collections: the key is gone
         }
         key_hash(db, &key, kind, |h| match kind {
-            "hash" => {
-                let mut pairs: Vec<_> = parts.chunks(2).collect();
-                pairs.sort_unstable();
-                pairs.iter().flat_map(|p| p.iter()).for_each(|x| lp(h, x));
-            }
-            "set" => {
-                parts.sort_unstable();
-                parts.iter().for_each(|x| lp(h, x));
-            }
-            "zset" => parts.chunks(2).for_each(|p| {
-                lp(h, &p[0]);
-                let score: f64 = String::from_utf8_lossy(&p[1]).parse().unwrap_or(f64::NAN);
-                h.update(score.to_be_bytes());
-            }),
-            _ => parts.iter().for_each(|x| lp(h, x)),
+            "hash" => canonical::hash(
+                h,
+                &mut parts.chunks(2).map(|p| (&p[0], &p[1])).collect::<Vec<_>>(),
+            ),
+            "set" => canonical::set(h, &mut parts),
+            "zset" => canonical::zset(
+                h,
+                parts.chunks(2).map(|p| {
+                    (
+                        &p[0],
+                        String::from_utf8_lossy(&p[1]).parse().unwrap_or(f64::NAN),
+                    )
+                }),
+            ),
+            _ => canonical::list(h, &parts),
         })
     };
     facts.add(db, kind, digest, expire_at, bucket_ms);
