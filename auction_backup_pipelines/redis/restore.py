@@ -239,7 +239,7 @@ def restore_snapshot(
         t_lo = server_time_ms(r)
         actual = Facts(expected.bucket_ms)
         unexpected: list[str] = []
-        helper = restore_native.usable(backup, target, cluster)
+        helper = restore_native.usable(backup, backup_layouts(backup), cluster)
         if helper:
             with scratch_dir() as tmp:
                 materialize(repo, backup, tmp / "rdb", [RDB_FILE], None)  # sha256-checked before any write

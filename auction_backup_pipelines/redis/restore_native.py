@@ -43,12 +43,10 @@ def helper_path() -> str | None:
     return native.helper_path(HELPER)
 
 
-def usable(backup: Backup, target: RedisSettings, cluster: bool) -> str | None:
-    """The helper's path when it can do this restore, else None (the Python path does it)."""
-    m = backup.metadata
-    if cluster or m.get("mode") in ("aof", "cluster") or m.get("digest_method") != "rdb-facts":
-        return None
-    if [f.name for f in backup.files] != [RDB_FILE]:
+def usable(backup: Backup, layouts: list[tuple[str, list[str], tuple[str, str] | None]], cluster: bool) -> str | None:
+    """The helper's path when it can do this restore, else None (the Python path does it).
+    `layouts`: restore.backup_layouts(backup); the helper takes one server's RDB file."""
+    if cluster or backup.metadata.get("digest_method") != "rdb-facts" or layouts != [("rdb", [RDB_FILE], None)]:
         return None
     return helper_path()
 
