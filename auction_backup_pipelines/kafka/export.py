@@ -383,8 +383,10 @@ def backup_topic_day(
                 sink = paced(out, limiter)
                 if helper := export_native.helper_path():
                     early_before = _ms(capture.day_start(day))
+                    # Unpaced, the helper also compresses (export_native's docstring says why).
+                    level = EXPORT_ZSTD_LEVEL if sink is out and out.compression == "zstd" else None
                     stats = export_native.export_partitions(
-                        helper, cluster, timeout, topic, plan.partitions, sink, early_before, stall_timeout
+                        helper, cluster, timeout, topic, plan.partitions, sink, early_before, stall_timeout, level
                     )
                 else:
                     stats = export_partitions(c, topic, plan.partitions, sink, day, stall_timeout)

@@ -39,6 +39,7 @@ from auction_backup_pipelines.kafka.restore_report import TranslatedOffset
 from auction_backup_pipelines.repository import catalog
 from auction_backup_pipelines.repository.manifest import NotFoundError
 from auction_backup_pipelines.repository.storage import IntegrityError
+from auction_backup_pipelines.repository.streams import ArtifactStream
 from tests.dagster_defs import PARTITIONS
 
 pytestmark = pytest.mark.integration
@@ -324,11 +325,20 @@ def test_native_and_python_exports_store_the_same_bytes(kafka, repo, monkeypatch
     msgs.append(Msg(1, at(D1, 12)))  # written in D2's range, stamped D1: an early timestamp
     kafka.produce(topic, msgs)
     assert export_native.helper_path(), "stack/install.sh builds kafka-export into the virtualenv"
+    compressed_by_helper: list[int] = []
+    store = ArtifactStream.write_compressed
+    monkeypatch.setattr(ArtifactStream, "write_compressed", lambda self, b: compressed_by_helper.append(len(b)) or store(self, b))
     native = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
+    assert sum(compressed_by_helper) == native.file(export_file(topic)).stored_size > 0  # the helper compressed
+    with repo.open(native, export_file(topic)) as f:
+        native_bytes = f.read()  # the helper's frame decompresses to the size and sha256 it declared
     monkeypatch.setattr(export_native, "helper_path", lambda: None)
     python = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
     assert native.backup_id != python.backup_id
+    assert native.file(export_file(topic)).size == python.file(export_file(topic)).size
     assert native.file(export_file(topic)).sha256 == python.file(export_file(topic)).sha256
+    with repo.open(python, export_file(topic)) as f:
+        assert f.read() == native_bytes
     assert native.metadata["partitions"] == python.metadata["partitions"]
     assert native.metadata["messages_total"] == 36 + 1 and native.metadata["early_timestamps"] == 1
 
@@ -553,9 +563,14 @@ def test_dagster_asset_publishes_a_day_and_fails_clearly(kafka, tmp_path):
     assert resources["backup_repo"].repository().list("kafka", artifact_name(missing)) == []
 
 
-def test_a_write_failing_mid_export_publishes_nothing_and_stops_the_helper(kafka, repo, monkeypatch, export_in):
+WHERE_WRITES_FAIL = [("native", "raw stream"), ("python", "raw stream"), ("native", "compressed by the helper")]
+
+
+@pytest.mark.parametrize(("export_in", "where"), WHERE_WRITES_FAIL, indirect=["export_in"])
+def test_a_write_failing_mid_export_publishes_nothing_and_stops_the_helper(kafka, repo, monkeypatch, export_in, where):
     topic = kafka.topic("full", 2)
-    kafka.produce(topic, [Msg(p, at(D2, h % 24), value=b"x" * 2000) for p in range(2) for h in range(2000)])
+    # Incompressible values, so that the compressed stream is as long as the raw one.
+    kafka.produce(topic, [Msg(p, at(D2, h % 24), value=os.urandom(2000)) for p in range(2) for h in range(2000)])
 
     class DiskFull:
         def __init__(self, sink, limiter):
@@ -567,7 +582,11 @@ def test_a_write_failing_mid_export_publishes_nothing_and_stops_the_helper(kafka
                 raise OSError(28, "No space left on device")
             return len(data)
 
-    monkeypatch.setattr(kx, "paced", DiskFull)
+    if where == "raw stream":
+        monkeypatch.setattr(kx, "paced", DiskFull)  # not the ArtifactStream itself: the helper sends raw bytes
+    else:
+        full = DiskFull(None, None)
+        monkeypatch.setattr(ArtifactStream, "write_compressed", lambda self, b: full.write(b))
     children = set(os.listdir("/proc"))
     with pytest.raises(OSError, match="No space left"):
         kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)

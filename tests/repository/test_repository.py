@@ -166,3 +166,60 @@ def test_delete_removes_manifest_first_and_is_idempotent(tmp_path):
     repo.delete(backup)
     assert repo.list() == []
     assert not (tmp_path / "repo" / "postgres").exists()
+
+
+def _write_compressed(repo, chunks, content, day=DAY):
+    with repo.begin("kafka", "topic_export", day) as w:
+        with w.open_file("export.krb") as f:
+            for c in chunks:
+                f.write_compressed(c)
+            f.compressed_content(*content)
+    return w.committed
+
+
+def test_bytes_compressed_by_a_helper_are_stored_as_they_come_and_read_back_verified(tmp_path):
+    import hashlib
+
+    import zstandard
+
+    repo = Repository.local(tmp_path / "repo")
+    data = os.urandom(300_000) + b"x" * 2_000_000
+    frame = zstandard.ZstdCompressor(level=1).compress(data)
+    backup = _write_compressed(repo, [frame[:1000], frame[1000:]], (len(data), hashlib.sha256(data).hexdigest()))
+    entry = backup.file("export.krb")
+    assert (entry.size, entry.stored_size, entry.compression) == (len(data), len(frame), "zstd")
+    assert (tmp_path / "repo" / backup.prefix / entry.key).read_bytes() == frame  # nothing added, nothing recompressed
+    with repo.open(backup, "export.krb") as f:
+        assert f.read() == data
+    assert repo.verify(backup, deep=True).deep is True
+
+
+def test_a_helper_that_misreports_its_content_is_caught_when_the_file_is_read(tmp_path):
+    import hashlib
+
+    import zstandard
+
+    repo = Repository.local(tmp_path / "repo")
+    data = os.urandom(100_000)
+    frame = zstandard.ZstdCompressor(level=1).compress(data)
+    backup = _write_compressed(repo, [frame], (len(data), hashlib.sha256(data + b"!").hexdigest()))
+    with pytest.raises(IntegrityError, match="content does not match"):
+        with repo.open(backup, "export.krb") as f:
+            f.read()
+    with pytest.raises(IntegrityError):
+        repo.verify(backup, deep=True)
+
+
+def test_compressed_and_raw_writes_do_not_mix_and_publish_nothing(tmp_path):
+    repo = Repository.local(tmp_path / "repo")
+    with pytest.raises(ValueError, match="raw bytes after compressed ones"):
+        with repo.begin("kafka", "topic_export", DAY) as w, w.open_file("export.krb") as f:
+            f.write_compressed(b"\x28\xb5\x2f\xfd")
+            f.write(b"raw")
+    with pytest.raises(ValueError, match="without the size and sha256"):
+        with repo.begin("kafka", "topic_export", DAY) as w, w.open_file("export.krb") as f:
+            f.write_compressed(b"\x28\xb5\x2f\xfd")
+    with pytest.raises(ValueError, match="only start a zstd stream"):
+        with repo.begin("kafka", "topic_export", DAY) as w, w.open_file("export.krb", compression="gzip") as f:
+            f.write_compressed(b"\x1f\x8b")
+    assert repo.list("kafka") == []
