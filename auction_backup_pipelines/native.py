@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import shutil
 import subprocess
 import sys
@@ -34,28 +35,35 @@ def run_helper(
     error: type[Exception],
     nothing_done: str,
     args: Sequence[str] = (),
+    stdout: IO[bytes] | None = None,
 ) -> tuple[int, bytes]:
     """Run the helper at `path` (with `args`: never a secret); `talk(stdin, stdout)` feeds it and
     reads what it writes; returns (exit code, stderr). It starts from our minimal environment:
     whatever it needs, credentials included, reaches it on stdin, never in its argv or
     environment. If `talk` fails, the helper is killed and the failure raised; a helper that
-    cannot start raises `error`."""
+    cannot start raises `error`. With `stdout` (another program's stdin), the helper writes
+    there, and `talk` gets an empty stream in place of its output."""
     try:
         proc = subprocess.Popen(
-            [path, *args], env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [path, *args],
+            env=base_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
         )
     except OSError as exc:
         raise error(f"the {Path(path).name} helper could not start ({exc}); {nothing_done}") from None
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    for pipe in (proc.stdin, proc.stdout):
+    assert proc.stdin is not None and proc.stderr is not None
+    for pipe in (proc.stdin, proc.stdout or stdout):
         # 1 MiB pipes instead of Linux's 64 KiB: the helper and we each move a megabyte at a time.
         with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+            if pipe is not None:
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
     stderr: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
     try:
-        talk(proc.stdin, proc.stdout)
+        talk(proc.stdin, proc.stdout or io.BytesIO())
     except BaseException:
         proc.kill()
         raise

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from auction_backup_pipelines.child_env import base_env
-from auction_backup_pipelines.postgres import parallel_restore
+from auction_backup_pipelines.postgres import parallel_restore, stage_native
 from auction_backup_pipelines.postgres.client import (
     CHECKSUM_FUNCTIONS,
     CHECKSUM_TEXT,
@@ -71,7 +71,7 @@ class LogicalRestoreResult:
     tables: int
     rows_total: int
     replaced_existing: bool
-    staged_by: str  # "pg-stage" (stage_native.py), or "copy" and why not
+    staged_by: str  # "pg-stage", "pg-stage, streamed into one pg_restore job (why)", or "copy" and why
     duration_s: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -255,15 +255,39 @@ def _staging_database(s: PostgresSettings, target: str) -> Iterator[Callable[[],
                 drop_database(admin, name)
 
 
+def _load(s: PostgresSettings, repo: Repository, backup: Backup, staging_db: Callable[[], str], jobs: int, target_db: str) -> str:
+    """The dump loaded into the staging database, streamed or staged for `-j jobs`
+    (parallel_restore's docstring says which when); returns how, for the restore's record.
+
+    Staged, the database is made while the dump is copied, and nothing is restored into it
+    before the whole copy is local and verified against its sha256. Streamed, a dump that
+    differs from its sha256 raises IntegrityError at its end, before the proof and the swap."""
+    why_stream = parallel_restore.stream_reason(backup, jobs)
+    why_not = ""
+    try:
+        if why_stream:
+            why_not = parallel_restore.pg_restore_streamed(s, repo, backup, DUMP_FILE, staging_db())
+            if not why_not:
+                return f"{stage_native.HELPER}, streamed into one pg_restore job ({why_stream})"
+        with parallel_restore.staged_dump(repo, backup, DUMP_FILE) as staged:
+            parallel_restore.pg_restore_file(s, staged.path, staging_db(), jobs)
+    except parallel_restore.StagingSpaceError:
+        raise  # its one line already says nothing was changed
+    except PostgresError as exc:
+        raise PostgresError(f"{exc}; {target_db!r} is unchanged") from None
+    return staged.staged_by  # a copy says why pg-stage did not stage it, which is also why it did not stream
+
+
 def restore_logical(
     s: PostgresSettings, repo: Repository, backup: Backup, target_db: str, force: bool = False, jobs: int | None = None
 ) -> LogicalRestoreResult:
     """Restore a logical dump into `target_db` on the server `s` names, and prove it matches.
 
     Order of events, so that no failure can damage anything: check the backup's checksums;
-    refuse a non-empty target unless `force`; copy the dump to a private local file (checked
-    against its sha256 on the way); restore it with `pg_restore -j jobs` into a new staging
-    database; compare every table's row count and checksum with the manifest (in `jobs`
+    refuse a non-empty target unless `force`; restore the dump into a new staging database,
+    streamed into one `pg_restore` job, or copied to a private local file first (checked
+    against its sha256 on the way) for `pg_restore -j jobs` when parallel jobs can pay for the
+    copy (`_load`); compare every table's row count and checksum with the manifest (in `jobs`
     connections); only then drop the old target (with `force`) and rename the staging
     database into its place. `jobs`: RestoreSettings.jobs (RESTORE_JOBS), default the core count.
     """
@@ -286,14 +310,9 @@ def restore_logical(
             f"backup {backup.prefix} records content checksums by an unknown function {function!r}; "
             "restore it with the version that took it. Nothing was changed"
         )
-    # The staging database is made while the dump is staged; nothing is restored into it before
-    # the whole dump is local and verified against its sha256.
-    with _staging_database(s, target_db) as staging_db, parallel_restore.staged_dump(repo, backup, DUMP_FILE) as staged:
+    with _staging_database(s, target_db) as staging_db:
+        staged_by = _load(s, repo, backup, staging_db, jobs, target_db)
         staging = staging_db()
-        try:
-            parallel_restore.pg_restore_file(s, staged.path, staging, jobs)
-        except PostgresError as exc:
-            raise PostgresError(f"{exc}; {target_db!r} is unchanged") from None
         actual = parallel_restore.parallel_fingerprints(s, staging, jobs, checksums, function)
         expected = backup.metadata.get("tables", {})
         if not checksums:
@@ -311,6 +330,6 @@ def restore_logical(
         tables=len(actual),
         rows_total=sum(t["rows"] for t in actual.values()),
         replaced_existing=existing is not None,
-        staged_by=staged.staged_by,
+        staged_by=staged_by,
         duration_s=round(time.monotonic() - started, 3),
     )

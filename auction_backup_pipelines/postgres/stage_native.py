@@ -7,6 +7,10 @@ time: on a 293 MB pgbench dump, 2 cores, pg_restore -j 2 spent 1.5 s of CPU and 
 wall time, against 0.2 s and 3.5-3.8 s once staged. `pg-stage` writes the same archive with the
 offsets set and the rows gathered into 1 MiB chunks: pg_restore sends the same bytes to COPY.
 
+A restore that gains nothing from parallel jobs (parallel_restore.stream_reason) has the helper
+write the rechunked archive straight into a one-job `pg_restore`'s stdin (`stream`) instead: no
+local copy, and the load starts with the first bytes.
+
 The helper stages only the format it was written and tested against (archive 1.14: PostgreSQL
 12 to 15, uncompressed); for anything else, or when it is missing or fails, the dump is copied
 as it is and restores as before, only slower. The bytes it reads come through the repository's
@@ -25,6 +29,7 @@ from auction_backup_pipelines.postgres.client import PostgresError
 
 HELPER = "pg-stage"
 FEED = 4 << 20
+UNSUPPORTED = 3  # the helper's exit code for an archive it does not stage (it wrote nothing)
 
 
 def helper_path() -> str | None:
@@ -56,4 +61,32 @@ def restage(path: str, source: BinaryIO, out: Path) -> str:
         json.loads(b"".join(result))
     except ValueError:
         return f"{HELPER} wrote a result that cannot be read"
+    return ""
+
+
+def stream(path: str, source: BinaryIO, into: IO[bytes]) -> str:
+    """The archive read from `source`, rechunked by the helper at `path` into `into` (a one-job
+    `pg_restore`'s stdin), which is closed here when the helper is done. Returns "" when done, else
+    why not: the helper refused the archive before writing a byte (pg_restore then read nothing).
+    A failure of `source` (IntegrityError) is raised as it is; a malformed archive raises
+    PostgresError."""
+
+    def talk(stdin: IO[bytes], _: IO[bytes]) -> None:
+        try:
+            while block := source.read(FEED):
+                stdin.write(block)
+            stdin.close()
+        except BrokenPipeError:  # the helper stopped reading: its exit code says why
+            pass
+
+    try:
+        rc, err = native.run_helper(path, talk, PostgresError, "nothing was changed", args=["-"], stdout=into)
+    except PostgresError as exc:  # it could not start: nothing was written
+        return str(exc)
+    finally:
+        into.close()  # pg_restore's end of input
+    if rc == UNSUPPORTED:
+        return native.last_line(err)
+    if rc != 0:
+        raise PostgresError(f"{HELPER} could not read the dump: {native.last_line(err) or f'exit {rc}'}")
     return ""

@@ -1,7 +1,10 @@
-"""A logical restore runs `pg_restore -j N` from a private local copy of the dump, which never outlives it."""
+"""A logical restore runs `pg_restore -j N` from a private local copy of the dump, which never
+outlives it, when parallel jobs can share the work; otherwise it streams the dump into one job."""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import shutil
 import stat
 import subprocess
@@ -14,6 +17,7 @@ from auction_backup_pipelines.ops import restore_records
 from auction_backup_pipelines.postgres import client as pg_client
 from auction_backup_pipelines.postgres import logical_dump as pg
 from auction_backup_pipelines.postgres import parallel_restore, stage_native
+from auction_backup_pipelines.repository.storage import IntegrityError
 from tests.ops.child_watch import ChildWatch
 
 pytestmark = pytest.mark.integration
@@ -34,10 +38,30 @@ def restore_argv(watch: ChildWatch) -> tuple[str, ...]:
     return argv
 
 
+@pytest.fixture
+def balanced_db(pg_settings):
+    """Settings of a database whose rows are spread over three tables, none with most of them:
+    parallel jobs can share its load, so its restore stages the dump for `pg_restore -j`."""
+    name = f"balanced_{secrets.token_hex(4)}"
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        with pg_client.connect(pg_settings, dbname=name) as conn:
+            for table in ("lots", "bidders", "bids"):
+                conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, note text)")
+                conn.execute(f"INSERT INTO {table} SELECT i, md5(i::text) FROM generate_series(1, 4000) i")
+            conn.commit()
+        yield dataclasses.replace(pg_settings, dbname=name)
+    finally:
+        with pg_client.connect(pg_settings, dbname="postgres") as admin:
+            pg_client.drop_database(admin, name)
+
+
 def test_restore_runs_parallel_jobs_from_a_private_file_removed_afterwards(
-    pg_settings, repo, scratch_db, staging_root, monkeypatch
+    pg_settings, balanced_db, repo, scratch_db, staging_root, monkeypatch
 ):
-    backup = pg.backup_logical(pg_settings, repo, DAY)
+    backup = pg.backup_logical(balanced_db, repo, DAY)
+    assert parallel_restore.stream_reason(backup, jobs=2) == ""  # a third of the rows each
     modes: list[int] = []
     original = parallel_restore.pg_restore_file
 
@@ -61,18 +85,77 @@ def test_restore_runs_parallel_jobs_from_a_private_file_removed_afterwards(
     with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
         serial, counts = pg_client.table_fingerprints(conn), pg_client.row_counts(conn)
     assert serial == backup.metadata["tables"]
-    assert result.tables == len(serial) and result.rows_total == backup.metadata["rows_total"]
+    assert result.tables == len(serial) == 3 and result.rows_total == backup.metadata["rows_total"] == 12_000
     assert result.staged_by == "pg-stage"
     assert restore_records.for_logical(result, by="test")[0].details["staged_by"] == "pg-stage"  # in `restores`
     # fingerprints over several connections are exactly the one-connection ones
-    assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=3) == serial
+    function = backup.metadata["checksum_function"]
+    assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=3, function=function) == serial
     assert parallel_restore.parallel_fingerprints(pg_settings, scratch_db, jobs=2, checksums=False) == counts
 
 
-def test_failed_restore_removes_the_staged_file_and_the_staging_database(
+def test_a_dump_with_one_dominant_table_streams_into_one_job_without_a_local_copy(
     pg_settings, repo, scratch_db, staging_root, monkeypatch
 ):
+    backup = pg.backup_logical(pg_settings, repo, DAY)  # Auction Flow's: bids hold most of the rows
+    tables = backup.metadata["tables"]
+    assert max(t["rows"] for t in tables.values()) >= 0.75 * backup.metadata["rows_total"] > 0
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=0))  # no room for a copy
+    with ChildWatch(monkeypatch) as watch:
+        result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
+
+    argv = restore_argv(watch)
+    assert not any(a.startswith("--jobs") for a in argv)
+    assert argv[-1].startswith(scratch_db + "__restoring_")  # the staging database, and no file: it reads stdin
+    (stage,) = [s.argv for s in watch.started if Path(s.argv[0]).name == stage_native.HELPER]
+    assert stage[1:] == ("-",)  # pg-stage writes into pg_restore's stdin
+    assert len({s.pid for s in watch.seen if s.program == "pg_restore"}) == 1  # one job, no workers
+    assert list(staging_root.iterdir()) == []  # nothing was written locally
+    assert result.staged_by.startswith("pg-stage, streamed into one pg_restore job (one table holds")
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn) == tables
+    assert result.rows_total == backup.metadata["rows_total"]
+
+
+def test_one_job_always_streams(pg_settings, balanced_db, repo):
+    backup = pg.backup_logical(balanced_db, repo, DAY)
+    assert parallel_restore.stream_reason(backup, jobs=1) == "one job"
+    assert parallel_restore.stream_reason(backup, jobs=4) == ""
+
+
+def test_a_streamed_dump_that_differs_from_its_manifest_fails_and_changes_nothing(
+    pg_settings, repo, scratch_db, tmp_path, monkeypatch
+):
     backup = pg.backup_logical(pg_settings, repo, DAY)
+    path = tmp_path / "backups" / backup.prefix / backup.file(pg.DUMP_FILE).key  # the repo fixture's root
+    monkeypatch.setattr(type(repo), "verify", lambda self, b, deep=False: None)  # as if it changed after the check
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
+        admin.execute(f'CREATE DATABASE "{scratch_db}" TEMPLATE template0')
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+        conn.commit()
+    import zstandard
+
+    raw = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30)
+    flipped = bytearray(raw)
+    flipped[-200] ^= 0x01  # inside the last table's rows: the archive still parses
+    path.write_bytes(zstandard.ZstdCompressor().compress(bytes(flipped)))
+    with pytest.raises(IntegrityError, match="do(es)? not match the manifest"):  # found at the end of the stream
+        pg.restore_logical(pg_settings, repo, backup, scratch_db, force=True, jobs=2)
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
+    with pg_client.connect(pg_settings, dbname="postgres") as admin:
+        left = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (scratch_db + "%",)).fetchall()
+    assert left == [(scratch_db,)]  # the staging database is gone
+
+
+@pytest.mark.parametrize("loaded", ["staged for -j", "streamed"])
+def test_failed_restore_removes_the_staged_file_and_the_staging_database(
+    pg_settings, balanced_db, repo, scratch_db, staging_root, monkeypatch, loaded
+):
+    backup = pg.backup_logical(balanced_db if loaded == "staged for -j" else pg_settings, repo, DAY)
     original = parallel_restore.run_capturing_stderr
 
     def killed_at_start(argv, env, **kwargs):  # pg_restore dies as if the OOM killer took it
@@ -84,7 +167,8 @@ def test_failed_restore_removes_the_staged_file_and_the_staging_database(
     with ChildWatch(monkeypatch) as watch, pytest.raises(pg_client.PostgresError, match="is unchanged") as failure:
         pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
     assert "\n" not in str(failure.value)
-    assert not Path(restore_argv(watch)[-1]).parent.exists()
+    if loaded == "staged for -j":
+        assert not Path(restore_argv(watch)[-1]).parent.exists()
     assert list(staging_root.iterdir()) == []
     assert pg_client.database_objects(pg_settings, scratch_db) is None
     with pg_client.connect(pg_settings, dbname="postgres") as admin:
@@ -92,8 +176,10 @@ def test_failed_restore_removes_the_staged_file_and_the_staging_database(
     assert left == []
 
 
-def test_too_little_disk_for_the_dump_is_refused_in_one_line(pg_settings, repo, scratch_db, staging_root, monkeypatch):
-    backup = pg.backup_logical(pg_settings, repo, DAY)
+def test_too_little_disk_for_the_dump_is_refused_in_one_line(
+    pg_settings, balanced_db, repo, scratch_db, staging_root, monkeypatch
+):
+    backup = pg.backup_logical(balanced_db, repo, DAY)
     real = shutil.disk_usage
     free = backup.file(pg.DUMP_FILE).size  # the dump alone would fit, without the spare room
 
@@ -186,6 +272,7 @@ def test_an_archive_it_was_not_written_for_is_copied_as_it_is(pg_settings, repo,
     assert "compressed archive" in why
 
     backup = pg.backup_logical(pg_settings, repo, DAY)
+    assert parallel_restore.stream_reason(backup, jobs=2)  # it would stream, with the helper
     monkeypatch.setattr(stage_native, "helper_path", lambda: None)  # a machine without the helper
     result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
     assert result.staged_by == "copy (pg-stage is not installed)"

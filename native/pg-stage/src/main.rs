@@ -1,7 +1,8 @@
 //! pg-stage: stages a pg_dump custom-format archive, read from a pipe, as `pg_restore -j` reads
-//! it fastest.
+//! it fastest; or streams it, rechunked, into a `pg_restore` of one job.
 //!
 //!     pg-stage <output-file>  < archive  > result.json
+//!     pg-stage -              < archive  > archive for pg_restore's stdin   2> ... result.json
 //!
 //! Why: our dumps are written by `pg_dump -Fc -Z0` to a pipe (we compress with zstd on our
 //! side). Such an archive has two costs at restore time that a `pg_dump -Fc` file does not:
@@ -17,6 +18,10 @@
 //! with its rows gathered into chunks of up to 1 MiB (the bytes pg_restore sends to COPY are
 //! the same, in the same order); at the end each table-of-contents entry gets the offset of its
 //! data block, written in place, as pg_dump does when its output is a file.
+//!
+//! With `-` instead of a file, the rechunked archive goes to stdout as it is read, without
+//! offsets (a `pg_restore` reading its stdin reads in order and needs none), and the result line
+//! to stderr: a restore that gains nothing from parallel jobs then needs no local copy at all.
 //!
 //! Only the archive format this was written and tested against is staged: version 1.14
 //! (PostgreSQL 12 to 15), uncompressed. Anything else exits with 3 before writing data, and the
@@ -192,25 +197,22 @@ fn copy_chunks<R: Read, W: Write>(
     }
 }
 
-fn run(path: &str) -> Result<String, Failure> {
-    let stdin = io::stdin().lock();
-    let mut a = Archive {
-        input: BufReader::with_capacity(CHUNK, stdin),
-        int_size: 4,
-        head: Some(Vec::new()),
-    };
-    let (off_size, entries) = read_toc(&mut a)?;
-    let head = a.head.take().unwrap_or_default();
-    let file =
-        File::create(path).map_err(|e| Failure::Malformed(format!("cannot create {path}: {e}")))?;
-    let mut out = BufWriter::with_capacity(CHUNK, file);
-    out.write_all(&head)?;
+/// The data blocks, copied from `a` to `out` after `head` (the header and TOC): each block's
+/// dump id and offset in the output, the bytes written, and the chunks read and written.
+type Copied = (Vec<(i64, usize)>, usize, (u64, u64));
+
+fn copy_data<R: Read, W: Write>(
+    a: &mut Archive<R>,
+    out: &mut W,
+    head: &[u8],
+) -> Result<Copied, Failure> {
+    out.write_all(head)?;
     let mut written = head.len();
     let mut blocks: Vec<(i64, usize)> = vec![];
     let mut buf = Vec::with_capacity(CHUNK);
     let mut counts = (0u64, 0u64); // chunks read, chunks written
     let mut tally = CountingWriter {
-        inner: &mut out,
+        inner: out,
         count: &mut written,
     };
     loop {
@@ -223,14 +225,14 @@ fn run(path: &str) -> Result<String, Failure> {
         tally.write_all(&kind)?;
         put_int(&mut tally, dump_id as usize, a.int_size)?;
         match kind[0] {
-            BLK_DATA => copy_chunks(&mut a, &mut tally, &mut buf, &mut counts)?,
+            BLK_DATA => copy_chunks(a, &mut tally, &mut buf, &mut counts)?,
             BLK_BLOBS => loop {
                 let oid = a.int()?;
                 put_int(&mut tally, oid as usize, a.int_size)?;
                 if oid == 0 {
                     break;
                 }
-                copy_chunks(&mut a, &mut tally, &mut buf, &mut counts)?;
+                copy_chunks(a, &mut tally, &mut buf, &mut counts)?;
             },
             other => {
                 return Err(Failure::Malformed(format!(
@@ -239,25 +241,63 @@ fn run(path: &str) -> Result<String, Failure> {
             }
         }
     }
-    out.flush()?;
-    let mut file = out
-        .into_inner()
-        .map_err(|e| Failure::Malformed(format!("cannot write {path}: {e}")))?;
-    for (dump_id, at) in &blocks {
-        let Some(&(field, has_data)) = entries.get(dump_id) else {
-            return Err(Failure::Malformed(format!(
-                "data block for dump id {dump_id}, which the TOC does not list"
-            )));
-        };
-        if !has_data {
-            return Err(Failure::Malformed(format!(
+    Ok((blocks, written, counts))
+}
+
+/// Each data block's TOC entry: where its offset field is. A block the TOC does not list, or
+/// lists without data, makes the archive malformed.
+fn offset_fields(
+    blocks: &[(i64, usize)],
+    entries: &OffsetFields,
+) -> Result<Vec<(usize, usize)>, Failure> {
+    blocks
+        .iter()
+        .map(|(dump_id, at)| match entries.get(dump_id) {
+            Some(&(field, true)) => Ok((field, *at)),
+            Some(_) => Err(Failure::Malformed(format!(
                 "data block for dump id {dump_id}, whose TOC entry has no data"
-            )));
+            ))),
+            None => Err(Failure::Malformed(format!(
+                "data block for dump id {dump_id}, which the TOC does not list"
+            ))),
+        })
+        .collect()
+}
+
+/// Stages the archive on stdin into the file `path`, or streams it to stdout when `path` is "-"
+/// (for a `pg_restore` of one job reading its stdin, which needs no offsets). The result: a
+/// line of JSON.
+fn run(path: &str) -> Result<String, Failure> {
+    let stdin = io::stdin().lock();
+    let mut a = Archive {
+        input: BufReader::with_capacity(CHUNK, stdin),
+        int_size: 4,
+        head: Some(Vec::new()),
+    };
+    let (off_size, entries) = read_toc(&mut a)?;
+    let head = a.head.take().unwrap_or_default();
+    let (blocks, written, counts) = if path == "-" {
+        let mut out = BufWriter::with_capacity(CHUNK, io::stdout().lock());
+        let copied = copy_data(&mut a, &mut out, &head)?;
+        out.flush()?;
+        offset_fields(&copied.0, &entries)?;
+        copied
+    } else {
+        let file = File::create(path)
+            .map_err(|e| Failure::Malformed(format!("cannot create {path}: {e}")))?;
+        let mut out = BufWriter::with_capacity(CHUNK, file);
+        let copied = copy_data(&mut a, &mut out, &head)?;
+        out.flush()?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| Failure::Malformed(format!("cannot write {path}: {e}")))?;
+        for (field, at) in offset_fields(&copied.0, &entries)? {
+            file.seek(SeekFrom::Start(field as u64))?;
+            file.write_all(&[OFFSET_POS_SET])?;
+            file.write_all(&(at as u64).to_le_bytes()[..off_size])?;
         }
-        file.seek(SeekFrom::Start(field as u64))?;
-        file.write_all(&[OFFSET_POS_SET])?;
-        file.write_all(&(*at as u64).to_le_bytes()[..off_size])?;
-    }
+        copied
+    };
     Ok(format!(
         "{{\"data_blocks\":{},\"chunks_read\":{},\"chunks_written\":{},\"bytes\":{written}}}",
         blocks.len(),
@@ -286,10 +326,14 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [path] = &args[..] else {
-        eprintln!("usage: pg-stage <output-file> < archive");
+        eprintln!("usage: pg-stage <output-file> | - < archive");
         return ExitCode::from(2);
     };
     match run(path) {
+        Ok(result) if path == "-" => {
+            eprintln!("{result}"); // stdout carries the archive
+            ExitCode::SUCCESS
+        }
         Ok(result) => {
             println!("{result}");
             ExitCode::SUCCESS
