@@ -11,8 +11,9 @@ export, once on an otherwise idle machine and once with a CPU-burning second pro
 (and killed) by the benchmark, so that a ratio cannot lean on an idle second core:
   plain  a confluent-kafka consumer that reads every message of the topic and touches its value
   ours   backup_topic_day of that day into a temporary repository (encode, hash, compress,
-         fsync, manifest; the reading and encoding in the native kafka-export helper when
-         installed, its CPU counted); targets: throughput >= 0.9x plain, CPU per message <= 1.3x plain
+         fsync, manifest; the reading, encoding, hashing and compression in the native
+         kafka-export helper when installed, its CPU counted); targets: throughput >= 0.9x
+         plain, CPU per message <= 1.3x plain
 restore, of that day's backup (exported once, untimed), idle and again with the second core loaded:
   plain  an idempotent producer (acks=all, linger, lz4) writing the same messages, decoded into
          memory beforehand, into a new topic it creates

@@ -14,19 +14,21 @@ flat), and a verdict per scale and load for the target: a dump with content chec
 at most 1.1x the wall time of raw `pg_dump -Fc`.
 
 The restore part (bench_restore) times `restore_logical` in a fresh process, its start-up
-included (the dump staged out of the repository into a local file by pg-stage,
-`pg_restore -j RESTORE_JOBS`, every table fingerprinted and compared) against `pg_restore -j 2`
+included (pgbench's accounts table holds nearly all rows, so the dump is streamed through
+pg-stage into one `pg_restore` job; every table fingerprinted and compared) against `pg_restore -j 2`
 of a local `pg_dump -Fc` file of the same database into a new database, in alternating rounds,
 at scale 10 (`--large`: 30), idle and with the other core loaded. Medians are reported, with the
 CPU seconds of the client programs and of the PostgreSQL server (the postmaster and every
 backend, reaped or live: other work on the server is counted too, so run it on a quiet machine
 when you can).
 
-Measured at scale 30 (456 MB, 5 rounds, 2 cores): idle 4.12 s against 3.58 s, 1.15x (met);
-loaded 5.70 s against 4.37 s, 1.30x (not met). Client CPU 1.0 s against 0.3 s: the interpreter
-and imports (0.2 s), decompressing and hashing the 293 MB dump (0.35 s) and staging it; the
-fingerprints add about 0.3 s of server CPU. Idle, that work hides on the second core; loaded,
-it does not. Before pg-stage (a plain copy of the piped dump): 1.48-1.56x idle.
+Measured at scale 30 (456 MB, 5 rounds, 2 cores), staged for -j: idle 4.12 s against 3.58 s,
+1.15x (met); loaded 5.70 s against 4.37 s and 6.04 s against 5.17 s, 1.30x and 1.17x.
+Streamed, on a busier day: idle 6.01 s against 4.86 s (1.24x), loaded 6.73 s against 5.53 s
+(1.22x); streamed and staged side by side took the same time. Client CPU about 1.0 s against
+0.3 s: the interpreter and imports (0.15 s), decompressing and hashing the 293 MB dump (0.25 s),
+pg-stage; the fingerprints (0.6 s) add about 0.3 s of server CPU. Idle, that work hides on the
+second core; loaded, it does not. Before pg-stage (a plain copy of the piped dump): 1.48-1.56x.
 """
 
 from __future__ import annotations
