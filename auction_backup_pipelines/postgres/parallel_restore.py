@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -92,6 +92,27 @@ def pg_restore_streamed(s: PostgresSettings, repo: Repository, backup: Backup, n
     helper = stage_native.helper_path()
     if helper is None:
         return f"{stage_native.HELPER} is not installed"
+    with _pg_restore(s, dbname, stdin=subprocess.PIPE) as (proc, failed):
+        assert proc.stdin is not None
+        try:
+            with repo.open(backup, name) as source:
+                why = stage_native.stream(helper, source, proc.stdin)
+        except PostgresError:
+            if proc.wait() != 0:  # pg_restore stopped first (the helper then wrote into a closed pipe)
+                raise PostgresError(failed()) from None
+            raise
+        rc = proc.wait()
+        if why:
+            return why  # pg_restore read an empty input and touched nothing
+        if rc != 0:
+            raise PostgresError(failed())
+        return ""
+
+
+@contextlib.contextmanager
+def _pg_restore(s: PostgresSettings, dbname: str, *args: str, stdin: int) -> Iterator[tuple[subprocess.Popen, Callable[[], str]]]:
+    """A running `pg_restore` (with `args`) into `dbname`, and what to say when it failed; killed
+    if the block raises."""
     argv = [
         pg_bin("pg_restore", s.bin_dir),
         "--no-owner",
@@ -100,23 +121,11 @@ def pg_restore_streamed(s: PostgresSettings, repo: Repository, backup: Backup, n
         "--no-password",
         "--dbname",
         dbname,
+        *args,
     ]
-    proc, err = run_capturing_stderr(argv, child_env(s, dbname), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stdin is not None
+    proc, err = run_capturing_stderr(argv, child_env(s, dbname), stdin=stdin, stdout=subprocess.DEVNULL)
     try:
-        try:
-            with repo.open(backup, name) as source:
-                why = stage_native.stream(helper, source, proc.stdin)
-        except PostgresError:
-            if proc.wait() != 0:  # pg_restore stopped first (the helper then wrote into a closed pipe)
-                raise PostgresError(f"pg_restore into {dbname!r} failed (exit {proc.returncode}): {stderr_tail(err)}") from None
-            raise
-        rc = proc.wait()
-        if why:
-            return why  # pg_restore read an empty input and touched nothing
-        if rc != 0:
-            raise PostgresError(f"pg_restore into {dbname!r} failed (exit {rc}): {stderr_tail(err)}")
-        return ""
+        yield proc, lambda: f"pg_restore into {dbname!r} failed (exit {proc.returncode}): {stderr_tail(err)}"
     except BaseException:
         if proc.poll() is None:
             proc.kill()
@@ -192,29 +201,9 @@ def copy_overlapped(source: BinaryIO, path: Path) -> None:
 
 def pg_restore_file(s: PostgresSettings, dump: Path, dbname: str, jobs: int) -> None:
     """`pg_restore -j jobs` of the local file `dump` into the existing database `dbname`."""
-    argv = [
-        pg_bin("pg_restore", s.bin_dir),
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        "--no-password",
-        f"--jobs={max(1, jobs)}",
-        "--dbname",
-        dbname,
-        str(dump),
-    ]
-    proc, err = run_capturing_stderr(argv, child_env(s, dbname), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    try:
-        rc = proc.wait()
-        if rc != 0:
-            raise PostgresError(f"pg_restore into {dbname!r} failed (exit {rc}): {stderr_tail(err)}")
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        raise
-    finally:
-        err.close()
+    with _pg_restore(s, dbname, f"--jobs={max(1, jobs)}", str(dump), stdin=subprocess.DEVNULL) as (proc, failed):
+        if proc.wait() != 0:
+            raise PostgresError(failed())
 
 
 def parallel_fingerprints(

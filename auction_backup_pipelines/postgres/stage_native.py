@@ -36,6 +36,16 @@ def helper_path() -> str | None:
     return native.helper_path(HELPER)
 
 
+def _feed(source: BinaryIO, stdin: IO[bytes]) -> None:
+    """All of `source` into the helper's stdin, then its end."""
+    try:
+        while block := source.read(FEED):
+            stdin.write(block)
+        stdin.close()
+    except BrokenPipeError:  # the helper stopped reading: its exit code says why
+        pass
+
+
 def restage(path: str, source: BinaryIO, out: Path) -> str:
     """Stage the archive read from `source` into `out` through the helper at `path`. Returns ""
     when done, else why it was not (the caller then copies the archive as it is). A failure of
@@ -43,12 +53,7 @@ def restage(path: str, source: BinaryIO, out: Path) -> str:
     result: list[bytes] = []
 
     def talk(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-        try:
-            while block := source.read(FEED):
-                stdin.write(block)
-            stdin.close()
-        except BrokenPipeError:  # the helper stopped reading: its exit code says why
-            pass
+        _feed(source, stdin)
         result.append(stdout.read())
 
     try:
@@ -71,16 +76,10 @@ def stream(path: str, source: BinaryIO, into: IO[bytes]) -> str:
     A failure of `source` (IntegrityError) is raised as it is; a malformed archive raises
     PostgresError."""
 
-    def talk(stdin: IO[bytes], _: IO[bytes]) -> None:
-        try:
-            while block := source.read(FEED):
-                stdin.write(block)
-            stdin.close()
-        except BrokenPipeError:  # the helper stopped reading: its exit code says why
-            pass
-
     try:
-        rc, err = native.run_helper(path, talk, PostgresError, "nothing was changed", args=["-"], stdout=into)
+        rc, err = native.run_helper(
+            path, lambda stdin, _: _feed(source, stdin), PostgresError, "nothing was changed", args=["-"], stdout=into
+        )
     except PostgresError as exc:  # it could not start: nothing was written
         return str(exc)
     finally:
