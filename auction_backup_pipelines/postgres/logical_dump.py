@@ -263,12 +263,10 @@ def _load(s: PostgresSettings, repo: Repository, backup: Backup, staging_db: Cal
     before the whole copy is local and verified against its sha256. Streamed, a dump that
     differs from its sha256 raises IntegrityError at its end, before the proof and the swap."""
     why_stream = parallel_restore.stream_reason(backup, jobs)
-    why_not = ""
     try:
-        if why_stream:
-            why_not = parallel_restore.pg_restore_streamed(s, repo, backup, DUMP_FILE, staging_db())
-            if not why_not:
-                return f"{stage_native.HELPER}, streamed into one pg_restore job ({why_stream})"
+        # pg_restore_streamed says why it could not ("" when it restored): then the dump is staged
+        if why_stream and not parallel_restore.pg_restore_streamed(s, repo, backup, DUMP_FILE, staging_db()):
+            return f"{stage_native.HELPER}, streamed into one pg_restore job ({why_stream})"
         with parallel_restore.staged_dump(repo, backup, DUMP_FILE) as staged:
             parallel_restore.pg_restore_file(s, staged.path, staging_db(), jobs)
     except parallel_restore.StagingSpaceError:

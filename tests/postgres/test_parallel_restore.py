@@ -280,6 +280,35 @@ def test_an_archive_it_was_not_written_for_is_copied_as_it_is(pg_settings, repo,
         assert pg_client.table_fingerprints(conn) == backup.metadata["tables"]
 
 
+def test_an_archive_the_helper_refuses_to_stream_is_copied_and_restored_instead(
+    pg_settings, repo, scratch_db, tmp_path, monkeypatch
+):
+    """A dump pg-stage was not written for (here gzip-compressed by pg_dump itself) makes it exit
+    before writing a byte: pg_restore reads nothing, and the same staging database gets the copy."""
+    made = pg.backup_logical(pg_settings, repo, "2026-11-20")
+    gzip_dump = tmp_path / "plain.pgc"
+    subprocess.run(
+        [pg_client.pg_bin("pg_dump", pg_settings.bin_dir), "-Fc", "-f", str(gzip_dump), pg_settings.dbname],
+        env=pg_client.child_env(pg_settings),
+        check=True,
+    )
+    with repo.begin("postgres", pg.LOGICAL_DUMP, DAY) as w:
+        with w.open_file(pg.DUMP_FILE) as f, open(gzip_dump, "rb") as source:
+            f.copy_from(source)
+        w.metadata.update({k: made.metadata[k] for k in ("tables", "rows_total", "content_checksums", "checksum_function")})
+    backup = w.committed
+    assert parallel_restore.stream_reason(backup, jobs=2)  # it is meant to stream
+
+    with ChildWatch(monkeypatch) as watch:
+        result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
+    stages = [s.argv[1:] for s in watch.started if Path(s.argv[0]).name == stage_native.HELPER]
+    assert stages[0] == ("-",) and len(stages) == 2  # asked to stream, then to stage a file: it refused both
+    assert len([s for s in watch.started if Path(s.argv[0]).name == "pg_restore"]) == 2
+    assert result.staged_by.startswith("copy (pg-stage: ") and "compressed archive" in result.staged_by
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn, made.metadata["checksum_function"]) == made.metadata["tables"]
+
+
 def test_large_objects_are_staged_and_restored(pg_settings, repo, scratch_db, tmp_path):
     """pg_dump writes large objects as a BLOBS block of its own kind: staged like table data."""
     with pg_client.connect(pg_settings, dbname="postgres") as admin:
