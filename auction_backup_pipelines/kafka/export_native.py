@@ -106,5 +106,7 @@ def export_partitions(
     report = json.loads(line)
     found = report["partitions"]
     if isinstance(out, ArtifactStream) and compressed:
+        if "stream" not in report:  # a helper built before it could compress wrote the raw stream
+            raise KafkaBackupError(f"{HELPER} is older than this package (run stack/install.sh); nothing was published")
         out.compressed_content(report["stream"]["size"], report["stream"]["sha256"])
     return {str(r.partition): {k: found[str(r.partition)][k] for k in STATS} for r in ranges}

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from auction_backup_pipelines.child_env import base_env
+from auction_backup_pipelines.errors import RefusedError
 from auction_backup_pipelines.postgres import parallel_restore, stage_native
 from auction_backup_pipelines.postgres.client import (
     CHECKSUM_FUNCTIONS,
@@ -269,11 +270,12 @@ def _load(s: PostgresSettings, repo: Repository, backup: Backup, staging_db: Cal
             return f"{stage_native.HELPER}, streamed into one pg_restore job ({why_stream})"
         with parallel_restore.staged_dump(repo, backup, DUMP_FILE) as staged:
             parallel_restore.pg_restore_file(s, staged.path, staging_db(), jobs)
-    except parallel_restore.StagingSpaceError:
-        raise  # its one line already says nothing was changed
+    except RefusedError:
+        raise  # no room for the copy, no right to create the database: its one line says nothing changed
     except PostgresError as exc:
         raise PostgresError(f"{exc}; {target_db!r} is unchanged") from None
-    return staged.staged_by  # a copy says why pg-stage did not stage it, which is also why it did not stream
+    # When streaming was refused, the copy's reason (no helper, not its archive) is also why.
+    return staged.staged_by
 
 
 def restore_logical(

@@ -88,7 +88,9 @@ def pg_restore_streamed(s: PostgresSettings, repo: Repository, backup: Backup, n
     """The backup's file `name` restored into the existing database `dbname` by a one-job
     `pg_restore` reading its stdin, fed by pg-stage. Returns "" when restored, else why it was
     not (the helper is missing or refused the archive; nothing was restored: stage it instead).
-    IntegrityError if the dump differs from its manifest, PostgresError if pg_restore fails."""
+    IntegrityError if the dump differs from its manifest; PostgresError if pg_restore fails or
+    the helper fails mid-stream (then the staging database holds part of the dump, and the
+    restore fails rather than staging into it)."""
     helper = stage_native.helper_path()
     if helper is None:
         return f"{stage_native.HELPER} is not installed"
@@ -97,9 +99,9 @@ def pg_restore_streamed(s: PostgresSettings, repo: Repository, backup: Backup, n
         try:
             with repo.open(backup, name) as source:
                 why = stage_native.stream(helper, source, proc.stdin)
-        except PostgresError:
-            if proc.wait() != 0:  # pg_restore stopped first (the helper then wrote into a closed pipe)
-                raise PostgresError(failed()) from None
+        except PostgresError as helper_failed:
+            if proc.wait() != 0:  # which stopped first cannot be told apart: say both
+                raise PostgresError(f"{failed()}; {helper_failed}") from None
             raise
         rc = proc.wait()
         if why:
@@ -132,6 +134,9 @@ def _pg_restore(s: PostgresSettings, dbname: str, *args: str, stdin: int) -> Ite
             proc.wait()
         raise
     finally:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         err.close()
 
 

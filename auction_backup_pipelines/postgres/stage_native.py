@@ -9,7 +9,9 @@ offsets set and the rows gathered into 1 MiB chunks: pg_restore sends the same b
 
 A restore that gains nothing from parallel jobs (parallel_restore.stream_reason) has the helper
 write the rechunked archive straight into a one-job `pg_restore`'s stdin (`stream`) instead: no
-local copy, and the load starts with the first bytes.
+local copy, and the load starts with the first bytes. There only a helper that refuses the
+archive before writing a byte (or is missing) makes the restore stage it instead; one that fails
+mid-stream fails the restore, since pg_restore has by then loaded part of it.
 
 The helper stages only the format it was written and tested against (archive 1.14: PostgreSQL
 12 to 15, uncompressed); for anything else, or when it is missing or fails, the dump is copied
@@ -30,6 +32,10 @@ from auction_backup_pipelines.postgres.client import PostgresError
 HELPER = "pg-stage"
 FEED = 4 << 20
 UNSUPPORTED = 3  # the helper's exit code for an archive it does not stage (it wrote nothing)
+USAGE = 2  # with its usage line: a helper built before it could stream (two arguments)
+# Two arguments, so that a helper older than this mode stops with its usage line instead of
+# writing the decrypted dump into a file named "-".
+STREAM_ARGS = ["--stdout", "-"]
 
 
 def helper_path() -> str | None:
@@ -78,13 +84,13 @@ def stream(path: str, source: BinaryIO, into: IO[bytes]) -> str:
 
     try:
         rc, err = native.run_helper(
-            path, lambda stdin, _: _feed(source, stdin), PostgresError, "nothing was changed", args=["-"], stdout=into
+            path, lambda stdin, _: _feed(source, stdin), PostgresError, "nothing was changed", args=STREAM_ARGS, stdout=into
         )
     except PostgresError as exc:  # it could not start: nothing was written
         return str(exc)
     finally:
         into.close()  # pg_restore's end of input
-    if rc == UNSUPPORTED:
+    if rc == UNSUPPORTED or (rc == USAGE and "usage:" in native.last_line(err)):
         return native.last_line(err)
     if rc != 0:
         raise PostgresError(f"{HELPER} could not read the dump: {native.last_line(err) or f'exit {rc}'}")

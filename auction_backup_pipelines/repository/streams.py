@@ -148,8 +148,8 @@ class ArtifactStream(io.RawIOBase):
         then records. Not to be mixed with `write`.
 
         Why: the raw bytes then never cross a pipe to be hashed and compressed here, a tenth of
-        a Kafka export's CPU. The stored bytes are still hashed here, and every read of the file
-        (restore, verify) checks the raw size and sha256 after decompressing, as for any file."""
+        a Kafka export's CPU. The stored bytes are still hashed here; the raw size and sha256
+        are checked after decompressing by every restore and deep verify, as for any file."""
         if self.compression != "zstd" or self.size:
             raise ValueError(f"{self.name}: compressed bytes can only start a zstd stream")
         self._precompressed = True

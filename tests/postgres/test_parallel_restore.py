@@ -109,7 +109,7 @@ def test_a_dump_with_one_dominant_table_streams_into_one_job_without_a_local_cop
     assert not any(a.startswith("--jobs") for a in argv)
     assert argv[-1].startswith(scratch_db + "__restoring_")  # the staging database, and no file: it reads stdin
     (stage,) = [s.argv for s in watch.started if Path(s.argv[0]).name == stage_native.HELPER]
-    assert stage[1:] == ("-",)  # pg-stage writes into pg_restore's stdin
+    assert stage[1:] == ("--stdout", "-")  # pg-stage writes into pg_restore's stdin
     assert len({s.pid for s in watch.seen if s.program == "pg_restore"}) == 1  # one job, no workers
     assert list(staging_root.iterdir()) == []  # nothing was written locally
     assert result.staged_by.startswith("pg-stage, streamed into one pg_restore job (one table holds")
@@ -118,10 +118,33 @@ def test_a_dump_with_one_dominant_table_streams_into_one_job_without_a_local_cop
     assert result.rows_total == backup.metadata["rows_total"]
 
 
-def test_one_job_always_streams(pg_settings, balanced_db, repo):
+def test_one_job_always_streams(pg_settings, balanced_db, repo, scratch_db, staging_root, monkeypatch):
     backup = pg.backup_logical(balanced_db, repo, DAY)
-    assert parallel_restore.stream_reason(backup, jobs=1) == "one job"
     assert parallel_restore.stream_reason(backup, jobs=4) == ""
+    with ChildWatch(monkeypatch) as watch:
+        result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=1)
+    assert result.staged_by == "pg-stage, streamed into one pg_restore job (one job)"
+    assert not any(a.startswith("--jobs") for a in restore_argv(watch))
+    assert list(staging_root.iterdir()) == []
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn, backup.metadata["checksum_function"]) == backup.metadata["tables"]
+
+
+def test_a_helper_built_before_it_could_stream_makes_the_restore_stage_a_copy(
+    pg_settings, repo, scratch_db, tmp_path, monkeypatch
+):
+    """A stale install (the Python package updated, the helpers not rebuilt): the old pg-stage
+    takes one argument and stops with its usage line, writing nothing anywhere."""
+    old = tmp_path / "pg-stage"
+    old.write_text('#!/bin/sh\n[ "$#" = 1 ] || { echo "usage: pg-stage <output-file> < archive" >&2; exit 2; }\nexit 3\n')
+    old.chmod(0o755)
+    monkeypatch.setattr(stage_native, "helper_path", lambda: str(old))
+    backup = pg.backup_logical(pg_settings, repo, DAY)
+    result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
+    assert result.staged_by.startswith("copy (")  # the plain copy, after both refusals
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pg-stage", "backups"])  # no file named "-"
+    with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
+        assert pg_client.table_fingerprints(conn, backup.metadata["checksum_function"]) == backup.metadata["tables"]
 
 
 def test_a_streamed_dump_that_differs_from_its_manifest_fails_and_changes_nothing(
@@ -142,8 +165,9 @@ def test_a_streamed_dump_that_differs_from_its_manifest_fails_and_changes_nothin
     flipped = bytearray(raw)
     flipped[-200] ^= 0x01  # inside the last table's rows: the archive still parses
     path.write_bytes(zstandard.ZstdCompressor().compress(bytes(flipped)))
-    with pytest.raises(IntegrityError, match="do(es)? not match the manifest"):  # found at the end of the stream
-        pg.restore_logical(pg_settings, repo, backup, scratch_db, force=True, jobs=2)
+    with ChildWatch(monkeypatch) as watch, pytest.raises(IntegrityError, match="do(es)? not match the manifest"):
+        pg.restore_logical(pg_settings, repo, backup, scratch_db, force=True, jobs=2)  # found at the stream's end
+    assert [s.argv[1:] for s in watch.started if Path(s.argv[0]).name == stage_native.HELPER] == [("--stdout", "-")]
     with pg_client.connect(pg_settings, dbname=scratch_db) as conn:
         assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
     with pg_client.connect(pg_settings, dbname="postgres") as admin:
@@ -302,7 +326,7 @@ def test_an_archive_the_helper_refuses_to_stream_is_copied_and_restored_instead(
     with ChildWatch(monkeypatch) as watch:
         result = pg.restore_logical(pg_settings, repo, backup, scratch_db, jobs=2)
     stages = [s.argv[1:] for s in watch.started if Path(s.argv[0]).name == stage_native.HELPER]
-    assert stages[0] == ("-",) and len(stages) == 2  # asked to stream, then to stage a file: it refused both
+    assert stages[0] == ("--stdout", "-") and len(stages) == 2  # asked to stream, then to stage: it refused both
     assert len([s for s in watch.started if Path(s.argv[0]).name == "pg_restore"]) == 2
     assert result.staged_by.startswith("copy (pg-stage: ") and "compressed archive" in result.staged_by
     with pg_client.connect(pg_settings, dbname=scratch_db) as conn:

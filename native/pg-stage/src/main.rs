@@ -2,7 +2,7 @@
 //! it fastest; or streams it, rechunked, into a `pg_restore` of one job.
 //!
 //!     pg-stage <output-file>  < archive  > result.json
-//!     pg-stage -              < archive  > archive for pg_restore's stdin   2> ... result.json
+//!     pg-stage --stdout -     < archive  > archive for pg_restore's stdin   2> ... result.json
 //!
 //! Why: our dumps are written by `pg_dump -Fc -Z0` to a pipe (we compress with zstd on our
 //! side). Such an archive has two costs at restore time that a `pg_dump -Fc` file does not:
@@ -19,7 +19,7 @@
 //! the same, in the same order); at the end each table-of-contents entry gets the offset of its
 //! data block, written in place, as pg_dump does when its output is a file.
 //!
-//! With `-` instead of a file, the rechunked archive goes to stdout as it is read, without
+//! With `--stdout -` instead of a file, the rechunked archive goes to stdout as it is read, without
 //! offsets (a `pg_restore` reading its stdin reads in order and needs none), and the result line
 //! to stderr: a restore that gains nothing from parallel jobs then needs no local copy at all.
 //!
@@ -264,10 +264,9 @@ fn offset_fields(
         .collect()
 }
 
-/// Stages the archive on stdin into the file `path`, or streams it to stdout when `path` is "-"
-/// (for a `pg_restore` of one job reading its stdin, which needs no offsets). The result: a
-/// line of JSON.
-fn run(path: &str) -> Result<String, Failure> {
+/// Stages the archive on stdin into the file `path`, or streams it to stdout without one (for a
+/// `pg_restore` of one job reading its stdin, which needs no offsets). The result: a line of JSON.
+fn run(path: Option<&str>) -> Result<String, Failure> {
     let stdin = io::stdin().lock();
     let mut a = Archive {
         input: BufReader::with_capacity(CHUNK, stdin),
@@ -276,13 +275,7 @@ fn run(path: &str) -> Result<String, Failure> {
     };
     let (off_size, entries) = read_toc(&mut a)?;
     let head = a.head.take().unwrap_or_default();
-    let (blocks, written, counts) = if path == "-" {
-        let mut out = BufWriter::with_capacity(CHUNK, io::stdout().lock());
-        let copied = copy_data(&mut a, &mut out, &head)?;
-        out.flush()?;
-        offset_fields(&copied.0, &entries)?;
-        copied
-    } else {
+    let (blocks, written, counts) = if let Some(path) = path {
         let file = File::create(path)
             .map_err(|e| Failure::Malformed(format!("cannot create {path}: {e}")))?;
         let mut out = BufWriter::with_capacity(CHUNK, file);
@@ -296,6 +289,12 @@ fn run(path: &str) -> Result<String, Failure> {
             file.write_all(&[OFFSET_POS_SET])?;
             file.write_all(&(at as u64).to_le_bytes()[..off_size])?;
         }
+        copied
+    } else {
+        let mut out = BufWriter::with_capacity(CHUNK, io::stdout().lock());
+        let copied = copy_data(&mut a, &mut out, &head)?;
+        out.flush()?;
+        offset_fields(&copied.0, &entries)?;
         copied
     };
     Ok(format!(
@@ -325,12 +324,16 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [path] = &args[..] else {
-        eprintln!("usage: pg-stage <output-file> | - < archive");
-        return ExitCode::from(2);
+    let path = match &args[..] {
+        [flag, dash] if flag == "--stdout" && dash == "-" => None,
+        [path] if !path.starts_with('-') => Some(path.as_str()),
+        _ => {
+            eprintln!("usage: pg-stage <output-file> < archive, or pg-stage --stdout - < archive");
+            return ExitCode::from(2);
+        }
     };
     match run(path) {
-        Ok(result) if path == "-" => {
+        Ok(result) if path.is_none() => {
             eprintln!("{result}"); // stdout carries the archive
             ExitCode::SUCCESS
         }

@@ -43,7 +43,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// Unknown fields are refused: a job asking for more than this build does (say, compression)
+/// must fail in one line, not be half done.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Job {
     consumer: std::collections::HashMap<String, String>,
     topic: String,
