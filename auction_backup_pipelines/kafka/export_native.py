@@ -70,8 +70,8 @@ def export_partitions(
 
     With `zstd_level`, `out` must be a zstd ArtifactStream: the helper compresses, and its
     bytes and the raw stream's size and sha256 go into `out` as they are."""
-    compressed = zstd_level is not None
-    if compressed and not (isinstance(out, ArtifactStream) and out.compression == "zstd"):
+    artifact = out if isinstance(out, ArtifactStream) and zstd_level is not None else None
+    if zstd_level is not None and (artifact is None or artifact.compression != "zstd"):
         raise ValueError("the helper compresses only into a zstd artifact")
     job = {
         "consumer": librdkafka_properties(consumer_config(cluster, timeout)),
@@ -79,9 +79,9 @@ def export_partitions(
         "ranges": [{"partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
         "early_before_ms": early_before_ms,
         "stall_timeout_s": stall_timeout,
-        **({"zstd_level": zstd_level} if compressed else {}),
+        **({"zstd_level": zstd_level} if artifact is not None else {}),
     }
-    store = out.write_compressed if isinstance(out, ArtifactStream) and compressed else out.write
+    store = artifact.write_compressed if artifact is not None else out.write
 
     def talk(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         stdin.write(json.dumps(job).encode() + b"\n")
@@ -105,8 +105,8 @@ def export_partitions(
         raise KafkaBackupError(line or f"{HELPER} exited with {rc}; nothing was published")
     report = json.loads(line)
     found = report["partitions"]
-    if isinstance(out, ArtifactStream) and compressed:
+    if artifact is not None:
         if "stream" not in report:  # a helper built before it could compress wrote the raw stream
             raise KafkaBackupError(f"{HELPER} is older than this package (run stack/install.sh); nothing was published")
-        out.compressed_content(report["stream"]["size"], report["stream"]["sha256"])
+        artifact.compressed_content(report["stream"]["size"], report["stream"]["sha256"])
     return {str(r.partition): {k: found[str(r.partition)][k] for k in STATS} for r in ranges}

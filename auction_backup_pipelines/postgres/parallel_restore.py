@@ -8,11 +8,13 @@ the manifest, so a disk too small for it is refused in one line before a byte is
 
 That copy only pays when jobs can share the work. When one table holds most of the rows (the
 Auction Flow database's bids; pgbench's accounts), its load and its indexes are most of the
-restore whatever the job count, and writing the copy first is pure delay: measured on a 293 MB
-pgbench dump, staging took 1.2 s of a 4.4-6.8 s restore, and creating a file's fresh pages cost
-this machine's kernel 0.65 s of CPU (rewriting freed ones, 0.08 s). So such a dump, or any with
-one job, is streamed instead (`stream_reason`): pg-stage rechunks it on the way into a one-job
-`pg_restore` reading its stdin, with no local copy and no disk space needed.
+restore whatever the job count, and the copy buys nothing: it needs the dump's size in free
+space and a full write (on a 293 MB pgbench dump, staging took 1.2 s before pg_restore started,
+and creating the file's fresh pages cost this machine's kernel 0.65 s of CPU). So such a dump,
+or any with one job, is streamed instead (`stream_reason`): pg-stage rechunks it on the way into
+a one-job `pg_restore` reading its stdin, with no local copy and no disk space needed. Measured
+side by side, the two ways took the same time here (bench_postgres's docstring); what streaming
+saves is the space and the write.
 
 After the load, every table's row count and content checksum are computed in up to N
 connections at once, largest tables first, with exactly the queries `client.table_fingerprints`
