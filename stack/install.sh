@@ -54,7 +54,8 @@ install_venv() {
 install_native() {
   local crate="$1" src="$ROOT/native/$1" stamp="$ROOT/.venv/.$1-installed" want cargo bin
   shift
-  want="$(cat "$src/Cargo.toml" "$src/Cargo.lock" $(find "$src/src" -name '*.rs' | sort) | sha256sum | cut -d' ' -f1)"
+  # every source of the crate, vendored ones (native/rdb-facts/vendor) included
+  want="$(cat "$src/Cargo.lock" $(find "$src" \( -name '*.rs' -o -name Cargo.toml \) | sort) | sha256sum | cut -d' ' -f1)"
   local present=1
   for bin in "$@"; do [ -x "$ROOT/.venv/bin/$bin" ] || present=0; done
   if [ "$present" = 1 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi

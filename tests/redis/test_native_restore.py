@@ -9,6 +9,7 @@ in the target meanwhile, a foreign key its read-back finds, and the cases it lea
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 
 import pytest
@@ -39,6 +40,11 @@ def fill_decodable(c, prefix: str, db: int) -> list[bytes]:
     c.set(p + b"empty", "")
     c.set(p + b"big", BIN * 400)  # 100 KiB, stored LZF-compressed or raw
     c.set(p + b"\x00\xff" + BIN[:8], BIN)
+    # LZF back-references of every shape the decompressor copies differently: runs of one byte
+    # (distance 1, as DEBUG POPULATE's zero padding), short overlapping periods, long copies
+    c.set(p + b"lzf-runs", b"value:7" + bytes(300) + b"=" * 300)
+    c.set(p + b"lzf-period", b"0123456789abcdefghi" * 200)
+    c.set(p + b"lzf-copies", random.Random(db).randbytes(2000) * 4)
     c.hset(p + b"hsmall", mapping={"f1": "v1", b"\x00bin": BIN})
     c.hset(p + b"hbig", mapping={f"f{i}": f"v{i}" * 3 for i in range(300)})  # hashtable
     c.rpush(p + b"lsmall", "a", "b", BIN, "3")

@@ -4,6 +4,8 @@ restore is checked by comparing the two."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from auction_backup_pipelines.redis.capture import Captured
 from auction_backup_pipelines.redis.client import RDB_FILE
 from auction_backup_pipelines.redis.facts import BUCKET_MS, Facts, server_facts, snapshot_facts
 from auction_backup_pipelines.redis.scratch import scratch_server
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +87,27 @@ def comparable(facts: Facts) -> dict:
 
 def test_helper_is_installed():
     assert rdb_facts.helper_path(), "stack/install.sh builds rdb-facts into the virtualenv"
+
+
+def test_the_vendored_lzf_decompress_matches_the_published_one():
+    """Both helpers read LZF strings through native/rdb-facts/vendor/lzf, lzf 1.0.0 with a faster
+    decompress: its Rust tests compare it with the published byte-by-byte one on runs, periods,
+    long copies, short buffers and damaged input (the Redis tests here cover real snapshots)."""
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    manifest = ROOT / "native" / "rdb-facts" / "vendor" / "lzf" / "Cargo.toml"
+    argv = [
+        cargo,
+        "test",
+        "-q",
+        "--locked",
+        "--manifest-path",
+        str(manifest),
+        "--target-dir",
+        str(ROOT / ".stack" / "cargo-target"),
+    ]
+    done = subprocess.run([*argv, "decompress::tests"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "test result: ok. 2 passed" in done.stdout
 
 
 def test_helper_facts_equal_live_facts_for_every_encoding(server):
