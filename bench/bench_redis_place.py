@@ -25,15 +25,19 @@ CPU seconds are this process's plus its finished children's (redis-server, rdb-f
 --profile runs one live restore under cProfile and prints where its time goes.
 
 Measured on 2 shared cores: place 1.09x (890 k keys) to 1.20x (500 k keys) idle, CPU 1.05-1.13x.
-Live, 100 k keys, through the native redis-load helper (restore_native.py): three runs of 5
-rounds gave 1.07 / 1.21, 1.02 / 1.15 and 1.13 / 1.63 (idle / loaded); with a SCAN of the server
-after the writes instead of reads inside each batch it was 1.89 / 2.07. The Python path (scratch
-server, DUMP/RESTORE, read-back), which clusters and snapshots with streams still take, was
-6.8x idle and 9-11x loaded. The helper's CPU (0.26-0.32 s against redis-cli's
-0.05 s; the server's is not counted on either side) is a third LZF decompression of the
-snapshot's strings in the rdb crate (DEBUG POPULATE values compress extremely well), an eighth
-sha256 of the read-back, the rest packing, parsing and the socket: with the other core busy
-that work no longer runs beside the server's, which is why the loaded ratio varies.
+Live, 100 k keys, through the native redis-load helper (restore_native.py): three runs of 7
+rounds gave 1.03 / 1.17, 0.97 / 1.19 and 1.10 / 1.32 (idle / loaded), our CPU 0.30-0.33 s
+(restore_snapshot and the helper) against redis-cli's 0.05-0.10 s; the server's, not counted
+on either side, was 0.26-0.29 s for ours and 0.34-0.36 s for the anchor's RESTOREs. Before the
+vendored LZF decompress (native/rdb-facts/vendor/lzf) the helper alone took 0.38-0.42 s and
+the runs gave 1.07 / 1.21, 1.02 / 1.15, 1.13 / 1.63 and 0.99 / 1.34. With a SCAN of the server
+after the writes instead of reads inside each batch it was 1.89 / 2.07. The Python path
+(scratch server, DUMP/RESTORE, read-back), which clusters and snapshots with streams still
+take, was 6.8x idle and 9-11x loaded. What is left of the helper's CPU (perf): a quarter
+parsing the read-back replies (redis-rs), a sixth sha256 of what was read back, a seventh
+reading the snapshot (rdb crate), the rest packing commands and the socket. Reading each key
+back is the verification redis-cli does not do: with the other core busy that work no longer
+runs beside the server's, which is why the loaded ratio varies around the target.
 """
 
 from __future__ import annotations
