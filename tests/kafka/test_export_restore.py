@@ -331,7 +331,7 @@ def test_native_and_python_exports_store_the_same_bytes(kafka, repo, monkeypatch
     native = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
     assert sum(compressed_by_helper) == native.file(export_file(topic)).stored_size > 0  # the helper compressed
     with repo.open(native, export_file(topic)) as f:
-        native_bytes = f.read()  # the helper's frame decompresses to the size and sha256 it declared
+        native_bytes = f.read()  # the helper's frames decompress to the size and sha256 it declared
     monkeypatch.setattr(export_native, "helper_path", lambda: None)
     python = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)
     assert native.backup_id != python.backup_id
@@ -449,6 +449,7 @@ def test_day_deleted_by_retention_fails_but_an_empty_day_is_valid(kafka, repo, e
     empty = kx.backup_topic_day(BOOTSTRAP, repo, topic, D2)  # no traffic on D2, nothing of it deleted
     assert empty.metadata["messages_total"] == 0
     assert [s["messages"] for s in empty.metadata["partitions"].values()] == [0, 0]
+    assert repo.verify(empty, deep=True).deep  # still a zstd stream, of no bytes, that decompresses
     quiet = kafka.topic("quiet", 1)
     assert kx.backup_topic_day(BOOTSTRAP, repo, quiet, D1).metadata["messages_total"] == 0
 

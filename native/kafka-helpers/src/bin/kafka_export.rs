@@ -22,8 +22,8 @@
 //! line on stderr (messages, first and last offset, sha256 of the records, early timestamps);
 //! or exit 2 with one line on stderr saying why, and the caller publishes nothing.
 //!
-//! With `zstd_level` in the job, stdout carries the stream compressed instead (one zstd frame,
-//! as the repository's own writer makes it), and the stats add the raw stream's size and
+//! With `zstd_level` in the job, stdout carries the stream compressed instead (zstd frames, one
+//! per block's head and one per its records, which the repository reads as one stream), and the stats add the raw stream's size and
 //! sha256 (`stream`). A second thread hashes and compresses while the first reads: handing the
 //! raw stream through a pipe to Python to do the same cost more CPU than the hashing itself
 //! (measured: about a tenth of the export's CPU, 234 MB for 1 M messages).
@@ -251,6 +251,14 @@ impl Out {
 
 /// A thread that hashes the raw stream and writes it zstd-compressed to stdout, while the
 /// reading thread goes on; records buffers come back to be reused.
+///
+/// Each block's head and records become a zstd frame of their own, compressed in one call from
+/// the buffer as it is: a streaming encoder copies its input into a ring buffer and then
+/// compresses most blocks in zstd's slower "external dictionary" mode (perf: twice the time of
+/// its plain mode here). Measured on the 234 MB of a 1 M-message export: compressing alone
+/// 0.55-0.60 s against 0.69-0.77 s, the file 0.09 % larger (no matches across 2 MB blocks);
+/// the helper's whole CPU 1.54 s against 1.66 s (medians of 5 alternating exports). The
+/// repository reads across frames.
 struct Compressor {
     blocks: Option<SyncSender<(Vec<u8>, Vec<u8>)>>,
     spare: Receiver<Vec<u8>>,
@@ -263,21 +271,31 @@ impl Compressor {
         let (blocks, incoming) = mpsc::sync_channel::<(Vec<u8>, Vec<u8>)>(2);
         let (give_back, spare) = mpsc::channel();
         let thread = thread::spawn(move || {
-            let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            let mut zstd = zstd::stream::Encoder::new(out, level).map_err(write_failed)?;
+            // Frames are hundreds of KB: written as they are, no buffer in between.
+            let mut out = io::stdout().lock();
+            let mut zstd = zstd::bulk::Compressor::new(level).map_err(write_failed)?;
+            let mut frame = Vec::new();
             let (mut sha, mut size) = (Sha256::new(), 0u64);
+            let mut compress = |part: &[u8]| -> Result<(), Fatal> {
+                frame.clear();
+                frame.reserve(zstd::zstd_safe::compress_bound(part.len()));
+                zstd.compress_to_buffer(part, &mut frame)
+                    .map_err(write_failed)?;
+                out.write_all(&frame).map_err(write_failed)
+            };
             for (head, mut records) in incoming {
                 for part in [&head, &records] {
                     sha.update(part);
-                    zstd.write_all(part).map_err(write_failed)?;
+                    compress(part)?;
                     size += part.len() as u64;
                 }
                 records.clear();
                 let _ = give_back.send(records); // the reader may be gone: nothing to reuse then
             }
-            zstd.finish()
-                .and_then(|mut out| out.flush())
-                .map_err(write_failed)?;
+            if size == 0 {
+                compress(&[])?; // still a zstd stream: one empty frame
+            }
+            out.flush().map_err(write_failed)?;
             Ok((size, hex(&sha.finalize())))
         });
         Compressor {
