@@ -46,7 +46,10 @@ pub fn decompress(data: &[u8], out_len_should: usize) -> LzfResult<Vec<u8>> {
         if out.len() + len > out_len_should {
             return Err(LzfError::BufferTooSmall);
         }
-        let start = out.len().checked_sub(distance).ok_or(LzfError::DataCorrupted)?;
+        let start = out
+            .len()
+            .checked_sub(distance)
+            .ok_or(LzfError::DataCorrupted)?;
         // Copying out[start..] forward: every whole multiple of `distance` copied so far can be
         // copied again as one slice (one slice in all when the reference does not overlap).
         let mut copied = 0;
@@ -104,10 +107,9 @@ mod tests {
                 if distance > out.len() {
                     return Err(LzfError::DataCorrupted);
                 }
-                let mut from = out.len() - distance;
-                for _ in 0..len + 2 {
-                    out.push(out[from]);
-                    from += 1;
+                let from = out.len() - distance;
+                for k in 0..len + 2 {
+                    out.push(out[from + k]);
                 }
             }
         }
@@ -129,7 +131,7 @@ mod tests {
             let mut v = vec![];
             while v.len() < 40 + case * 23 {
                 match rand() % 4 {
-                    0 => v.extend(std::iter::repeat(rand() as u8).take((rand() % 300) as usize)),
+                    0 => v.extend(std::iter::repeat_n(rand() as u8, (rand() % 300) as usize)),
                     1 => {
                         let period: Vec<u8> = (0..1 + rand() % 16).map(|_| rand() as u8).collect();
                         let n = (rand() % 400) as usize;
@@ -155,7 +157,10 @@ mod tests {
             let Ok(packed) = compress(&raw) else { continue };
             assert_eq!(decompress(&packed, raw.len()).as_deref(), Ok(&raw[..]));
             assert_eq!(decompress(&packed, raw.len() + 10).as_deref(), Ok(&raw[..]));
-            assert_eq!(decompress(&packed, raw.len()), reference(&packed, raw.len()));
+            assert_eq!(
+                decompress(&packed, raw.len()),
+                reference(&packed, raw.len())
+            );
         }
     }
 
@@ -169,15 +174,22 @@ mod tests {
             }
             for cut in [1, 2, packed.len() / 3, packed.len() - 1] {
                 let truncated = &packed[..cut];
-                assert_eq!(decompress(truncated, raw.len()), reference(truncated, raw.len()));
+                assert_eq!(
+                    decompress(truncated, raw.len()),
+                    reference(truncated, raw.len())
+                );
             }
             let mut flipped = packed.clone();
             for i in (0..flipped.len()).step_by(7) {
                 flipped[i] ^= 0xa5;
-                assert_eq!(decompress(&flipped, raw.len()), reference(&flipped, raw.len()));
+                assert_eq!(
+                    decompress(&flipped, raw.len()),
+                    reference(&flipped, raw.len())
+                );
             }
         }
         assert_eq!(decompress(&[], 10), Err(LzfError::DataCorrupted));
-        assert_eq!(decompress(&[0x20, 0x00], 10), Err(LzfError::DataCorrupted)); // before the start
+        // a back-reference to before the start
+        assert_eq!(decompress(&[0x20, 0x00], 10), Err(LzfError::DataCorrupted));
     }
 }
