@@ -23,10 +23,11 @@
 //! or exit 2 with one line on stderr saying why, and the caller publishes nothing.
 //!
 //! With `zstd_level` in the job, stdout carries the stream compressed instead (zstd frames, one
-//! per block's head and one per its records, which the repository reads as one stream), and the stats add the raw stream's size and
-//! sha256 (`stream`). A second thread hashes and compresses while the first reads: handing the
-//! raw stream through a pipe to Python to do the same cost more CPU than the hashing itself
-//! (measured: about a tenth of the export's CPU, 234 MB for 1 M messages).
+//! per block's head and one per its records, which the repository reads as one stream), and the
+//! stats add the raw stream's size and sha256 (`stream`). A second thread hashes and compresses
+//! while the first reads: handing the raw stream through a pipe to Python to do the same cost
+//! more CPU than the hashing itself (measured: about a tenth of the export's CPU, 234 MB for
+//! 1 M messages).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufWriter, Write};
@@ -254,8 +255,8 @@ impl Out {
 ///
 /// Each block's head and records become a zstd frame of their own, compressed in one call from
 /// the buffer as it is: a streaming encoder copies its input into a ring buffer and then
-/// compresses most blocks in zstd's slower "external dictionary" mode (perf: twice the time of
-/// its plain mode here). Measured on the 234 MB of a 1 M-message export: compressing alone
+/// compresses most blocks in zstd's slower "external dictionary" mode (perf: most of zstd's
+/// time was spent there). Measured on the 234 MB of a 1 M-message export: compressing alone
 /// 0.55-0.60 s against 0.69-0.77 s, the file 0.09 % larger (no matches across 2 MB blocks);
 /// the helper's whole CPU 1.54 s against 1.66 s (medians of 5 alternating exports). The
 /// repository reads across frames.
