@@ -8,12 +8,13 @@ the same per-table fingerprints; this module is that common ground.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -101,6 +102,20 @@ def run_capturing_stderr(argv: list[str], env: dict[str, str], **kwargs: Any) ->
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, env=env, stderr=err, **kwargs)
     return proc, err
+
+
+def feed_stdin(source: BinaryIO, stdin: IO[bytes], chunk: int) -> None:
+    """All of `source` into a child program's stdin, `chunk` bytes at a time, then its end, also
+    when `source` fails (the child must not wait for more). A child that stops reading ends the
+    copy: its exit code says why."""
+    try:
+        while block := source.read(chunk):
+            stdin.write(block)
+    except BrokenPipeError:
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
 
 
 def stderr_tail(err: BinaryIO, limit: int = 2000) -> str:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -48,6 +48,7 @@ from auction_backup_pipelines.postgres.client import (
     database_objects,
     drop_database,
     explain_tls,
+    feed_stdin,
     pg_bin,
     row_counts,
     run_capturing_stderr,
@@ -181,19 +182,6 @@ def backup_logical(
 # -- inspection ----------------------------------------------------------------------------------
 
 
-def _feed(source: BinaryIO, proc: subprocess.Popen) -> None:
-    """Copy the backup stream into a child's stdin; a child that stops reading ends the copy."""
-    assert proc.stdin is not None
-    try:
-        while block := source.read(CHUNK):
-            proc.stdin.write(block)
-    except BrokenPipeError:
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-
-
 def dump_toc(repo: Repository, backup: Backup, bin_dir: str = "") -> list[str]:
     """`pg_restore --list` of the dump: proves the archive is readable end to end.
     `bin_dir`: PostgresSettings.bin_dir (PGBIN)."""
@@ -209,7 +197,8 @@ def dump_toc(repo: Repository, backup: Backup, bin_dir: str = "") -> list[str]:
     reader.start()
     try:
         with repo.open(backup, DUMP_FILE) as source:
-            _feed(source, proc)
+            assert proc.stdin is not None
+            feed_stdin(source, proc.stdin, CHUNK)
     finally:
         rc = proc.wait()
         reader.join()

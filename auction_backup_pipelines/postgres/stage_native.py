@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from auction_backup_pipelines import native
-from auction_backup_pipelines.postgres.client import PostgresError
+from auction_backup_pipelines.postgres.client import PostgresError, feed_stdin
 
 HELPER = "pg-stage"
 FEED = 4 << 20
@@ -42,16 +42,6 @@ def helper_path() -> str | None:
     return native.helper_path(HELPER)
 
 
-def _feed(source: BinaryIO, stdin: IO[bytes]) -> None:
-    """All of `source` into the helper's stdin, then its end."""
-    try:
-        while block := source.read(FEED):
-            stdin.write(block)
-        stdin.close()
-    except BrokenPipeError:  # the helper stopped reading: its exit code says why
-        pass
-
-
 def restage(path: str, source: BinaryIO, out: Path) -> str:
     """Stage the archive read from `source` into `out` through the helper at `path`. Returns ""
     when done, else why it was not (the caller then copies the archive as it is). A failure of
@@ -59,7 +49,7 @@ def restage(path: str, source: BinaryIO, out: Path) -> str:
     result: list[bytes] = []
 
     def talk(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-        _feed(source, stdin)
+        feed_stdin(source, stdin, FEED)
         result.append(stdout.read())
 
     try:
@@ -84,7 +74,12 @@ def stream(path: str, source: BinaryIO, into: IO[bytes]) -> str:
 
     try:
         rc, err = native.run_helper(
-            path, lambda stdin, _: _feed(source, stdin), PostgresError, "nothing was changed", args=STREAM_ARGS, stdout=into
+            path,
+            lambda stdin, _: feed_stdin(source, stdin, FEED),
+            PostgresError,
+            "nothing was changed",
+            args=STREAM_ARGS,
+            stdout=into,
         )
     except PostgresError as exc:  # it could not start: nothing was written
         return str(exc)
