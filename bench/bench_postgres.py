@@ -26,9 +26,9 @@ Measured at scale 30 (456 MB, 5 rounds, 2 cores), staged for -j: idle 4.12 s aga
 1.15x (met); loaded 5.70 s against 4.37 s and 6.04 s against 5.17 s, 1.30x and 1.17x.
 Streamed, on a busier day: idle 6.01 s against 4.86 s (1.24x), loaded 6.73 s against 5.53 s
 (1.22x); streamed and staged side by side took the same time. Streamed, another day and
-machine: idle 8.61 s against 7.40 s (1.16x), loaded 9.95 s against 8.52 s (1.17x). Client CPU about 1.0 s against
-0.3 s: the interpreter and imports (0.15 s), decompressing and hashing the 293 MB dump (0.25 s),
-pg-stage; the fingerprints (0.6 s) add about 0.3 s of server CPU. Idle, that work hides on the
+machine: idle 8.61 s against 7.40 s (1.16x), loaded 9.95 s against 8.52 s (1.17x). Client CPU
+about 1.0 s against 0.3 s: the interpreter and imports (0.15 s), decompressing and hashing the
+293 MB dump (0.25 s), pg-stage; the fingerprints (0.6 s) add about 0.3 s of server CPU. Idle, that work hides on the
 second core; loaded, it does not. Before pg-stage (a plain copy of the piped dump): 1.48-1.56x.
 """
 

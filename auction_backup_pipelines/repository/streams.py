@@ -144,8 +144,8 @@ class ArtifactStream(io.RawIOBase):
 
     def write_compressed(self, b) -> int:
         """Store bytes a native helper already compressed into this stream's format (zstd frames,
-        read back as one stream); the helper also counted and hashed the raw bytes, which `compressed_content`
-        then records. Not to be mixed with `write`.
+        read back as one stream); the helper also counted and hashed the raw bytes, which
+        `compressed_content` then records. Not to be mixed with `write`.
 
         Why: the raw bytes then never cross a pipe to be hashed and compressed here, a tenth of
         a Kafka export's CPU. The stored bytes are still hashed here; the raw size and sha256
