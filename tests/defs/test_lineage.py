@@ -24,6 +24,7 @@ from dagster import (
     evaluate_automation_conditions,
     in_process_executor,
     materialize,
+    multiprocess_executor,
 )
 
 from auction_backup_pipelines.defs.kafka.assets import build_topic_export_asset
@@ -125,6 +126,15 @@ def test_new_integrity_checks_exist_and_run_in_the_daily_jobs():
 @pytest.mark.parametrize("name", DAILY_JOBS)
 def test_daily_jobs_run_in_one_process(name):
     assert defs.resolve_job_def(name).executor_def is in_process_executor
+
+
+def test_every_other_job_runs_in_one_process_but_the_weekly_verification():
+    repo = defs.get_repository_def()
+    executors = {job.name: job.executor_def for job in repo.get_all_jobs()}
+    # The asset graph's own materializations and backfills run as the implicit asset job.
+    assert executors.pop("__ASSET_JOB") is in_process_executor
+    assert executors.pop("weekly_verification_job") is multiprocess_executor
+    assert executors and all(e is in_process_executor for e in executors.values()), executors
 
 
 def test_offsite_assets_follow_their_source_and_the_sensor_runs_by_default():
