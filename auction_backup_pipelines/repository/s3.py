@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import datetime as dt
 import hashlib
 import random
 import time
@@ -48,6 +49,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -58,6 +60,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.utils import parse_timestamp
 
 from auction_backup_pipelines.errors import UnavailableError
 from auction_backup_pipelines.repository import layout
@@ -114,6 +117,25 @@ def _outage_cause(exc: Exception) -> str | None:
     if isinstance(exc, (BotoConnectionError, HTTPClientError)):
         return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     return None
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    """An S3 timestamp as an aware datetime, ISO 8601 ones (every listed object's LastModified)
+    by the standard library. botocore's own parser goes through dateutil, which took about a
+    third of the CPU of a simulated year of retention on S3 (tests/repository/
+    test_simulated_year.py: 124 s before, 108 s after), for a field only the leftover finder
+    reads. Anything else (the RFC 1123 dates of headers) goes to botocore's."""
+    if isinstance(value, str) and value.endswith("Z"):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(value)
+    return parse_timestamp(value)
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A botocore session of our own whose responses parse timestamps with `_timestamp`."""
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    return session
 
 
 class S3Backend(Backend):
@@ -173,7 +195,7 @@ class S3Backend(Backend):
             user_agent_extra="auction-backup",
         )
         # The secrets go straight into the client and are not kept here.
-        self.client = client or boto3.session.Session().client(
+        self.client = client or boto3.session.Session(botocore_session=_botocore_session()).client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region or "us-east-1",

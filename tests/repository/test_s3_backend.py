@@ -355,3 +355,18 @@ def test_offsite_copy_failure_leaves_nothing_at_the_destination(backend, tmp_pat
     with pytest.raises(IntegrityError, match="b.bin"):
         offsite.copy_backup(local, Repository(backend), backup)
     assert list(backend.list()) == [] and _uploads(backend) == []
+
+
+def test_listed_and_head_timestamps_are_aware_datetimes_of_the_write(backend):
+    """LastModified parsed by the backend's own timestamp parser (not dateutil): a listing's ISO
+    8601 form and HEAD's RFC 1123 header both give the same aware UTC moment of the write."""
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
+    with backend.writer("stamped/object.bin") as f:
+        f.write(b"x")
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    listed = backend.client.list_objects_v2(Bucket=backend.bucket, Prefix=backend.prefix + "stamped/")["Contents"]
+    head = backend.client.head_object(Bucket=backend.bucket, Key=backend.prefix + "stamped/object.bin")
+    stamps = [listed[0]["LastModified"], head["LastModified"]]
+    assert all(isinstance(s, dt.datetime) and s.utcoffset() == dt.timedelta(0) for s in stamps), stamps
+    assert all(before <= s <= after for s in stamps), (before, stamps, after)
+    assert stamps[0].replace(microsecond=0) == stamps[1]
